@@ -1,0 +1,139 @@
+//! The relay's libp2p protocols: connection limits, identify, ping, Kademlia server, relay v2 hop.
+
+use libp2p::{
+    StreamProtocol, connection_limits, identify,
+    identity::Keypair,
+    kad::{self, store::MemoryStore},
+    ping, relay,
+    swarm::NetworkBehaviour,
+};
+
+use crate::config::{ConnectionQuota, MAX_DURATION, RelayLimits};
+
+/// Kademlia protocol name of the ClawNet DHT. Private on purpose: a ClawNet node must never
+/// join (or be found through) the public IPFS DHT, `/ipfs/kad/1.0.0`.
+pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/clawnet/kad/1.0.0");
+
+/// Protocol version announced through identify by every ClawNet peer.
+pub const IDENTIFY_PROTOCOL_VERSION: &str = "/clawnet/1.0.0";
+
+/// Agent version announced through identify by this binary.
+pub const AGENT_VERSION: &str = concat!("clawnet-bootstrap/", env!("CARGO_PKG_VERSION"));
+
+/// Why the behaviour could not be built from the configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LimitsError {
+    /// A relay duration exceeds what libp2p can put on the wire.
+    #[error("relay {name} of {secs} s exceeds the maximum of {} s", MAX_DURATION.as_secs())]
+    DurationTooLong {
+        /// Which limit.
+        name: &'static str,
+        /// The configured value, in seconds.
+        secs: u64,
+    },
+}
+
+/// All protocols a bootstrap relay speaks. Connection limits come first so a refused
+/// connection is refused before any other protocol sets up state for it.
+#[derive(NetworkBehaviour)]
+pub(crate) struct Behaviour {
+    pub(crate) limits: connection_limits::Behaviour,
+    pub(crate) identify: identify::Behaviour,
+    pub(crate) ping: ping::Behaviour,
+    pub(crate) kad: kad::Behaviour<MemoryStore>,
+    pub(crate) relay: relay::Behaviour,
+}
+
+impl Behaviour {
+    /// Builds the protocols for `keypair`: Kademlia pinned to server mode and the relay pinned
+    /// to advertising its hop protocol, because a bootstrap relay is public by definition and
+    /// does not wait for AutoNAT to confirm it.
+    pub(crate) fn new(
+        keypair: &Keypair,
+        relay_limits: &RelayLimits,
+        quota: &ConnectionQuota,
+    ) -> Result<Self, LimitsError> {
+        let peer_id = keypair.public().to_peer_id();
+
+        let limits = connection_limits::Behaviour::new(
+            connection_limits::ConnectionLimits::default()
+                .with_max_established(Some(quota.max_established))
+                .with_max_established_per_peer(Some(quota.max_established_per_peer))
+                .with_max_pending_incoming(Some(quota.max_pending_incoming)),
+        );
+
+        let identify = identify::Behaviour::new(
+            identify::Config::new(IDENTIFY_PROTOCOL_VERSION.to_owned(), keypair.public())
+                .with_agent_version(AGENT_VERSION.to_owned()),
+        );
+
+        let mut kad_config = kad::Config::new(KAD_PROTOCOL);
+        // The relay serves peer routing only. It stores no records or provider entries that
+        // peers push (they would be unbounded third-party data on a public host), so
+        // PUT_VALUE/ADD_PROVIDER are accepted on the wire but dropped.
+        kad_config.set_record_filtering(kad::StoreInserts::FilterBoth);
+        let mut kad = kad::Behaviour::with_config(peer_id, MemoryStore::new(peer_id), kad_config);
+        kad.set_mode(Some(kad::Mode::Server));
+
+        let mut relay = relay::Behaviour::new(peer_id, relay_config(relay_limits)?);
+        relay.set_status(Some(relay::Status::Enable));
+
+        Ok(Self { limits, identify, ping: ping::Behaviour::default(), kad, relay })
+    }
+}
+
+/// libp2p's relay configuration for our limits; libp2p's per-peer and per-IP rate limiters
+/// on new reservations and circuits are kept.
+fn relay_config(limits: &RelayLimits) -> Result<relay::Config, LimitsError> {
+    for (name, duration) in
+        [("reservation duration", limits.reservation_duration), ("circuit duration", limits.max_circuit_duration)]
+    {
+        if duration > MAX_DURATION {
+            return Err(LimitsError::DurationTooLong { name, secs: duration.as_secs() });
+        }
+    }
+    Ok(relay::Config {
+        max_reservations: limits.max_reservations,
+        max_reservations_per_peer: limits.max_reservations_per_peer,
+        reservation_duration: limits.reservation_duration,
+        max_circuits: limits.max_circuits,
+        max_circuits_per_peer: limits.max_circuits_per_peer,
+        max_circuit_duration: limits.max_circuit_duration,
+        max_circuit_bytes: limits.max_circuit_bytes,
+        ..relay::Config::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn relay_config_carries_our_limits() {
+        let config = relay_config(&RelayLimits::DEFAULT).unwrap();
+        assert_eq!(config.max_circuit_duration, Duration::from_secs(30 * 60));
+        assert_eq!(config.max_circuit_bytes, 64 * 1024 * 1024);
+        assert_eq!(config.max_reservations, 1024);
+        assert_eq!(config.max_circuits, 256);
+        assert_eq!(config.max_circuits_per_peer, 16);
+    }
+
+    #[test]
+    fn circuit_duration_beyond_the_wire_limit_is_refused() {
+        let limits =
+            RelayLimits { max_circuit_duration: MAX_DURATION + Duration::from_secs(1), ..RelayLimits::DEFAULT };
+        assert!(matches!(relay_config(&limits), Err(LimitsError::DurationTooLong { .. })));
+    }
+
+    #[test]
+    fn kad_speaks_only_the_private_protocol() {
+        let behaviour =
+            Behaviour::new(&Keypair::generate_ed25519(), &RelayLimits::DEFAULT, &ConnectionQuota::DEFAULT).unwrap();
+        assert_eq!(behaviour.kad.protocol_names(), [KAD_PROTOCOL]);
+        assert_ne!(KAD_PROTOCOL, kad::PROTOCOL_NAME);
+        assert_eq!(behaviour.kad.mode(), kad::Mode::Server);
+    }
+}

@@ -1,0 +1,189 @@
+//! The one binary encoding of ClawNet: a version byte followed by the postcard encoding of the
+//! value, bounded in size and canonical.
+//!
+//! Canonical means every value has exactly one encoding: [`decode`] re-encodes what it decoded and
+//! refuses input that differs (for example a varint with redundant continuation bytes). Hashes of
+//! encodings (message ids, proposal hashes, audit links) therefore name values, not spellings.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// A type with a versioned, size-limited binary encoding.
+pub trait WireFormat: Serialize + DeserializeOwned {
+    /// Human name used in errors ("consent", "audit entry").
+    const NAME: &'static str;
+    /// The version byte this build writes and the only one it reads.
+    const VERSION: u8;
+    /// The largest encoding, version byte included, that [`decode`] accepts.
+    const MAX_LEN: usize;
+}
+
+/// Why bytes could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The input is longer than the type allows; it was not parsed.
+    #[error("{what} is {len} bytes, more than the limit of {max}")]
+    TooLarge {
+        /// The kind of value.
+        what: &'static str,
+        /// The input length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The input ended before the value did.
+    #[error("{what} is truncated")]
+    Truncated {
+        /// The kind of value.
+        what: &'static str,
+    },
+    /// The version byte is not one this build understands.
+    #[error("{what} has version {found}, this build only reads version {supported}: upgrade clawnet")]
+    UnknownVersion {
+        /// The kind of value.
+        what: &'static str,
+        /// The version found.
+        found: u8,
+        /// The version this build reads.
+        supported: u8,
+    },
+    /// The input is not a valid encoding of the value.
+    #[error("{what} is malformed: {detail}")]
+    Malformed {
+        /// The kind of value.
+        what: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The value ended before the input did.
+    #[error("{what} has {extra} unexpected trailing bytes")]
+    TrailingBytes {
+        /// The kind of value.
+        what: &'static str,
+        /// How many bytes were left over.
+        extra: usize,
+    },
+}
+
+/// Encodes `value`: its version byte, then its postcard encoding.
+pub fn encode<T: WireFormat>(value: &T) -> Vec<u8> {
+    let mut out = vec![T::VERSION];
+    // Serializing derive-generated structs into a Vec cannot fail: postcard only errors on
+    // sequences of unknown length, which serde never produces for our types.
+    let body = postcard::to_allocvec(value).expect("postcard encoding of a ClawNet type failed");
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Decodes bytes produced by [`encode`], refusing oversized, truncated, unknown-version,
+/// malformed, non-canonical and over-long input.
+pub fn decode<T: WireFormat>(bytes: &[u8]) -> Result<T, DecodeError> {
+    let what = T::NAME;
+    if bytes.len() > T::MAX_LEN {
+        return Err(DecodeError::TooLarge { what, len: bytes.len(), max: T::MAX_LEN });
+    }
+    let Some((&version, body)) = bytes.split_first() else {
+        return Err(DecodeError::Truncated { what });
+    };
+    if version != T::VERSION {
+        return Err(DecodeError::UnknownVersion { what, found: version, supported: T::VERSION });
+    }
+    let (value, rest) = postcard::take_from_bytes::<T>(body).map_err(|err| match err {
+        postcard::Error::DeserializeUnexpectedEnd => DecodeError::Truncated { what },
+        other => DecodeError::Malformed { what, detail: other.to_string() },
+    })?;
+    if !rest.is_empty() {
+        return Err(DecodeError::TrailingBytes { what, extra: rest.len() });
+    }
+    if encode(&value) != bytes {
+        return Err(DecodeError::Malformed { what, detail: "non-canonical encoding".into() });
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Sample {
+        n: u64,
+        text: String,
+        flag: bool,
+    }
+
+    impl WireFormat for Sample {
+        const NAME: &'static str = "sample";
+        const VERSION: u8 = 3;
+        const MAX_LEN: usize = 64;
+    }
+
+    fn sample() -> Sample {
+        Sample { n: 300, text: "hi".into(), flag: true }
+    }
+
+    #[test]
+    fn round_trip() {
+        let bytes = encode(&sample());
+        assert_eq!(bytes[0], 3);
+        assert_eq!(decode::<Sample>(&bytes), Ok(sample()));
+    }
+
+    #[test]
+    fn decoder_rejects_oversized_input() {
+        let bytes = vec![3u8; 65];
+        assert_eq!(decode::<Sample>(&bytes), Err(DecodeError::TooLarge { what: "sample", len: 65, max: 64 }));
+    }
+
+    #[test]
+    fn decoder_rejects_truncated_input() {
+        let bytes = encode(&sample());
+        for cut in 0..bytes.len() {
+            let err = decode::<Sample>(&bytes[..cut]).unwrap_err();
+            assert_eq!(err, DecodeError::Truncated { what: "sample" }, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn decoder_rejects_unknown_version() {
+        let mut bytes = encode(&sample());
+        bytes[0] = 4;
+        assert_eq!(
+            decode::<Sample>(&bytes),
+            Err(DecodeError::UnknownVersion { what: "sample", found: 4, supported: 3 })
+        );
+    }
+
+    #[test]
+    fn decoder_rejects_trailing_bytes() {
+        let mut bytes = encode(&sample());
+        bytes.push(0);
+        assert_eq!(decode::<Sample>(&bytes), Err(DecodeError::TrailingBytes { what: "sample", extra: 1 }));
+    }
+
+    #[test]
+    fn decoder_rejects_non_canonical_varint() {
+        // n = 300 is the varint ac 02; ac 82 00 spells the same number with a redundant byte.
+        let canonical = encode(&sample());
+        assert_eq!(&canonical[1..3], &[0xac, 0x02]);
+        let mut padded = vec![3u8, 0xac, 0x82, 0x00];
+        padded.extend_from_slice(&canonical[3..]);
+        assert!(matches!(decode::<Sample>(&padded), Err(DecodeError::Malformed { .. })));
+    }
+
+    proptest! {
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..80)) {
+            let _ = decode::<Sample>(&bytes);
+        }
+
+        #[test]
+        fn encode_decode_is_identity(n in any::<u64>(), text in "[a-z]{0,20}", flag in any::<bool>()) {
+            let value = Sample { n, text, flag };
+            prop_assert_eq!(decode::<Sample>(&encode(&value)).unwrap(), value);
+        }
+    }
+}

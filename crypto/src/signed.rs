@@ -1,0 +1,243 @@
+//! Signed objects: `{body, signer, signature}` where the body is the canonical encoding of a
+//! value. Receivers verify the bytes first and decode them only if the signature holds.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::ops::Deref;
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{Domain, HashDomain};
+use crate::encoding::{self, DecodeError, WireFormat};
+use crate::hash::Hash32;
+use crate::keys::{Signature, SigningPublicKey, SigningSecret};
+
+/// A value that travels signed, under its own domain.
+pub trait Signable: WireFormat {
+    /// The signature context of this kind of object.
+    const DOMAIN: Domain;
+}
+
+/// Why a signed object was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum VerifyError {
+    /// The signature does not verify for this kind of object (forged, altered, or made for
+    /// another kind).
+    #[error("{what}: signature does not verify")]
+    BadSignature {
+        /// The kind of object.
+        what: &'static str,
+    },
+    /// The signature is valid but made by someone other than the required signer.
+    #[error("{what}: signed by {found:?}, expected {expected:?}")]
+    WrongSigner {
+        /// The kind of object.
+        what: &'static str,
+        /// Who signed.
+        found: SigningPublicKey,
+        /// Who had to sign.
+        expected: SigningPublicKey,
+    },
+    /// The signature holds but the body does not decode.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+}
+
+/// A signed `T`, not yet verified.
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct Signed<T> {
+    body: Vec<u8>,
+    signer: SigningPublicKey,
+    signature: Signature,
+    #[serde(skip)]
+    kind: PhantomData<fn() -> T>,
+}
+
+impl<T: Signable> Signed<T> {
+    /// Encodes and signs `value` with `secret`.
+    pub fn sign(value: &T, secret: &SigningSecret) -> Signed<T> {
+        let body = encoding::encode(value);
+        let signature = secret.sign(T::DOMAIN, &body);
+        Signed { body, signer: secret.public_key(), signature, kind: PhantomData }
+    }
+
+    /// Reassembles a signed object from its parts, for example read back from storage.
+    pub fn from_parts(body: Vec<u8>, signer: SigningPublicKey, signature: Signature) -> Signed<T> {
+        Signed { body, signer, signature, kind: PhantomData }
+    }
+
+    /// Verifies the signature under `T::DOMAIN` by the key it names, then decodes the body.
+    pub fn verify(&self) -> Result<Verified<T>, VerifyError> {
+        self.signer
+            .verify(T::DOMAIN, &self.body, &self.signature)
+            .map_err(|_| VerifyError::BadSignature { what: T::NAME })?;
+        let value = encoding::decode(&self.body)?;
+        Ok(Verified { value, signed: self.clone() })
+    }
+
+    /// Like [`Signed::verify`], and the signer must be `expected`.
+    pub fn verify_signed_by(&self, expected: &SigningPublicKey) -> Result<Verified<T>, VerifyError> {
+        if &self.signer != expected {
+            return Err(VerifyError::WrongSigner { what: T::NAME, found: self.signer, expected: *expected });
+        }
+        self.verify()
+    }
+
+    /// Decodes the body without checking the signature. Only for values this node signed and
+    /// stored itself, or for display after a verification that already happened.
+    pub fn decode_unverified(&self) -> Result<T, DecodeError> {
+        encoding::decode(&self.body)
+    }
+
+    /// The signed bytes.
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// The key that claims to have signed.
+    pub fn signer(&self) -> &SigningPublicKey {
+        &self.signer
+    }
+
+    /// The signature.
+    pub fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    /// A domain-separated hash of the signed body.
+    pub fn body_hash(&self, domain: HashDomain) -> Hash32 {
+        Hash32::of(domain, &self.body)
+    }
+}
+
+impl<T> Clone for Signed<T> {
+    fn clone(&self) -> Self {
+        Signed { body: self.body.clone(), signer: self.signer, signature: self.signature, kind: PhantomData }
+    }
+}
+
+impl<T> PartialEq for Signed<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.body == other.body && self.signer == other.signer && self.signature == other.signature
+    }
+}
+
+impl<T> Eq for Signed<T> {}
+
+impl<T> fmt::Debug for Signed<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Signed")
+            .field("kind", &std::any::type_name::<T>())
+            .field("body_len", &self.body.len())
+            .field("signer", &self.signer)
+            .finish()
+    }
+}
+
+/// A value whose signature has been verified. Only [`Signed::verify`] makes one.
+#[derive(Clone)]
+pub struct Verified<T> {
+    value: T,
+    signed: Signed<T>,
+}
+
+impl<T> Verified<T> {
+    /// The signed form it was verified from.
+    pub fn signed(&self) -> &Signed<T> {
+        &self.signed
+    }
+
+    /// Who signed it.
+    pub fn signer(&self) -> &SigningPublicKey {
+        &self.signed.signer
+    }
+
+    /// The decoded value.
+    pub fn into_value(self) -> T {
+        self.value
+    }
+}
+
+impl<T> Deref for Verified<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for Verified<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verified").field("value", &self.value).field("signer", self.signer()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Note {
+        text: String,
+    }
+    impl WireFormat for Note {
+        const NAME: &'static str = "note";
+        const VERSION: u8 = 1;
+        const MAX_LEN: usize = 100;
+    }
+    impl Signable for Note {
+        const DOMAIN: Domain = Domain::Consent;
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct OtherNote {
+        text: String,
+    }
+    impl WireFormat for OtherNote {
+        const NAME: &'static str = "other note";
+        const VERSION: u8 = 1;
+        const MAX_LEN: usize = 100;
+    }
+    impl Signable for OtherNote {
+        const DOMAIN: Domain = Domain::Turn;
+    }
+
+    #[test]
+    fn sign_then_verify() {
+        let key = SigningSecret::from_bytes(&[1; 32]);
+        let signed = Signed::sign(&Note { text: "hi".into() }, &key);
+        let verified = signed.verify().unwrap();
+        assert_eq!(verified.text, "hi");
+        assert_eq!(verified.signer(), &key.public_key());
+        assert!(signed.verify_signed_by(&key.public_key()).is_ok());
+    }
+
+    #[test]
+    fn forged_signature_is_refused() {
+        let key = SigningSecret::from_bytes(&[1; 32]);
+        let signed = Signed::sign(&Note { text: "hi".into() }, &key);
+        let mut sig = *signed.signature();
+        sig.0[0] ^= 0x80;
+        let forged = Signed::<Note>::from_parts(signed.body().to_vec(), *signed.signer(), sig);
+        assert_eq!(forged.verify().unwrap_err(), VerifyError::BadSignature { what: "note" });
+    }
+
+    #[test]
+    fn signature_from_another_domain_is_refused() {
+        let key = SigningSecret::from_bytes(&[1; 32]);
+        // Same bytes, signed as an OtherNote (turn domain), presented as a Note (consent domain).
+        let other = Signed::sign(&OtherNote { text: "hi".into() }, &key);
+        let replayed = Signed::<Note>::from_parts(other.body().to_vec(), *other.signer(), *other.signature());
+        assert_eq!(replayed.verify().unwrap_err(), VerifyError::BadSignature { what: "note" });
+    }
+
+    #[test]
+    fn wrong_signer_is_named() {
+        let key = SigningSecret::from_bytes(&[1; 32]);
+        let other = SigningSecret::from_bytes(&[2; 32]).public_key();
+        let signed = Signed::sign(&Note { text: "hi".into() }, &key);
+        assert!(matches!(signed.verify_signed_by(&other), Err(VerifyError::WrongSigner { what: "note", .. })));
+    }
+}

@@ -1,0 +1,411 @@
+//! The audit chain format: entries signed by the node key and linked by hash, and the pure
+//! verifier that walks a chain and names the first bad entry.
+//!
+//! Stored record: `body || signature (64)`, where `body` is the canonical encoding of an
+//! [`AuditEntry`] and the signature is the node key's over `body` in the audit-entry domain.
+//! Each entry's `prev` is the hash of the previous entry's *body* (the first entry's is zero).
+//! Signatures are deterministic, so linking bodies loses nothing, and it lets a writer sign a
+//! batch of entries without waiting for each signature to link the next.
+
+use clawnet_crypto::{
+    DecodeError, Domain, Hash32, HashDomain, IdentityId, OwnerId, Signable, Signature, SigningPublicKey, SigningSecret,
+    Timestamp, WireFormat, encoding,
+};
+use serde::{Deserialize, Serialize};
+
+/// Who acted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Actor {
+    /// The owner, through the CLI, API or UI.
+    Owner,
+    /// The node itself (delivery, maintenance).
+    Node,
+    /// The owner's manager agent.
+    Manager,
+    /// One of the owner's identity agents.
+    Identity(IdentityId),
+    /// Another owner whose message caused the entry (for example a refused attack).
+    Peer(OwnerId),
+}
+
+/// How it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Done.
+    Success,
+    /// Refused by governance.
+    Denied(String),
+    /// Attempted and failed.
+    Failed(String),
+}
+
+/// One audited action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Position in the chain, from 1.
+    pub seq: u64,
+    /// Hash of the previous entry's body; zero for the first.
+    pub prev: Hash32,
+    /// When it was recorded.
+    pub time: Timestamp,
+    /// The owner of the node.
+    pub owner: OwnerId,
+    /// Who acted.
+    pub actor: Actor,
+    /// What kind of action (`identity.create`, `security.replay`).
+    pub action: String,
+    /// What it acted on.
+    pub object: String,
+    /// Under what authority (owner command, consent hash, policy).
+    pub basis: String,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
+impl WireFormat for AuditEntry {
+    const NAME: &'static str = "audit entry";
+    const VERSION: u8 = 1;
+    const MAX_LEN: usize = 4 * 1024;
+}
+
+impl Signable for AuditEntry {
+    const DOMAIN: Domain = Domain::AuditEntry;
+}
+
+impl AuditEntry {
+    /// Whether this entry records a security event.
+    pub fn is_security_event(&self) -> bool {
+        self.action.starts_with(SECURITY_PREFIX)
+    }
+}
+
+const SECURITY_PREFIX: &str = "security.";
+const MAX_ACTION: usize = 64;
+const MAX_TEXT: usize = 1000;
+
+/// What a caller asks the audit log to record; the log adds seq, link, time and owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditDraft {
+    /// Who acted.
+    pub actor: Actor,
+    /// What kind of action.
+    pub action: String,
+    /// What it acted on.
+    pub object: String,
+    /// Under what authority.
+    pub basis: String,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
+impl AuditDraft {
+    /// An action with its outcome. Over-long text is cut (an audit entry must never fail to be
+    /// written because a message was long).
+    pub fn new(
+        actor: Actor,
+        action: impl Into<String>,
+        object: impl Into<String>,
+        basis: impl Into<String>,
+        outcome: Outcome,
+    ) -> AuditDraft {
+        let outcome = match outcome {
+            Outcome::Denied(reason) => Outcome::Denied(cut(reason, MAX_TEXT)),
+            Outcome::Failed(reason) => Outcome::Failed(cut(reason, MAX_TEXT)),
+            Outcome::Success => Outcome::Success,
+        };
+        AuditDraft {
+            actor,
+            action: cut(action.into(), MAX_ACTION),
+            object: cut(object.into(), MAX_TEXT),
+            basis: cut(basis.into(), MAX_TEXT),
+            outcome,
+        }
+    }
+
+    /// A refused attack or violation: action `security.<kind>`, outcome denied with `reason`.
+    pub fn security_event(
+        actor: Actor,
+        kind: &str,
+        object: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> AuditDraft {
+        AuditDraft::new(
+            actor,
+            format!("{SECURITY_PREFIX}{kind}"),
+            object,
+            "protocol validation",
+            Outcome::Denied(reason.into()),
+        )
+    }
+
+    /// Completes the draft into the entry at `seq` after `prev`.
+    pub fn into_entry(self, seq: u64, prev: Hash32, time: Timestamp, owner: OwnerId) -> AuditEntry {
+        AuditEntry {
+            seq,
+            prev,
+            time,
+            owner,
+            actor: self.actor,
+            action: self.action,
+            object: self.object,
+            basis: self.basis,
+            outcome: self.outcome,
+        }
+    }
+}
+
+fn cut(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max.saturating_sub(3);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str("...");
+    }
+    text
+}
+
+/// An entry sealed for storage: its encoded body and the node's signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedEntry {
+    /// The entry's sequence number.
+    pub seq: u64,
+    /// The hash the next entry links to.
+    pub link: Hash32,
+    /// `body || signature`, as stored.
+    pub record: Vec<u8>,
+}
+
+impl SealedEntry {
+    /// Encodes and signs `entry` with the node key.
+    pub fn seal(entry: &AuditEntry, node_key: &SigningSecret) -> SealedEntry {
+        let mut record = encoding::encode(entry);
+        let link = link_hash(&record);
+        let signature = node_key.sign(AuditEntry::DOMAIN, &record);
+        record.extend_from_slice(&signature.0);
+        SealedEntry { seq: entry.seq, link, record }
+    }
+}
+
+/// The hash of an entry body, which the next entry's `prev` must equal.
+pub fn link_hash(body: &[u8]) -> Hash32 {
+    Hash32::of(HashDomain::AuditLink, body)
+}
+
+/// Splits a stored record into body and signature.
+pub fn split_record(record: &[u8]) -> Option<(&[u8], Signature)> {
+    let split = record.len().checked_sub(64)?;
+    let (body, sig) = record.split_at(split);
+    let mut bytes = [0u8; 64];
+    bytes.copy_from_slice(sig);
+    Some((body, Signature(bytes)))
+}
+
+/// Decodes a stored record without checking its signature (for display and export).
+pub fn decode_record(record: &[u8]) -> Result<(AuditEntry, Signature), DecodeError> {
+    let (body, signature) = split_record(record).ok_or(DecodeError::Truncated { what: AuditEntry::NAME })?;
+    Ok((encoding::decode(body)?, signature))
+}
+
+/// What is wrong with one entry of a chain.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChainProblem {
+    /// The record does not decode.
+    #[error("record does not decode: {0}")]
+    Undecodable(DecodeError),
+    /// The entry's sequence number is not the next one (entries missing, reordered or renumbered).
+    #[error("sequence number {found} where {expected} was expected")]
+    SequenceMismatch {
+        /// The next number in the chain.
+        expected: u64,
+        /// The one stored.
+        found: u64,
+    },
+    /// The entry does not link to the previous entry (one was altered, removed or inserted).
+    #[error("does not link to the previous entry")]
+    BrokenLink,
+    /// The entry names another owner.
+    #[error("names another owner than this node's")]
+    WrongOwner,
+    /// The node's signature does not verify: the entry was altered.
+    #[error("signature does not verify")]
+    BadSignature,
+}
+
+/// The first bad entry of a chain.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("audit entry {seq} is invalid: {problem}")]
+pub struct ChainError {
+    /// Its sequence number (its position when the stored number cannot be trusted).
+    pub seq: u64,
+    /// What is wrong with it.
+    pub problem: ChainProblem,
+}
+
+/// A chain that verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainSummary {
+    /// How many entries.
+    pub entries: u64,
+    /// Hash of the last entry's body (zero for an empty chain): what a consent pins.
+    pub head: Hash32,
+}
+
+/// How many signatures are checked in one batch.
+pub const VERIFY_BATCH: usize = 256;
+
+/// Walks a chain entry by entry: links and sequence numbers immediately, signatures in batches.
+#[derive(Debug)]
+pub struct ChainVerifier {
+    node_key: SigningPublicKey,
+    owner: OwnerId,
+    next_seq: u64,
+    prev: Hash32,
+    pending: Vec<(u64, Vec<u8>, Signature)>,
+}
+
+impl ChainVerifier {
+    /// A verifier for a chain signed by `node_key` on behalf of `owner`.
+    pub fn new(node_key: SigningPublicKey, owner: OwnerId) -> ChainVerifier {
+        ChainVerifier { node_key, owner, next_seq: 1, prev: Hash32::ZERO, pending: Vec::with_capacity(VERIFY_BATCH) }
+    }
+
+    /// Checks the next stored record, filed under `stored_seq`.
+    pub fn push(&mut self, stored_seq: u64, record: &[u8]) -> Result<(), ChainError> {
+        if let Err(problem) = self.check_structure(stored_seq, record) {
+            // An earlier entry with a bad signature is the first bad one, not this one.
+            self.flush()?;
+            return Err(ChainError { seq: self.next_seq, problem });
+        }
+        if self.pending.len() >= VERIFY_BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Verifies the signatures still pending and returns the chain's summary.
+    pub fn finish(mut self) -> Result<ChainSummary, ChainError> {
+        self.flush()?;
+        Ok(ChainSummary { entries: self.next_seq - 1, head: self.prev })
+    }
+
+    fn check_structure(&mut self, stored_seq: u64, record: &[u8]) -> Result<(), ChainProblem> {
+        let (body, signature) =
+            split_record(record).ok_or(ChainProblem::Undecodable(DecodeError::Truncated { what: AuditEntry::NAME }))?;
+        let entry: AuditEntry = encoding::decode(body).map_err(ChainProblem::Undecodable)?;
+        for found in [stored_seq, entry.seq] {
+            if found != self.next_seq {
+                return Err(ChainProblem::SequenceMismatch { expected: self.next_seq, found });
+            }
+        }
+        if entry.prev != self.prev {
+            return Err(ChainProblem::BrokenLink);
+        }
+        if entry.owner != self.owner {
+            return Err(ChainProblem::WrongOwner);
+        }
+        self.prev = link_hash(body);
+        self.pending.push((entry.seq, body.to_vec(), signature));
+        self.next_seq += 1;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), ChainError> {
+        let items: Vec<(&SigningPublicKey, &[u8], &Signature)> =
+            self.pending.iter().map(|(_, body, sig)| (&self.node_key, body.as_slice(), sig)).collect();
+        if SigningPublicKey::verify_batch(AuditEntry::DOMAIN, &items).is_err() {
+            // Find which one, in order.
+            for (seq, body, sig) in &self.pending {
+                if self.node_key.verify(AuditEntry::DOMAIN, body, sig).is_err() {
+                    return Err(ChainError { seq: *seq, problem: ChainProblem::BadSignature });
+                }
+            }
+        }
+        self.pending.clear();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(n: u64, key: &SigningSecret, owner: OwnerId) -> Vec<SealedEntry> {
+        let mut prev = Hash32::ZERO;
+        (1..=n)
+            .map(|seq| {
+                let draft = AuditDraft::new(Actor::Owner, "test.step", format!("step {seq}"), "test", Outcome::Success);
+                let sealed = SealedEntry::seal(&draft.into_entry(seq, prev, Timestamp(seq), owner), key);
+                prev = sealed.link;
+                sealed
+            })
+            .collect()
+    }
+
+    fn verify(key: &SigningSecret, owner: OwnerId, records: &[(u64, Vec<u8>)]) -> Result<ChainSummary, ChainError> {
+        let mut verifier = ChainVerifier::new(key.public_key(), owner);
+        for (seq, record) in records {
+            verifier.push(*seq, record)?;
+        }
+        verifier.finish()
+    }
+
+    fn setup(n: u64) -> (SigningSecret, OwnerId, Vec<(u64, Vec<u8>)>) {
+        let key = SigningSecret::from_bytes(&[4; 32]);
+        let owner = OwnerId::from_key(SigningSecret::from_bytes(&[5; 32]).public_key());
+        let records = chain(n, &key, owner).into_iter().map(|e| (e.seq, e.record)).collect();
+        (key, owner, records)
+    }
+
+    #[test]
+    fn intact_chain_verifies() {
+        let (key, owner, records) = setup(600);
+        let summary = verify(&key, owner, &records).unwrap();
+        assert_eq!(summary.entries, 600);
+        assert_eq!(summary.head, link_hash(split_record(&records[599].1).unwrap().0));
+    }
+
+    #[test]
+    fn every_altered_byte_names_its_entry() {
+        let (key, owner, records) = setup(4);
+        for idx in 0..records.len() {
+            for byte in 0..records[idx].1.len() {
+                let mut altered = records.clone();
+                altered[idx].1[byte] ^= 0x01;
+                let err = verify(&key, owner, &altered).unwrap_err();
+                assert_eq!(err.seq, idx as u64 + 1, "byte {byte} of entry {}: {err}", idx + 1);
+            }
+        }
+    }
+
+    #[test]
+    fn removed_entry_is_a_sequence_gap() {
+        let (key, owner, mut records) = setup(5);
+        records.remove(2);
+        let err = verify(&key, owner, &records).unwrap_err();
+        assert_eq!(err.seq, 3);
+        assert!(matches!(err.problem, ChainProblem::SequenceMismatch { expected: 3, found: 4 }));
+    }
+
+    #[test]
+    fn chain_signed_by_another_key_fails() {
+        let (_, owner, records) = setup(3);
+        let other = SigningSecret::from_bytes(&[9; 32]);
+        assert_eq!(verify(&other, owner, &records).unwrap_err().problem, ChainProblem::BadSignature);
+    }
+
+    #[test]
+    fn long_text_is_cut_not_refused() {
+        let draft =
+            AuditDraft::new(Actor::Node, "x".repeat(100), "é".repeat(2000), "b", Outcome::Failed("r".repeat(5000)));
+        assert!(draft.action.len() <= MAX_ACTION);
+        assert!(draft.object.len() <= MAX_TEXT && draft.object.ends_with("..."));
+        let key = SigningSecret::from_bytes(&[1; 32]);
+        let owner = OwnerId::from_key(key.public_key());
+        let sealed = SealedEntry::seal(&draft.into_entry(1, Hash32::ZERO, Timestamp(1), owner), &key);
+        assert!(sealed.record.len() <= AuditEntry::MAX_LEN + 64);
+        assert!(decode_record(&sealed.record).is_ok());
+    }
+}

@@ -1,0 +1,104 @@
+//! The envelope every delivery carries (`/clawnet/deliver/1`), and the signed acknowledgement
+//! that answers it.
+
+use clawnet_crypto::{Domain, Signable, Signed, SigningPublicKey, Timestamp, WireFormat, encoding};
+use serde::{Deserialize, Serialize};
+
+use crate::contact::{ContactAccept, ContactRemoval, ContactRequest};
+use crate::ids::MessageId;
+use crate::limits;
+use crate::session::{Close, Consent, Proposal, Rejection, Turn};
+use crate::tags::SealedTags;
+
+/// A proposal as it reaches the counterpart: the identity-signed proposal and its owner's consent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProposalOffer {
+    /// The proposal.
+    pub proposal: Signed<Proposal>,
+    /// The initiator's owner's consent over it.
+    pub consent: Signed<Consent>,
+}
+
+/// One delivered message. Each variant is a signed object verified under its own domain;
+/// dispatch is by owner, identity or session, never to a manager.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum WireMessage {
+    /// Asks to become contacts.
+    ContactRequest(Signed<ContactRequest>),
+    /// Accepts a contact request.
+    ContactAccept(Signed<ContactAccept>),
+    /// Ends a contact relationship.
+    ContactRemoval(Signed<ContactRemoval>),
+    /// The latest sealed tag announcement, sent directly to a contact that was offline.
+    TagSync(SealedTags),
+    /// Proposes a session, with the initiator owner's consent.
+    Proposal(ProposalOffer),
+    /// The counterpart owner's consent.
+    Consent(Signed<Consent>),
+    /// An owner's rejection.
+    Rejection(Signed<Rejection>),
+    /// A session turn.
+    Turn(Signed<Turn>),
+    /// A session close.
+    Close(Signed<Close>),
+}
+
+impl WireFormat for WireMessage {
+    const NAME: &'static str = "wire message";
+    const VERSION: u8 = 1;
+    const MAX_LEN: usize = limits::MAX_WIRE_MESSAGE;
+}
+
+impl WireMessage {
+    /// The encoding that goes on the wire.
+    pub fn encode(&self) -> Vec<u8> {
+        encoding::encode(self)
+    }
+
+    /// Decodes a delivery, refusing oversized, truncated, unknown-version and malformed input.
+    pub fn decode(bytes: &[u8]) -> Result<WireMessage, clawnet_crypto::DecodeError> {
+        encoding::decode(bytes)
+    }
+
+    /// The id a delivery of this message is deduplicated by.
+    pub fn id(&self) -> MessageId {
+        MessageId::of(&self.encode())
+    }
+
+    /// The kind, for logs and audit entries.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            WireMessage::ContactRequest(_) => ContactRequest::NAME,
+            WireMessage::ContactAccept(_) => ContactAccept::NAME,
+            WireMessage::ContactRemoval(_) => ContactRemoval::NAME,
+            WireMessage::TagSync(_) => "tag sync",
+            WireMessage::Proposal(_) => Proposal::NAME,
+            WireMessage::Consent(_) => Consent::NAME,
+            WireMessage::Rejection(_) => Rejection::NAME,
+            WireMessage::Turn(_) => Turn::NAME,
+            WireMessage::Close(_) => Close::NAME,
+        }
+    }
+}
+
+/// A node confirms it durably recorded a delivery. Signed by the receiving node's device key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryAck {
+    /// The message recorded.
+    pub message: MessageId,
+    /// The receiving device.
+    pub device: SigningPublicKey,
+    /// When it was recorded.
+    pub received_at: Timestamp,
+}
+
+impl WireFormat for DeliveryAck {
+    const NAME: &'static str = "delivery acknowledgement";
+    const VERSION: u8 = 1;
+    const MAX_LEN: usize = 128;
+}
+
+impl Signable for DeliveryAck {
+    const DOMAIN: Domain = Domain::DeliveryAck;
+}

@@ -1,0 +1,223 @@
+//! The audit chain on disk: its head, verification and JSON Lines export.
+
+use std::io::Write;
+
+use clawnet_crypto::Hash32;
+use clawnet_protocol::audit::{
+    Actor, AuditEntry, ChainError, ChainSummary, ChainVerifier, Outcome, decode_record, link_hash, split_record,
+};
+use redb::ReadableTable;
+use serde::Serialize;
+
+use crate::db::NodeDb;
+use crate::error::{DbResultExt, StoreError};
+use crate::schema::AUDIT;
+use crate::view::ReadView;
+use crate::writer::ChainHead;
+
+/// Why the chain does not verify.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditVerifyError {
+    /// An entry is bad; the first one is named.
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    /// The database could not be read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl NodeDb {
+    /// Walks the whole chain: sequence numbers, links, owner and every signature (in batches).
+    /// Reports the first bad entry.
+    pub fn verify_audit(&self) -> Result<ChainSummary, AuditVerifyError> {
+        self.verify_audit_with_progress(|_| {})
+    }
+
+    /// Like [`NodeDb::verify_audit`], calling `progress` with the number of entries checked
+    /// every few thousand entries.
+    pub fn verify_audit_with_progress(&self, mut progress: impl FnMut(u64)) -> Result<ChainSummary, AuditVerifyError> {
+        let view = self.read()?;
+        let table = view.tx.open_table(AUDIT).ctx("reading the audit chain")?;
+        let mut verifier = ChainVerifier::new(self.info().device_key, self.info().owner);
+        for (checked, row) in table.iter().ctx("reading the audit chain")?.enumerate() {
+            let (seq, record) = row.ctx("reading the audit chain")?;
+            verifier.push(seq.value(), record.value())?;
+            if checked % 4096 == 4095 {
+                progress(checked as u64 + 1);
+            }
+        }
+        Ok(verifier.finish()?)
+    }
+
+    /// Writes every entry as one JSON object per line, with its raw record so anyone holding the
+    /// node's public key can re-verify it. Returns the number of entries written.
+    pub fn export_audit(&self, out: &mut impl Write) -> Result<u64, StoreError> {
+        let view = self.read()?;
+        let table = view.tx.open_table(AUDIT).ctx("reading the audit chain")?;
+        let mut count = 0;
+        for row in table.iter().ctx("reading the audit chain")? {
+            let (seq, record) = row.ctx("reading the audit chain")?;
+            let line = ExportedEntry::new(seq.value(), record.value());
+            let mut text = serde_json::to_string(&line).map_err(|err| io_error("encoding the export", err))?;
+            text.push('\n');
+            out.write_all(text.as_bytes()).map_err(|err| io_error("writing the export", err))?;
+            count += 1;
+        }
+        out.flush().map_err(|err| io_error("writing the export", err))?;
+        Ok(count)
+    }
+
+    /// Every entry, decoded but not verified (for display; run [`NodeDb::verify_audit`] to trust
+    /// them).
+    pub fn audit_entries(&self) -> Result<Vec<AuditEntry>, StoreError> {
+        let view = self.read()?;
+        let table = view.tx.open_table(AUDIT).ctx("reading the audit chain")?;
+        let mut entries = Vec::new();
+        for row in table.iter().ctx("reading the audit chain")? {
+            let (_, record) = row.ctx("reading the audit chain")?;
+            let (entry, _) = decode_record(record.value()).map_err(StoreError::corrupt("audit entry"))?;
+            entries.push(entry);
+        }
+        Ok(entries)
+    }
+
+    /// The chain head: the number of entries and the link hash of the last one.
+    pub fn audit_head(&self) -> Result<(u64, Hash32), StoreError> {
+        let head = read_head(&self.read()?)?;
+        Ok((head.next_seq - 1, head.prev))
+    }
+}
+
+/// Overwrites the stored record of entry `seq` with `record`, bypassing the chain: only for
+/// tests that play an attacker with write access to the database file.
+#[cfg(any(test, feature = "tamper"))]
+pub fn tamper_with_entry(db: &NodeDb, seq: u64, record: &[u8]) -> Result<(), StoreError> {
+    db.raw_write(|tx| {
+        let mut table = tx.open_table(AUDIT).ctx("tampering")?;
+        table.insert(seq, record).ctx("tampering")?;
+        Ok(())
+    })
+}
+
+/// Overwrites the stored schema version: only for tests of the version guard.
+#[cfg(any(test, feature = "tamper"))]
+pub fn tamper_with_schema_version(db: &NodeDb, version: u32) -> Result<(), StoreError> {
+    db.raw_write(|tx| {
+        let mut meta = tx.open_table(crate::schema::META).ctx("tampering")?;
+        meta.insert(crate::schema::META_SCHEMA, version.to_le_bytes().as_slice()).ctx("tampering")?;
+        Ok(())
+    })
+}
+
+/// The raw stored record of entry `seq` (tests and forensics).
+pub fn raw_entry(db: &NodeDb, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+    let view = db.read()?;
+    let table = view.tx.open_table(AUDIT).ctx("reading the audit chain")?;
+    Ok(table.get(seq).ctx("reading the audit chain")?.map(|value| value.value().to_vec()))
+}
+
+/// The position after the last stored entry.
+pub(crate) fn read_head(view: &ReadView) -> Result<ChainHead, StoreError> {
+    let table = view.tx.open_table(AUDIT).ctx("reading the audit head")?;
+    let last = table.last().ctx("reading the audit head")?;
+    Ok(match last {
+        None => ChainHead { next_seq: 1, prev: Hash32::ZERO },
+        Some((seq, record)) => {
+            let (body, _) = split_record(record.value())
+                .ok_or(StoreError::Corrupt { what: "audit entry", detail: "truncated".into() })?;
+            ChainHead { next_seq: seq.value() + 1, prev: link_hash(body) }
+        }
+    })
+}
+
+fn io_error(context: &str, err: impl std::fmt::Display) -> StoreError {
+    StoreError::Io { context: context.to_owned(), detail: err.to_string() }
+}
+
+/// One line of an export.
+#[derive(Debug, Serialize)]
+struct ExportedEntry {
+    seq: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prev: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    time_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    actor: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    action: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    object: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    basis: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outcome: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    link: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signature: Option<String>,
+    /// `body || signature` in hex, exactly as stored.
+    record: String,
+    /// Set when the record does not decode; the raw record is still exported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+impl ExportedEntry {
+    fn new(seq: u64, record: &[u8]) -> ExportedEntry {
+        let mut line = ExportedEntry {
+            seq,
+            prev: None,
+            time_ms: None,
+            owner: None,
+            actor: None,
+            action: None,
+            object: None,
+            basis: None,
+            outcome: None,
+            reason: None,
+            link: None,
+            signature: None,
+            record: hex::encode(record),
+            error: None,
+        };
+        match decode_record(record) {
+            Ok((entry, signature)) => {
+                let (outcome, reason) = match entry.outcome {
+                    Outcome::Success => ("success", None),
+                    Outcome::Denied(reason) => ("denied", Some(reason)),
+                    Outcome::Failed(reason) => ("failed", Some(reason)),
+                };
+                line.prev = Some(entry.prev.to_hex());
+                line.time_ms = Some(entry.time.as_millis());
+                line.owner = Some(entry.owner.to_hex());
+                line.actor = Some(actor_name(&entry.actor));
+                line.action = Some(entry.action);
+                line.object = Some(entry.object);
+                line.basis = Some(entry.basis);
+                line.outcome = Some(outcome.to_owned());
+                line.reason = reason;
+                line.link = split_record(record).map(|(body, _)| link_hash(body).to_hex());
+                line.signature = Some(signature.to_hex());
+            }
+            Err(err) => line.error = Some(err.to_string()),
+        }
+        line
+    }
+}
+
+/// How an actor is written in exports and listings.
+pub fn actor_name(actor: &Actor) -> String {
+    match actor {
+        Actor::Owner => "owner".into(),
+        Actor::Node => "node".into(),
+        Actor::Manager => "manager".into(),
+        Actor::Identity(id) => format!("identity:{id}"),
+        Actor::Peer(owner) => format!("peer:{}", owner.fingerprint()),
+    }
+}

@@ -1,0 +1,213 @@
+//! Creating and opening a node database: schema version, owner, device certificate.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clawnet_crypto::{DeviceCert, OwnerId, Signed, SigningPublicKey, SigningSecret, Timestamp};
+use clawnet_protocol::audit::{Actor, AuditDraft, Outcome};
+use redb::{Database, ReadableDatabase};
+
+use crate::error::{DbResultExt, StoreError};
+use crate::schema::{self, META};
+use crate::view::ReadView;
+use crate::writer::{Change, CommitReceipt, Writer, WriterStats};
+
+/// What a new node database starts with.
+#[derive(Debug)]
+pub struct Genesis {
+    /// The owner.
+    pub owner: OwnerId,
+    /// The owner's certificate for this node's device key.
+    pub device_cert: Signed<DeviceCert>,
+    /// The node's name, for people.
+    pub node_name: String,
+    /// The locked keystore blob.
+    pub keystore: Vec<u8>,
+}
+
+/// Facts about the node, read once at open.
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    /// The owner.
+    pub owner: OwnerId,
+    /// The device key that signs this node's audit chain.
+    pub device_key: SigningPublicKey,
+    /// The owner's certificate for it.
+    pub device_cert: Signed<DeviceCert>,
+    /// The node's name.
+    pub node_name: String,
+}
+
+/// An open node database. Cheap to clone; all clones share one writer.
+#[derive(Debug, Clone)]
+pub struct NodeDb {
+    db: Arc<Database>,
+    path: PathBuf,
+    info: NodeInfo,
+    writer: Option<Arc<Writer>>,
+}
+
+impl NodeDb {
+    /// Creates the database at `path` and records its genesis as audit entry 1, signed by
+    /// `device` (whose public key must be the one `genesis.device_cert` certifies).
+    pub fn create(path: &Path, genesis: Genesis, device: SigningSecret) -> Result<NodeDb, StoreError> {
+        if path.exists() {
+            return Err(StoreError::AlreadyInitialized(path.to_owned()));
+        }
+        let cert = DeviceCert::verify_for(&genesis.device_cert, &genesis.owner, Timestamp::now())
+            .map_err(|err| StoreError::BadDeviceCert(err.to_string()))?;
+        if cert.device_key != device.public_key() {
+            return Err(StoreError::WrongDeviceKey);
+        }
+        let db = Database::create(path).ctx("creating the database")?;
+        let tx = db.begin_write().ctx("creating the database")?;
+        {
+            let mut meta = tx.open_table(META).ctx("creating the database")?;
+            meta.insert(schema::META_SCHEMA, schema::SCHEMA_VERSION.to_le_bytes().as_slice())
+                .ctx("creating the database")?;
+            meta.insert(schema::META_OWNER, genesis.owner.key().as_bytes().as_slice()).ctx("creating the database")?;
+            let cert_bytes = postcard::to_allocvec(&genesis.device_cert)
+                .map_err(|err| StoreError::Corrupt { what: "device certificate", detail: err.to_string() })?;
+            meta.insert(schema::META_DEVICE_CERT, cert_bytes.as_slice()).ctx("creating the database")?;
+            meta.insert(schema::META_NODE_NAME, genesis.node_name.as_bytes()).ctx("creating the database")?;
+            meta.insert(schema::META_KEYSTORE, genesis.keystore.as_slice()).ctx("creating the database")?;
+        }
+        create_tables(&tx)?;
+        tx.commit().ctx("creating the database")?;
+        let mut node = NodeDb::from_database(db, path)?;
+        node.unlock_writes(device)?;
+        node.append(AuditDraft::new(
+            Actor::Owner,
+            "node.init",
+            format!("node {:?} of owner {}", node.info.node_name, node.info.owner.fingerprint()),
+            "owner command",
+            Outcome::Success,
+        ))?;
+        Ok(node)
+    }
+
+    /// Opens an existing database for reading; call [`NodeDb::unlock_writes`] to change it.
+    pub fn open(path: &Path) -> Result<NodeDb, StoreError> {
+        if !path.exists() {
+            return Err(StoreError::NotInitialized(path.to_owned()));
+        }
+        let db = match Database::open(path) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StoreError::InUse(path.to_owned())),
+            Err(redb::DatabaseError::Storage(redb::StorageError::Io(err)))
+                if err.kind() == std::io::ErrorKind::WouldBlock =>
+            {
+                return Err(StoreError::InUse(path.to_owned()));
+            }
+            Err(err) => {
+                return Err(StoreError::Database { context: "opening the database", detail: err.to_string() });
+            }
+        };
+        NodeDb::from_database(db, path)
+    }
+
+    /// Enables writes, with audit entries signed by `device` (this node's device key).
+    pub fn unlock_writes(&mut self, device: SigningSecret) -> Result<(), StoreError> {
+        if device.public_key() != self.info.device_key {
+            return Err(StoreError::WrongDeviceKey);
+        }
+        let head = crate::audit::read_head(&self.read()?)?;
+        self.writer = Some(Arc::new(Writer::new(self.db.clone(), device, self.info.owner, head)));
+        Ok(())
+    }
+
+    /// Commits `change` durably, with its audit entries, and returns what its apply step produced.
+    pub fn commit<T: Send + 'static>(&self, change: Change<T>) -> Result<(T, CommitReceipt), StoreError> {
+        self.writer.as_ref().ok_or(StoreError::ReadOnly)?.commit(change)
+    }
+
+    /// Appends one audit entry durably (no other records).
+    pub fn append(&self, draft: AuditDraft) -> Result<CommitReceipt, StoreError> {
+        self.commit(Change::audit(draft)).map(|((), receipt)| receipt)
+    }
+
+    /// A consistent snapshot for reading.
+    pub fn read(&self) -> Result<ReadView, StoreError> {
+        Ok(ReadView { tx: self.db.begin_read().ctx("starting a read")? })
+    }
+
+    /// Facts about this node.
+    pub fn info(&self) -> &NodeInfo {
+        &self.info
+    }
+
+    /// Where the database file is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Group-commit statistics since the writer was unlocked.
+    pub fn writer_stats(&self) -> Option<WriterStats> {
+        self.writer.as_ref().map(|writer| writer.stats())
+    }
+
+    /// Runs `write` in its own durable transaction, outside the audited writer: only for tests
+    /// that play an attacker with write access to the file.
+    #[cfg(any(test, feature = "tamper"))]
+    pub(crate) fn raw_write(
+        &self,
+        write: impl FnOnce(&redb::WriteTransaction) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().ctx("writing raw")?;
+        write(&tx)?;
+        tx.commit().ctx("writing raw")
+    }
+
+    fn from_database(db: Database, path: &Path) -> Result<NodeDb, StoreError> {
+        let tx = db.begin_read().ctx("reading node facts")?;
+        let meta = match tx.open_table(META) {
+            Ok(meta) => meta,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Err(StoreError::NotClawnet(path.to_owned())),
+            Err(err) => return Err(StoreError::db("reading node facts")(err.into())),
+        };
+        let get = |key: &str| -> Result<Vec<u8>, StoreError> {
+            meta.get(key)
+                .ctx("reading node facts")?
+                .map(|value| value.value().to_vec())
+                .ok_or_else(|| StoreError::NotClawnet(path.to_owned()))
+        };
+        let version_bytes: [u8; 4] =
+            get(schema::META_SCHEMA)?.try_into().map_err(|_| StoreError::NotClawnet(path.to_owned()))?;
+        let found = u32::from_le_bytes(version_bytes);
+        if found > schema::SCHEMA_VERSION {
+            return Err(StoreError::SchemaTooNew { found, supported: schema::SCHEMA_VERSION });
+        }
+        if found != schema::SCHEMA_VERSION {
+            return Err(StoreError::SchemaUnknown { found, supported: schema::SCHEMA_VERSION });
+        }
+        let owner_bytes: [u8; 32] = get(schema::META_OWNER)?
+            .try_into()
+            .map_err(|_| StoreError::Corrupt { what: "owner key", detail: "wrong length".into() })?;
+        let owner = SigningPublicKey::from_bytes(&owner_bytes)
+            .map(OwnerId::from_key)
+            .map_err(|err| StoreError::Corrupt { what: "owner key", detail: err.to_string() })?;
+        let device_cert: Signed<DeviceCert> = postcard::from_bytes(&get(schema::META_DEVICE_CERT)?)
+            .map_err(|err| StoreError::Corrupt { what: "device certificate", detail: err.to_string() })?;
+        let cert = DeviceCert::verify_for(&device_cert, &owner, Timestamp::now())
+            .map_err(|err| StoreError::BadDeviceCert(err.to_string()))?;
+        let node_name = String::from_utf8_lossy(&get(schema::META_NODE_NAME)?).into_owned();
+        let info = NodeInfo { owner, device_key: cert.device_key, device_cert, node_name };
+        drop(meta);
+        drop(tx);
+        Ok(NodeDb { db: Arc::new(db), path: path.to_owned(), info, writer: None })
+    }
+}
+
+/// Creates every table, so readers never meet a missing one.
+fn create_tables(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let context = "creating tables";
+    tx.open_table(schema::AUDIT).ctx(context)?;
+    tx.open_table(schema::IDENTITIES).ctx(context)?;
+    tx.open_table(schema::CONTACTS).ctx(context)?;
+    tx.open_table(schema::SESSIONS).ctx(context)?;
+    tx.open_table(schema::TURNS).ctx(context)?;
+    tx.open_table(schema::NONCES).ctx(context)?;
+    tx.open_table(schema::OUTBOX).ctx(context)?;
+    tx.open_table(schema::INBOX).ctx(context)?;
+    Ok(())
+}

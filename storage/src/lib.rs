@@ -1,0 +1,26 @@
+//! The node's database: one redb file holding the keystore, identities, contacts, sessions, the
+//! replay cache, the outbox and inbox, and the signed audit chain.
+//!
+//! This is the only crate that touches redb. Reads go through a [`ReadView`]; every write is a
+//! [`Change`] — the records it writes plus the audit entries that describe it — committed
+//! atomically and durably by the group-commit [`writer`], so a state change and its audit
+//! entry are never separated by a crash. See `ARCHITECTURE.md` for the on-disk invariants.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod audit;
+pub mod contacts;
+mod db;
+mod error;
+pub mod identities;
+pub mod keystore;
+pub mod mailbox;
+pub mod replay;
+mod schema;
+pub mod sessions;
+mod view;
+pub mod writer;
+
+pub use db::{Genesis, NodeDb, NodeInfo};
+pub use error::StoreError;
+pub use view::{ReadView, Txn};
+pub use writer::{Change, CommitReceipt, WriterStats};

@@ -1,0 +1,104 @@
+//! Sessions as signed records: the proposal, the consents or rejection, the close, and the
+//! transcript of signed turns. The protocol's state machine is the authority on what may be
+//! stored here; this module only keeps it.
+
+use clawnet_crypto::{Signed, Timestamp, WireFormat, encoding};
+use clawnet_protocol::SessionId;
+use clawnet_protocol::session::{Close, Consent, Proposal, Rejection, Turn};
+use redb::ReadableTable;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{DbResultExt, StoreError};
+use crate::schema::{SESSIONS, TURNS};
+use crate::view::{ReadView, Txn, decode_value};
+
+/// Everything signed that created or ended one session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// The identity-signed proposal.
+    pub proposal: Signed<Proposal>,
+    /// The initiator's owner's consent.
+    pub initiator_consent: Option<Signed<Consent>>,
+    /// The target's owner's consent.
+    pub target_consent: Option<Signed<Consent>>,
+    /// A rejection by either owner.
+    pub rejection: Option<Signed<Rejection>>,
+    /// The close.
+    pub close: Option<Signed<Close>>,
+    /// When the record last changed.
+    pub updated_at: Timestamp,
+}
+
+impl WireFormat for SessionRecord {
+    const NAME: &'static str = "session record";
+    const VERSION: u8 = 1;
+    const MAX_LEN: usize = 16 * 1024;
+}
+
+/// A stored turn.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct StoredTurn(Signed<Turn>);
+
+impl WireFormat for StoredTurn {
+    const NAME: &'static str = "stored turn";
+    const VERSION: u8 = 1;
+    const MAX_LEN: usize = <Turn as WireFormat>::MAX_LEN + 256;
+}
+
+impl ReadView {
+    /// The session `id`.
+    pub fn session(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
+        let table = self.tx.open_table(SESSIONS).ctx("reading sessions")?;
+        let value = table.get(&id.0).ctx("reading sessions")?;
+        value.map(|value| decode_value(value.value())).transpose()
+    }
+
+    /// Every session id.
+    pub fn session_ids(&self) -> Result<Vec<SessionId>, StoreError> {
+        let table = self.tx.open_table(SESSIONS).ctx("reading sessions")?;
+        let mut ids = Vec::new();
+        for row in table.iter().ctx("reading sessions")? {
+            let (key, _) = row.ctx("reading sessions")?;
+            ids.push(SessionId(*key.value()));
+        }
+        Ok(ids)
+    }
+
+    /// The transcript of `id`, in turn order.
+    pub fn turns(&self, id: &SessionId) -> Result<Vec<Signed<Turn>>, StoreError> {
+        let table = self.tx.open_table(TURNS).ctx("reading turns")?;
+        let mut turns = Vec::new();
+        for row in table.range((&id.0, 0)..=(&id.0, u32::MAX)).ctx("reading turns")? {
+            let (_, value) = row.ctx("reading turns")?;
+            let StoredTurn(turn) = decode_value(value.value())?;
+            turns.push(turn);
+        }
+        Ok(turns)
+    }
+}
+
+impl Txn<'_> {
+    /// Inserts or replaces a session record.
+    pub fn put_session(&mut self, id: &SessionId, record: &SessionRecord) -> Result<(), StoreError> {
+        let mut table = self.tx.open_table(SESSIONS).ctx("writing a session")?;
+        table.insert(&id.0, encoding::encode(record).as_slice()).ctx("writing a session")?;
+        Ok(())
+    }
+
+    /// Stores turn `turn_no` of session `id`.
+    pub fn put_turn(&mut self, id: &SessionId, turn_no: u32, turn: &Signed<Turn>) -> Result<(), StoreError> {
+        let mut table = self.tx.open_table(TURNS).ctx("writing a turn")?;
+        let bytes = encoding::encode(&StoredTurn(turn.clone()));
+        table.insert((&id.0, turn_no), bytes.as_slice()).ctx("writing a turn")?;
+        Ok(())
+    }
+
+    /// Drops the turns of `id` after the first `keep` (a close cut the transcript back).
+    pub fn truncate_turns(&mut self, id: &SessionId, keep: u32) -> Result<(), StoreError> {
+        let mut table = self.tx.open_table(TURNS).ctx("cutting a transcript")?;
+        table
+            .retain_in((&id.0, keep.saturating_add(1))..=(&id.0, u32::MAX), |_, _| false)
+            .ctx("cutting a transcript")?;
+        Ok(())
+    }
+}

@@ -1,0 +1,285 @@
+//! The node database end to end on a real redb file: genesis, group commit, atomic changes,
+//! verification that names tampered entries, idempotent mailboxes, the replay cache, and the
+//! schema version guard.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use clawnet_crypto::{IdentityId, SigningSecret, Timestamp};
+use clawnet_protocol::audit::{Actor, AuditDraft, ChainProblem, Outcome};
+use clawnet_protocol::testkit::{T0, TestOwner};
+use clawnet_protocol::{MessageId, Nonce, NonceLedger};
+use clawnet_storage::audit::{AuditVerifyError, raw_entry, tamper_with_entry};
+use clawnet_storage::identities::{IdentityRecord, IdentityStatus};
+use clawnet_storage::mailbox::{InboundRecord, OutboundRecord};
+use clawnet_storage::replay::NonceCheck;
+use clawnet_storage::{Change, Genesis, NodeDb, StoreError};
+
+fn genesis(owner: &TestOwner) -> Genesis {
+    Genesis {
+        owner: owner.id(),
+        device_cert: owner.device_cert(),
+        node_name: "test node".into(),
+        keystore: b"locked keys".to_vec(),
+    }
+}
+
+fn device(owner: &TestOwner) -> SigningSecret {
+    SigningSecret::from_bytes(&owner.device.to_bytes())
+}
+
+fn create(dir: &Path) -> (TestOwner, NodeDb) {
+    let owner = TestOwner::new(1, &["work"]);
+    let db = NodeDb::create(&dir.join("node.redb"), genesis(&owner), device(&owner)).unwrap();
+    (owner, db)
+}
+
+fn step(n: u64) -> AuditDraft {
+    AuditDraft::new(Actor::Node, "test.step", format!("step {n}"), "test", Outcome::Success)
+}
+
+#[test]
+fn genesis_is_entry_one_and_reopening_keeps_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let (owner, db) = create(dir.path());
+    assert_eq!(db.verify_audit().unwrap().entries, 1);
+    assert_eq!(db.audit_entries().unwrap()[0].action, "node.init");
+    for n in 0..10 {
+        db.append(step(n)).unwrap();
+    }
+    let (count, head) = db.audit_head().unwrap();
+    drop(db);
+
+    let mut db = NodeDb::open(&dir.path().join("node.redb")).unwrap();
+    assert_eq!(db.info().owner, owner.id());
+    assert_eq!(db.audit_head().unwrap(), (count, head));
+    assert!(matches!(db.append(step(99)), Err(StoreError::ReadOnly)));
+    db.unlock_writes(device(&owner)).unwrap();
+    let receipt = db.append(step(11)).unwrap();
+    assert_eq!(receipt.last_seq(), 12);
+    let summary = db.verify_audit().unwrap();
+    assert_eq!(summary.entries, 12);
+    assert_eq!(summary.head, receipt.entries[0].1);
+}
+
+#[test]
+fn wrong_device_key_cannot_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, db) = create(dir.path());
+    drop(db);
+    let mut db = NodeDb::open(&dir.path().join("node.redb")).unwrap();
+    assert_eq!(db.unlock_writes(SigningSecret::from_bytes(&[9; 32])).unwrap_err(), StoreError::WrongDeviceKey);
+}
+
+#[test]
+fn concurrent_appends_form_one_contiguous_chain_in_few_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, db) = create(dir.path());
+    let db = Arc::new(db);
+    let threads: Vec<_> = (0..16)
+        .map(|t| {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                (0..50).map(|n| db.append(step(t * 1000 + n)).unwrap().last_seq()).collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut seqs: Vec<u64> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (2..=801).collect::<Vec<_>>(), "every append got its own seq");
+    assert_eq!(db.verify_audit().unwrap().entries, 801);
+    let stats = db.writer_stats().unwrap();
+    assert_eq!(stats.changes, 801);
+    assert!(stats.batches < stats.changes, "no group commit happened: {stats:?}");
+}
+
+#[test]
+fn change_writes_records_and_audit_atomically() {
+    let dir = tempfile::tempdir().unwrap();
+    let (owner, db) = create(dir.path());
+    let identity = owner.identity("work");
+    let record = IdentityRecord {
+        id: identity.id,
+        tag: "work".parse().unwrap(),
+        description: "day job".into(),
+        cert: identity.cert.clone(),
+        created_at: T0,
+        status: IdentityStatus::Active,
+    };
+    let stored = record.clone();
+    let (echo, receipt) = db
+        .commit(
+            Change::new(move |txn| {
+                txn.put_identity(&stored)?;
+                Ok(7u32)
+            })
+            .with_audit(AuditDraft::new(
+                Actor::Owner,
+                "identity.create",
+                "work",
+                "owner command",
+                Outcome::Success,
+            )),
+        )
+        .unwrap();
+    assert_eq!(echo, 7);
+    assert_eq!(receipt.last_seq(), 2);
+    let view = db.read().unwrap();
+    assert_eq!(view.identity(&identity.id).unwrap(), Some(record));
+    assert_eq!(view.identity(&IdentityId([0; 16])).unwrap(), None);
+    assert_eq!(db.audit_entries().unwrap()[1].action, "identity.create");
+}
+
+#[test]
+fn failed_change_poisons_the_writer_and_reopening_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (owner, db) = create(dir.path());
+    let failing = Change::new(|_txn| -> Result<(), StoreError> {
+        Err(StoreError::Io { context: "simulated".into(), detail: "disk full".into() })
+    })
+    .with_audit(step(1));
+    assert!(matches!(db.commit(failing), Err(StoreError::Io { .. })));
+    assert!(matches!(db.append(step(2)), Err(StoreError::Poisoned(_))));
+    drop(db);
+    let mut db = NodeDb::open(&dir.path().join("node.redb")).unwrap();
+    db.unlock_writes(device(&owner)).unwrap();
+    assert_eq!(db.append(step(3)).unwrap().last_seq(), 2, "the failed change left nothing behind");
+    assert_eq!(db.verify_audit().unwrap().entries, 2);
+}
+
+#[test]
+fn editing_any_byte_of_any_entry_names_that_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, db) = create(dir.path());
+    for n in 0..3 {
+        db.append(step(n)).unwrap();
+    }
+    for seq in 1..=4 {
+        let original = raw_entry(&db, seq).unwrap().unwrap();
+        for byte in 0..original.len() {
+            let mut altered = original.clone();
+            altered[byte] ^= 0x20;
+            tamper_with_entry(&db, seq, &altered).unwrap();
+            match db.verify_audit() {
+                Err(AuditVerifyError::Chain(err)) => assert_eq!(err.seq, seq, "byte {byte}: {err}"),
+                other => panic!("entry {seq} byte {byte}: tampering not detected: {other:?}"),
+            }
+        }
+        tamper_with_entry(&db, seq, &original).unwrap();
+    }
+    assert_eq!(db.verify_audit().unwrap().entries, 4);
+}
+
+#[test]
+fn removed_entry_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, db) = create(dir.path());
+    for n in 0..3 {
+        db.append(step(n)).unwrap();
+    }
+    // Move entry 4 into slot 3: the chain now skips one.
+    let fourth = raw_entry(&db, 4).unwrap().unwrap();
+    tamper_with_entry(&db, 3, &fourth).unwrap();
+    let Err(AuditVerifyError::Chain(err)) = db.verify_audit() else { panic!("not detected") };
+    assert_eq!(err.seq, 3);
+    assert!(matches!(err.problem, ChainProblem::SequenceMismatch { .. }));
+}
+
+#[test]
+fn export_is_one_json_line_per_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, db) = create(dir.path());
+    db.append(AuditDraft::security_event(Actor::Node, "replay", "consent 12", "nonce seen before")).unwrap();
+    let mut out = Vec::new();
+    assert_eq!(db.export_audit(&mut out).unwrap(), 2);
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8(out).unwrap().lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[1]["seq"], 2);
+    assert_eq!(lines[1]["action"], "security.replay");
+    assert_eq!(lines[1]["outcome"], "denied");
+    assert_eq!(lines[1]["prev"], lines[0]["link"]);
+    assert_eq!(lines[1]["record"].as_str().unwrap(), hex::encode(raw_entry(&db, 2).unwrap().unwrap()));
+}
+
+#[test]
+fn mailboxes_are_idempotent_by_message_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let (owner, db) = create(dir.path());
+    let id = MessageId::of(b"hello");
+    let outbound = OutboundRecord {
+        recipient: owner.device.public_key(),
+        message: b"hello".to_vec(),
+        attempts: 0,
+        next_attempt_at: T0,
+        queued_at: T0,
+    };
+    let inbound = InboundRecord { sender: owner.device.public_key(), message: b"hello".to_vec(), received_at: T0 };
+    let enqueue = |record: OutboundRecord| Change::new(move |txn| txn.enqueue_outbound(&id, &record));
+    assert!(db.commit(enqueue(outbound.clone())).unwrap().0);
+    assert!(!db.commit(enqueue(outbound.clone())).unwrap().0, "queued twice");
+    db.commit(Change::new(move |txn| txn.reschedule_outbound(&id, 1, Timestamp(T0.0 + 5000)))).unwrap();
+    let view = db.read().unwrap();
+    assert!(view.due_outbound(T0).unwrap().is_empty());
+    assert_eq!(view.due_outbound(Timestamp(T0.0 + 5000)).unwrap()[0].1.attempts, 1);
+    drop(view);
+    assert!(db.commit(Change::new(move |txn| txn.acknowledge_outbound(&id))).unwrap().0);
+    assert!(db.read().unwrap().outbound().unwrap().is_empty());
+
+    let record = |r: InboundRecord| Change::new(move |txn| txn.record_inbound(&id, &r));
+    assert!(db.commit(record(inbound.clone())).unwrap().0);
+    assert!(!db.commit(record(inbound.clone())).unwrap().0, "recorded twice");
+    assert_eq!(db.read().unwrap().inbound(&id).unwrap(), Some(inbound));
+}
+
+#[test]
+fn replay_cache_survives_reopen_and_prunes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (owner, db) = create(dir.path());
+    let view = db.read().unwrap();
+    let mut check = NonceCheck::new(&view);
+    assert!(!check.seen(&Nonce([1; 16])));
+    check.record(Nonce([1; 16]), T0);
+    check.record(Nonce([2; 16]), Timestamp(T0.0 + 10));
+    assert!(check.seen(&Nonce([1; 16])), "pending nonce not seen");
+    let pending = check.into_pending();
+    drop(view);
+    db.commit(Change::new(move |txn| txn.record_nonces(&pending))).unwrap();
+    drop(db);
+
+    let mut db = NodeDb::open(&dir.path().join("node.redb")).unwrap();
+    db.unlock_writes(device(&owner)).unwrap();
+    assert!(db.read().unwrap().nonce_seen(&Nonce([1; 16])).unwrap());
+    let pruned = db.commit(Change::new(|txn| txn.prune_nonces(Timestamp(T0.0 + 5)))).unwrap().0;
+    assert_eq!(pruned, 1);
+    let view = db.read().unwrap();
+    assert!(!view.nonce_seen(&Nonce([1; 16])).unwrap());
+    assert!(view.nonce_seen(&Nonce([2; 16])).unwrap());
+}
+
+#[test]
+fn unknown_schema_version_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.redb");
+    let (_, db) = create(dir.path());
+    clawnet_storage::audit::tamper_with_schema_version(&db, 99).unwrap();
+    drop(db);
+    let err = NodeDb::open(&path).unwrap_err();
+    assert_eq!(err, StoreError::SchemaTooNew { found: 99, supported: 1 });
+    assert!(err.to_string().contains("upgrade clawnet"));
+}
+
+#[test]
+fn opening_what_is_not_a_node_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.redb");
+    assert_eq!(NodeDb::open(&missing).unwrap_err(), StoreError::NotInitialized(missing.clone()));
+    let junk = dir.path().join("junk.redb");
+    std::fs::write(&junk, b"not a database at all").unwrap();
+    assert!(NodeDb::open(&junk).is_err());
+    let (owner, _db) = create(dir.path());
+    assert!(matches!(
+        NodeDb::create(&dir.path().join("node.redb"), genesis(&owner), device(&owner)),
+        Err(StoreError::AlreadyInitialized(_))
+    ));
+}
