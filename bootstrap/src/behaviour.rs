@@ -73,6 +73,10 @@ impl Behaviour {
         // peers push (they would be unbounded third-party data on a public host), so
         // PUT_VALUE/ADD_PROVIDER are accepted on the wire but dropped.
         kad_config.set_record_filtering(kad::StoreInserts::FilterBoth);
+        // The network comes to the relay: it has no peers of its own to look up, and with an
+        // empty table libp2p warns on every periodic attempt. (The one automatic attempt kad
+        // makes on the first listen address still warns once; libp2p offers no switch for it.)
+        kad_config.set_periodic_bootstrap_interval(None);
         let mut kad = kad::Behaviour::with_config(peer_id, MemoryStore::new(peer_id), kad_config);
         kad.set_mode(Some(kad::Mode::Server));
 

@@ -56,6 +56,9 @@ pub enum RunError {
 pub struct BootstrapRelay {
     swarm: Swarm<Behaviour>,
     listeners: HashSet<ListenerId>,
+    /// No external address was configured: announce what we listen on instead. Without any
+    /// external address the relay's reservations carry no address and clients reject them.
+    announce_listen_addrs: bool,
 }
 
 impl fmt::Debug for BootstrapRelay {
@@ -63,6 +66,7 @@ impl fmt::Debug for BootstrapRelay {
         f.debug_struct("BootstrapRelay")
             .field("peer_id", self.swarm.local_peer_id())
             .field("n_listeners", &self.listeners.len())
+            .field("announce_listen_addrs", &self.announce_listen_addrs)
             .finish_non_exhaustive()
     }
 }
@@ -97,8 +101,15 @@ impl BootstrapRelay {
         for addr in &config.external_addresses {
             swarm.add_external_address(addr.clone());
         }
+        let announce_listen_addrs = config.external_addresses.is_empty();
+        if announce_listen_addrs {
+            tracing::warn!(
+                "no external address configured: announcing the listen addresses instead; behind NAT \
+                 or a port mapping, set --external-address to the address peers should dial"
+            );
+        }
         tracing::info!(peer_id = %swarm.local_peer_id(), "bootstrap relay started");
-        Ok(Self { swarm, listeners })
+        Ok(Self { swarm, listeners, announce_listen_addrs })
     }
 
     /// The relay's peer id, derived from its key.
@@ -135,9 +146,15 @@ impl BootstrapRelay {
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!(%address, "listening");
                 on_listen(&address);
+                if self.announce_listen_addrs {
+                    self.swarm.add_external_address(address);
+                }
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
                 tracing::info!(%address, "no longer listening");
+                if self.announce_listen_addrs {
+                    self.swarm.remove_external_address(&address);
+                }
             }
             SwarmEvent::ListenerClosed { listener_id, addresses, reason } => {
                 match reason {

@@ -12,6 +12,7 @@ use std::{
 };
 
 use libp2p::identity::{KeyType, Keypair};
+use zeroize::Zeroizing;
 
 /// Largest key file read; an ed25519 keypair is 68 bytes, so anything near this is not a key.
 const MAX_KEY_FILE_BYTES: u64 = 1024;
@@ -86,9 +87,9 @@ pub fn load_or_create(path: &Path) -> Result<Keypair, KeyFileError> {
 
 fn load(path: &Path, file: File) -> Result<Keypair, KeyFileError> {
     let read_err = |source| KeyFileError::Read { path: path.to_owned(), source };
-    warn_if_readable_by_others(path, &file);
-    let mut bytes = Vec::new();
-    file.take(MAX_KEY_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(read_err)?;
+    // Secret bytes: wiped on drop, and allocated once so reading leaves no stray copies.
+    let mut bytes = Zeroizing::new(Vec::with_capacity(MAX_KEY_FILE_BYTES as usize + 1));
+    (&file).take(MAX_KEY_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(read_err)?;
     if bytes.len() as u64 > MAX_KEY_FILE_BYTES {
         return Err(KeyFileError::TooLarge { path: path.to_owned() });
     }
@@ -97,13 +98,14 @@ fn load(path: &Path, file: File) -> Result<Keypair, KeyFileError> {
     if keypair.key_type() != KeyType::Ed25519 {
         return Err(KeyFileError::NotEd25519 { path: path.to_owned(), key_type: keypair.key_type() });
     }
+    warn_if_readable_by_others(path, &file);
     tracing::info!(path = %path.display(), "loaded relay key");
     Ok(keypair)
 }
 
 fn create(path: &Path) -> Result<Keypair, KeyFileError> {
     let keypair = Keypair::generate_ed25519();
-    let bytes = keypair.to_protobuf_encoding().map_err(KeyFileError::Encode)?;
+    let bytes = Zeroizing::new(keypair.to_protobuf_encoding().map_err(KeyFileError::Encode)?);
     let create_err = |source| KeyFileError::Create { path: path.to_owned(), source };
     let mut options = OpenOptions::new();
     options.write(true).create_new(true);

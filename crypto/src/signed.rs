@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{Domain, HashDomain};
 use crate::encoding::{self, DecodeError, WireFormat};
 use crate::hash::Hash32;
+use crate::ids::Fingerprint;
 use crate::keys::{Signature, SigningPublicKey, SigningSecret};
 
 /// A value that travels signed, under its own domain.
@@ -30,14 +31,14 @@ pub enum VerifyError {
         what: &'static str,
     },
     /// The signature is valid but made by someone other than the required signer.
-    #[error("{what}: signed by {found:?}, expected {expected:?}")]
+    #[error("{what}: signed by key {found}, expected key {expected}")]
     WrongSigner {
         /// The kind of object.
         what: &'static str,
-        /// Who signed.
-        found: SigningPublicKey,
-        /// Who had to sign.
-        expected: SigningPublicKey,
+        /// Fingerprint of the key that signed.
+        found: Fingerprint,
+        /// Fingerprint of the key that had to sign.
+        expected: Fingerprint,
     },
     /// The signature holds but the body does not decode.
     #[error(transparent)]
@@ -80,7 +81,11 @@ impl<T: Signable> Signed<T> {
     /// Like [`Signed::verify`], and the signer must be `expected`.
     pub fn verify_signed_by(&self, expected: &SigningPublicKey) -> Result<Verified<T>, VerifyError> {
         if &self.signer != expected {
-            return Err(VerifyError::WrongSigner { what: T::NAME, found: self.signer, expected: *expected });
+            return Err(VerifyError::WrongSigner {
+                what: T::NAME,
+                found: Fingerprint::of(&self.signer),
+                expected: Fingerprint::of(expected),
+            });
         }
         self.verify()
     }

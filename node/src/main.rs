@@ -1,1 +1,5 @@
-fn main() {}
+//! The `clawnet` command.
+
+fn main() -> std::process::ExitCode {
+    clawnet_node::cli::main()
+}

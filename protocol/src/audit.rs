@@ -180,11 +180,38 @@ pub struct SealedEntry {
 impl SealedEntry {
     /// Encodes and signs `entry` with the node key.
     pub fn seal(entry: &AuditEntry, node_key: &SigningSecret) -> SealedEntry {
-        let mut record = encoding::encode(entry);
-        let link = link_hash(&record);
-        let signature = node_key.sign(AuditEntry::DOMAIN, &record);
+        LinkedEntry::new(entry).sign(node_key)
+    }
+}
+
+/// An entry encoded and linked but not yet signed. Linking is sequential (each entry names
+/// its predecessor's link) but signing is not, so a batch can be linked in order and then
+/// signed on several threads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkedEntry {
+    seq: u64,
+    link: Hash32,
+    body: Vec<u8>,
+}
+
+impl LinkedEntry {
+    /// Encodes `entry` and computes its link hash.
+    pub fn new(entry: &AuditEntry) -> LinkedEntry {
+        let body = encoding::encode(entry);
+        LinkedEntry { seq: entry.seq, link: link_hash(&body), body }
+    }
+
+    /// The hash the next entry links to.
+    pub fn link(&self) -> Hash32 {
+        self.link
+    }
+
+    /// Signs the entry with the node key.
+    pub fn sign(self, node_key: &SigningSecret) -> SealedEntry {
+        let signature = node_key.sign(AuditEntry::DOMAIN, &self.body);
+        let mut record = self.body;
         record.extend_from_slice(&signature.0);
-        SealedEntry { seq: entry.seq, link, record }
+        SealedEntry { seq: self.seq, link: self.link, record }
     }
 }
 
@@ -257,8 +284,45 @@ pub struct ChainSummary {
 pub const VERIFY_BATCH: usize = 256;
 
 /// Walks a chain entry by entry: links and sequence numbers immediately, signatures in batches.
+/// Single-threaded; [`ChainWalker`] lets signature batches be verified elsewhere.
 #[derive(Debug)]
 pub struct ChainVerifier {
+    walker: ChainWalker,
+}
+
+impl ChainVerifier {
+    /// A verifier for a chain signed by `node_key` on behalf of `owner`.
+    pub fn new(node_key: SigningPublicKey, owner: OwnerId) -> ChainVerifier {
+        ChainVerifier { walker: ChainWalker::new(node_key, owner) }
+    }
+
+    /// Checks the next stored record, filed under `stored_seq`.
+    pub fn push(&mut self, stored_seq: u64, record: &[u8]) -> Result<(), ChainError> {
+        match self.walker.push(stored_seq, record) {
+            Ok(Some(batch)) => batch.verify(),
+            Ok(None) => Ok(()),
+            Err(err) => {
+                // An earlier entry with a bad signature is the first bad one, not this one.
+                self.walker.take_pending().verify()?;
+                Err(err)
+            }
+        }
+    }
+
+    /// Verifies the signatures still pending and returns the chain's summary.
+    pub fn finish(self) -> Result<ChainSummary, ChainError> {
+        let (pending, summary) = self.walker.finish();
+        pending.verify()?;
+        Ok(summary)
+    }
+}
+
+/// The structural half of chain verification: decodes each record and checks its sequence
+/// number, link and owner, and hands out its signatures in batches of [`VERIFY_BATCH`]. Every
+/// batch handed out must be verified, in order, and a signature failure in an earlier batch
+/// takes precedence over a structural error found later.
+#[derive(Debug)]
+pub struct ChainWalker {
     node_key: SigningPublicKey,
     owner: OwnerId,
     next_seq: u64,
@@ -266,29 +330,31 @@ pub struct ChainVerifier {
     pending: Vec<(u64, Vec<u8>, Signature)>,
 }
 
-impl ChainVerifier {
-    /// A verifier for a chain signed by `node_key` on behalf of `owner`.
-    pub fn new(node_key: SigningPublicKey, owner: OwnerId) -> ChainVerifier {
-        ChainVerifier { node_key, owner, next_seq: 1, prev: Hash32::ZERO, pending: Vec::with_capacity(VERIFY_BATCH) }
+impl ChainWalker {
+    /// A walker for a chain signed by `node_key` on behalf of `owner`.
+    pub fn new(node_key: SigningPublicKey, owner: OwnerId) -> ChainWalker {
+        ChainWalker { node_key, owner, next_seq: 1, prev: Hash32::ZERO, pending: Vec::with_capacity(VERIFY_BATCH) }
     }
 
-    /// Checks the next stored record, filed under `stored_seq`.
-    pub fn push(&mut self, stored_seq: u64, record: &[u8]) -> Result<(), ChainError> {
-        if let Err(problem) = self.check_structure(stored_seq, record) {
-            // An earlier entry with a bad signature is the first bad one, not this one.
-            self.flush()?;
-            return Err(ChainError { seq: self.next_seq, problem });
-        }
-        if self.pending.len() >= VERIFY_BATCH {
-            self.flush()?;
-        }
-        Ok(())
+    /// Checks the structure of the next stored record, filed under `stored_seq`. Returns a batch
+    /// of signatures to verify whenever one fills up.
+    pub fn push(&mut self, stored_seq: u64, record: &[u8]) -> Result<Option<SignatureBatch>, ChainError> {
+        self.check_structure(stored_seq, record).map_err(|problem| ChainError { seq: self.next_seq, problem })?;
+        Ok((self.pending.len() >= VERIFY_BATCH).then(|| self.take_pending()))
     }
 
-    /// Verifies the signatures still pending and returns the chain's summary.
-    pub fn finish(mut self) -> Result<ChainSummary, ChainError> {
-        self.flush()?;
-        Ok(ChainSummary { entries: self.next_seq - 1, head: self.prev })
+    /// The signatures collected but not yet handed out.
+    pub fn take_pending(&mut self) -> SignatureBatch {
+        SignatureBatch {
+            node_key: self.node_key,
+            items: std::mem::replace(&mut self.pending, Vec::with_capacity(VERIFY_BATCH)),
+        }
+    }
+
+    /// The last signatures to verify, and the chain's summary if they verify.
+    pub fn finish(mut self) -> (SignatureBatch, ChainSummary) {
+        let summary = ChainSummary { entries: self.next_seq - 1, head: self.prev };
+        (self.take_pending(), summary)
     }
 
     fn check_structure(&mut self, stored_seq: u64, record: &[u8]) -> Result<(), ChainProblem> {
@@ -311,19 +377,29 @@ impl ChainVerifier {
         self.next_seq += 1;
         Ok(())
     }
+}
 
-    fn flush(&mut self) -> Result<(), ChainError> {
+/// Consecutive entries' signatures, verified together.
+#[derive(Debug)]
+pub struct SignatureBatch {
+    node_key: SigningPublicKey,
+    items: Vec<(u64, Vec<u8>, Signature)>,
+}
+
+impl SignatureBatch {
+    /// Verifies every signature (in one batch equation); names the first bad entry if any.
+    pub fn verify(&self) -> Result<(), ChainError> {
         let items: Vec<(&SigningPublicKey, &[u8], &Signature)> =
-            self.pending.iter().map(|(_, body, sig)| (&self.node_key, body.as_slice(), sig)).collect();
-        if SigningPublicKey::verify_batch(AuditEntry::DOMAIN, &items).is_err() {
-            // Find which one, in order.
-            for (seq, body, sig) in &self.pending {
-                if self.node_key.verify(AuditEntry::DOMAIN, body, sig).is_err() {
-                    return Err(ChainError { seq: *seq, problem: ChainProblem::BadSignature });
-                }
+            self.items.iter().map(|(_, body, sig)| (&self.node_key, body.as_slice(), sig)).collect();
+        if SigningPublicKey::verify_batch(AuditEntry::DOMAIN, &items).is_ok() {
+            return Ok(());
+        }
+        // Find which one, in order.
+        for (seq, body, sig) in &self.items {
+            if self.node_key.verify(AuditEntry::DOMAIN, body, sig).is_err() {
+                return Err(ChainError { seq: *seq, problem: ChainProblem::BadSignature });
             }
         }
-        self.pending.clear();
         Ok(())
     }
 }

@@ -4,25 +4,25 @@
 use std::collections::BTreeMap;
 
 use clawnet_crypto::cert::CertError;
-use clawnet_crypto::{IdentityCert, IdentityId, OwnerId, Revocation, Signed, SigningPublicKey, Verified};
+use clawnet_crypto::{Fingerprint, IdentityCert, IdentityId, OwnerId, Revocation, Signed, SigningPublicKey, Verified};
 
 /// Why a key or identity does not speak for an owner.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TrustError {
     /// The certificate or revocation is not signed by this owner.
-    #[error("not certified by owner {owner:?}: {source}")]
+    #[error("not certified by owner {owner}: {source}")]
     NotCertified {
-        /// The owner that should have signed.
-        owner: OwnerId,
+        /// Fingerprint of the owner that should have signed.
+        owner: Fingerprint,
         /// What was wrong.
         source: CertError,
     },
     /// No certificate of this owner names the key or identity.
-    #[error("identity or key not certified by owner {0:?}")]
-    Unknown(OwnerId),
+    #[error("identity or key not certified by owner {0}")]
+    Unknown(Fingerprint),
     /// The owner revoked this identity.
-    #[error("identity {0:?} was revoked by its owner")]
+    #[error("identity {0} was revoked by its owner")]
     Revoked(IdentityId),
 }
 
@@ -48,7 +48,7 @@ impl Roster {
     /// Adds a certificate if the owner signed it; a newer epoch replaces an older one.
     pub fn admit_cert(&mut self, signed: &Signed<IdentityCert>) -> Result<(), TrustError> {
         let cert = IdentityCert::verify_for(signed, &self.owner)
-            .map_err(|source| TrustError::NotCertified { owner: self.owner, source })?;
+            .map_err(|source| TrustError::NotCertified { owner: self.owner.fingerprint(), source })?;
         let newer = self.certs.get(&cert.identity).is_none_or(|old| cert.epoch > old.epoch);
         if newer {
             self.certs.insert(cert.identity, cert);
@@ -59,7 +59,7 @@ impl Roster {
     /// Adds a revocation if the owner signed it.
     pub fn admit_revocation(&mut self, signed: &Signed<Revocation>) -> Result<(), TrustError> {
         let revocation = Revocation::verify_for(signed, &self.owner)
-            .map_err(|source| TrustError::NotCertified { owner: self.owner, source })?;
+            .map_err(|source| TrustError::NotCertified { owner: self.owner.fingerprint(), source })?;
         let epoch = self.revoked.entry(revocation.identity).or_insert(revocation.epoch);
         *epoch = (*epoch).max(revocation.epoch);
         Ok(())
@@ -67,13 +67,17 @@ impl Roster {
 
     /// The current certificate of `identity`, if it still has authority.
     pub fn identity(&self, identity: &IdentityId) -> Result<&IdentityCert, TrustError> {
-        let cert = self.certs.get(identity).ok_or(TrustError::Unknown(self.owner))?;
+        let cert = self.certs.get(identity).ok_or(TrustError::Unknown(self.owner.fingerprint()))?;
         self.check_not_revoked(cert)
     }
 
     /// The identity whose current certified signing key is `key`, if it still has authority.
     pub fn speaker(&self, key: &SigningPublicKey) -> Result<&IdentityCert, TrustError> {
-        let cert = self.certs.values().find(|cert| &cert.signing_key == key).ok_or(TrustError::Unknown(self.owner))?;
+        let cert = self
+            .certs
+            .values()
+            .find(|cert| &cert.signing_key == key)
+            .ok_or(TrustError::Unknown(self.owner.fingerprint()))?;
         self.check_not_revoked(cert)
     }
 

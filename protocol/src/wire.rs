@@ -33,7 +33,7 @@ pub enum WireMessage {
     /// The latest sealed tag announcement, sent directly to a contact that was offline.
     TagSync(SealedTags),
     /// Proposes a session, with the initiator owner's consent.
-    Proposal(ProposalOffer),
+    Proposal(Box<ProposalOffer>),
     /// The counterpart owner's consent.
     Consent(Signed<Consent>),
     /// An owner's rejection.

@@ -11,7 +11,7 @@ fn sample() -> WireMessage {
     let bob = TestOwner::new(2, &["sales"]);
     let proposal = alice.sign_proposal("procurement", &alice.propose("procurement", &bob, "sales", 4));
     let consent = alice.consent(&proposal, b"a");
-    WireMessage::Proposal(ProposalOffer { proposal, consent })
+    WireMessage::Proposal(Box::new(ProposalOffer { proposal, consent }))
 }
 
 #[test]

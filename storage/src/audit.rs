@@ -1,10 +1,12 @@
 //! The audit chain on disk: its head, verification and JSON Lines export.
 
-use std::io::Write;
-
 use clawnet_crypto::Hash32;
+use std::io::Write;
+use std::sync::mpsc::sync_channel;
+
 use clawnet_protocol::audit::{
-    Actor, AuditEntry, ChainError, ChainSummary, ChainVerifier, Outcome, decode_record, link_hash, split_record,
+    Actor, AuditEntry, ChainError, ChainSummary, ChainWalker, Outcome, SignatureBatch, decode_record, link_hash,
+    split_record,
 };
 use redb::ReadableTable;
 use serde::Serialize;
@@ -39,15 +41,45 @@ impl NodeDb {
     pub fn verify_audit_with_progress(&self, mut progress: impl FnMut(u64)) -> Result<ChainSummary, AuditVerifyError> {
         let view = self.read()?;
         let table = view.tx.open_table(AUDIT).ctx("reading the audit chain")?;
-        let mut verifier = ChainVerifier::new(self.info().device_key, self.info().owner);
-        for (checked, row) in table.iter().ctx("reading the audit chain")?.enumerate() {
-            let (seq, record) = row.ctx("reading the audit chain")?;
-            verifier.push(seq.value(), record.value())?;
-            if checked % 4096 == 4095 {
-                progress(checked as u64 + 1);
-            }
-        }
-        Ok(verifier.finish()?)
+        let mut walker = ChainWalker::new(self.info().device_key, self.info().owner);
+        // Reading, decoding and linking run on this thread while signature batches are checked
+        // on another, in order; an earlier bad signature outranks a later structural error.
+        std::thread::scope(|scope| {
+            let (batches, to_check) = sync_channel::<SignatureBatch>(4);
+            let checker = scope.spawn(move || -> Result<(), ChainError> {
+                for batch in to_check {
+                    batch.verify()?;
+                }
+                Ok(())
+            });
+            let walked = (|| -> Result<ChainSummary, AuditVerifyError> {
+                for (checked, row) in table.iter().ctx("reading the audit chain")?.enumerate() {
+                    let (seq, record) = row.ctx("reading the audit chain")?;
+                    match walker.push(seq.value(), record.value()) {
+                        Ok(Some(batch)) => {
+                            if batches.send(batch).is_err() {
+                                break; // The checker stopped at a bad signature: it has the answer.
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(err) => {
+                            let _ = batches.send(walker.take_pending());
+                            return Err(err.into());
+                        }
+                    }
+                    if checked % 4096 == 4095 {
+                        progress(checked as u64 + 1);
+                    }
+                }
+                let (pending, summary) = walker.finish();
+                let _ = batches.send(pending);
+                Ok(summary)
+            })();
+            drop(batches);
+            let checked = checker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            checked?;
+            walked
+        })
     }
 
     /// Writes every entry as one JSON object per line, with its raw record so anyone holding the

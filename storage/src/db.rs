@@ -10,7 +10,7 @@ use redb::{Database, ReadableDatabase};
 use crate::error::{DbResultExt, StoreError};
 use crate::schema::{self, META};
 use crate::view::ReadView;
-use crate::writer::{Change, CommitReceipt, Writer, WriterStats};
+use crate::writer::{Change, CommitReceipt, Pending, Writer, WriterStats};
 
 /// What a new node database starts with.
 #[derive(Debug)]
@@ -112,11 +112,18 @@ impl NodeDb {
             return Err(StoreError::WrongDeviceKey);
         }
         let head = crate::audit::read_head(&self.read()?)?;
-        self.writer = Some(Arc::new(Writer::new(self.db.clone(), device, self.info.owner, head)));
+        self.writer = Some(Arc::new(Writer::start(self.db.clone(), device, self.info.owner, head)?));
         Ok(())
     }
 
-    /// Commits `change` durably, with its audit entries, and returns what its apply step produced.
+    /// Queues `change` for the next group commit; the returned [`Pending`] resolves once it is
+    /// durable. Changes commit in submission order.
+    pub fn submit<T: Send + 'static>(&self, change: Change<T>) -> Result<Pending<T>, StoreError> {
+        self.writer.as_ref().ok_or(StoreError::ReadOnly)?.submit(change)
+    }
+
+    /// Commits `change` durably, with its audit entries, and returns what its step produced.
+    /// Blocks the calling thread; from async code use [`NodeDb::submit`] and await it.
     pub fn commit<T: Send + 'static>(&self, change: Change<T>) -> Result<(T, CommitReceipt), StoreError> {
         self.writer.as_ref().ok_or(StoreError::ReadOnly)?.commit(change)
     }

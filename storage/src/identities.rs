@@ -20,7 +20,7 @@ pub enum IdentityStatus {
         /// When.
         at: Timestamp,
         /// The signed revocation.
-        revocation: Signed<Revocation>,
+        revocation: Box<Signed<Revocation>>,
     },
 }
 

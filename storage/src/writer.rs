@@ -1,13 +1,15 @@
 //! Group commit: many concurrent writers, few durable transactions.
 //!
-//! Every write is a [`Change`]: audit drafts plus an optional step that writes records. Callers
-//! submit changes and block until theirs is durable. There is no writer thread: the first
-//! caller to find work queued becomes the *sealer* of a batch — it takes everything queued,
-//! numbers and links the audit entries and signs them, outside any database lock — and then
-//! the *committer* of that batch, in batch order: one write transaction runs every change's
-//! step, inserts the sealed entries and commits with fsync. While one batch is being committed,
-//! the next one is sealed by another caller, so signing overlaps the disk flush and a stream of
-//! appends runs at the speed of the slower of the two, not their sum.
+//! Every write is a [`Change`]: audit drafts plus an optional step that writes records.
+//! [`NodeDb::submit`](crate::NodeDb::submit) queues a change and returns a [`Pending`] that
+//! resolves once the change is durable; it can be waited on by a thread or awaited by a task.
+//!
+//! Two threads form a pipeline. The *sealer* takes everything queued (one batch), numbers and
+//! links its audit entries and signs them; the *committer* runs every change's step, inserts
+//! the sealed entries and commits the batch in one write transaction with fsync. While the
+//! committer flushes batch `n`, the sealer signs batch `n + 1` from whatever queued meanwhile,
+//! so a stream of appends runs at the speed of the slower stage, not of both, and batches grow
+//! with the load.
 //!
 //! A failed commit poisons the writer: later batches were sealed on top of entries that never
 //! reached the disk, and after a failed fsync nothing since can be trusted (the PostgreSQL
@@ -16,13 +18,21 @@
 //! submitted, by the single owner of that state.
 
 use std::any::Any;
-use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use clawnet_crypto::{Hash32, OwnerId, SigningSecret, Timestamp};
-use clawnet_protocol::audit::{AuditDraft, SealedEntry};
+use clawnet_protocol::audit::{AuditDraft, LinkedEntry, SealedEntry};
 use redb::Database;
 
 use crate::error::{DbResultExt, StoreError};
@@ -31,6 +41,8 @@ use crate::view::Txn;
 
 /// Most changes committed in one transaction.
 const MAX_BATCH: usize = 4096;
+/// Changes that may wait for the sealer before `submit` blocks (backpressure).
+const QUEUE_CAPACITY: usize = 16 * 1024;
 
 type Step = Box<dyn FnOnce(&mut Txn<'_>) -> Result<Box<dyn Any + Send>, StoreError> + Send>;
 
@@ -92,6 +104,10 @@ pub struct WriterStats {
     pub changes: u64,
     /// Audit entries committed.
     pub entries: u64,
+    /// Time spent sealing (numbering and signing entries).
+    pub sealing: Duration,
+    /// Time spent committing (running steps, inserting, flushing).
+    pub committing: Duration,
 }
 
 /// The position the next audit entry takes.
@@ -103,207 +119,460 @@ pub(crate) struct ChainHead {
     pub(crate) prev: Hash32,
 }
 
+/// A committed change: its step's output (typed by its `Pending`) and its receipt.
+type Committed = (Box<dyn Any + Send>, CommitReceipt);
+
+type JobResult = Result<Committed, StoreError>;
+
+/// Where a submitted change's result is delivered.
+struct Slot {
+    state: Mutex<SlotState>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct SlotState {
+    result: Option<JobResult>,
+    waker: Option<Waker>,
+}
+
+impl Slot {
+    fn new() -> Slot {
+        Slot { state: Mutex::new(SlotState::default()), ready: Condvar::new() }
+    }
+
+    fn finish(&self, result: JobResult) {
+        let waker = {
+            let mut state = lock(&self.state);
+            state.result = Some(result);
+            state.waker.take()
+        };
+        self.ready.notify_one();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+/// A submitted change: resolves to its step's output and receipt once it is durable (or to the
+/// error that failed its batch). Block on it with [`Pending::wait`] or `.await` it.
+#[must_use = "a change is only known to be durable once its Pending resolves"]
+pub struct Pending<T> {
+    slot: Arc<Slot>,
+    output: PhantomData<fn() -> T>,
+}
+
+impl<T: 'static> Pending<T> {
+    /// Blocks until the change is durable.
+    pub fn wait(self) -> Result<(T, CommitReceipt), StoreError> {
+        let mut state = lock(&self.slot.state);
+        loop {
+            if let Some(result) = state.result.take() {
+                return typed(result);
+            }
+            state = self.slot.ready.wait(state).unwrap_or_else(|poison| poison.into_inner());
+        }
+    }
+}
+
+impl<T: 'static> Future for Pending<T> {
+    type Output = Result<(T, CommitReceipt), StoreError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut state = lock(&self.slot.state);
+        match state.result.take() {
+            Some(result) => Poll::Ready(typed(result)),
+            None => {
+                state.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<T> fmt::Debug for Pending<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Pending")
+    }
+}
+
+fn typed<T: 'static>(result: JobResult) -> Result<(T, CommitReceipt), StoreError> {
+    let (output, receipt) = result?;
+    match output.downcast::<T>() {
+        Ok(output) => Ok((*output, receipt)),
+        // The box was made in `Change::new` for this very T (or is () for an audit-only
+        // change, whose T is ()).
+        Err(_) => unreachable!("change output has the type of its change"),
+    }
+}
+
 struct Job {
-    id: u64,
     audit: Vec<AuditDraft>,
     step: Option<Step>,
+    slot: Arc<Slot>,
 }
 
-type JobResult = Result<(Box<dyn Any + Send>, CommitReceipt), StoreError>;
-
-/// A committed job: its id, its step's output and its receipt.
-type Done = (u64, Box<dyn Any + Send>, CommitReceipt);
-
-struct State {
-    queue: VecDeque<Job>,
-    next_job: u64,
-    /// A caller is sealing a batch right now.
-    sealing: bool,
-    /// Where the next sealed entry goes (ahead of the disk while batches are in flight).
-    head: ChainHead,
-    /// Number given to the next sealed batch.
-    next_batch: u64,
-    /// Batches finished (committed or failed); batch `n` commits when this equals `n`.
-    finished_batches: u64,
-    results: HashMap<u64, JobResult>,
-    poisoned: Option<String>,
-    stats: WriterStats,
+/// A batch on its way from the sealer to the committer.
+struct SealedBatch {
+    jobs: Vec<Job>,
+    entries: Vec<Vec<SealedEntry>>,
 }
 
-/// The group-commit writer of one database.
-pub(crate) struct Writer {
+/// State both pipeline threads and submitters see.
+struct Shared {
     db: Arc<Database>,
     signer: SigningSecret,
     owner: OwnerId,
-    state: Mutex<State>,
-    changed: Condvar,
+    /// Where the next sealed entry goes (ahead of the disk while batches are in flight).
+    head: Mutex<ChainHead>,
+    /// Changes submitted to the pipeline and not yet finished.
+    in_flight: AtomicUsize,
+    /// Set once, by the first failed commit.
+    poisoned: OnceLock<String>,
+    stats: Mutex<WriterStats>,
+}
+
+/// The group-commit writer of one database: a handle on the sealer and committer threads.
+pub(crate) struct Writer {
+    inbox: Option<SyncSender<Job>>,
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl fmt::Debug for Writer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Writer").field("owner", &self.owner).finish_non_exhaustive()
+        f.debug_struct("Writer").field("stats", &self.stats()).finish_non_exhaustive()
     }
 }
 
 impl Writer {
-    pub(crate) fn new(db: Arc<Database>, signer: SigningSecret, owner: OwnerId, head: ChainHead) -> Writer {
-        Writer {
+    /// Starts the pipeline; entries continue the chain after `head`.
+    pub(crate) fn start(
+        db: Arc<Database>,
+        signer: SigningSecret,
+        owner: OwnerId,
+        head: ChainHead,
+    ) -> Result<Writer, StoreError> {
+        let shared = Arc::new(Shared {
             db,
             signer,
             owner,
-            state: Mutex::new(State {
-                queue: VecDeque::new(),
-                next_job: 0,
-                sealing: false,
-                head,
-                next_batch: 0,
-                finished_batches: 0,
-                results: HashMap::new(),
-                poisoned: None,
-                stats: WriterStats::default(),
-            }),
-            changed: Condvar::new(),
-        }
+            head: Mutex::new(head),
+            in_flight: AtomicUsize::new(0),
+            poisoned: OnceLock::new(),
+            stats: Mutex::new(WriterStats::default()),
+        });
+        let (inbox, jobs) = sync_channel::<Job>(QUEUE_CAPACITY);
+        // The sealer never waits for the committer (which takes every sealed batch at once),
+        // so signing and flushing overlap fully; the bound only caps memory.
+        let (to_committer, batches) = sync_channel::<SealedBatch>(QUEUE_CAPACITY);
+        let (work, to_sign) = sync_channel::<Vec<Vec<LinkedEntry>>>(1);
+        let (signed, done) = sync_channel::<Vec<Vec<SealedEntry>>>(1);
+        let sealer = Sealer { shared: shared.clone(), helper: SigningHelper { work, done } };
+        let helper_shared = shared.clone();
+        let committer = Committer { shared: shared.clone() };
+        let spawn = |name: &str, run: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new().name(name.into()).spawn(run).map_err(|err| StoreError::Io {
+                context: format!("starting the {name} thread"),
+                detail: err.to_string(),
+            })
+        };
+        let threads = vec![
+            spawn("clawnet-audit-sealer", Box::new(move || sealer.run(jobs, to_committer)))?,
+            spawn("clawnet-audit-committer", Box::new(move || committer.run(batches)))?,
+            spawn(
+                "clawnet-audit-signer",
+                Box::new(move || {
+                    for group in to_sign {
+                        if signed.send(sign_group(&helper_shared.signer, group)).is_err() {
+                            return;
+                        }
+                    }
+                }),
+            )?,
+        ];
+        Ok(Writer { inbox: Some(inbox), shared, threads })
     }
 
     pub(crate) fn stats(&self) -> WriterStats {
-        self.lock().stats
+        *lock(&self.shared.stats)
     }
 
-    /// Submits `change` and blocks until it is durable (or failed).
-    pub(crate) fn commit<T: Send + 'static>(&self, change: Change<T>) -> Result<(T, CommitReceipt), StoreError> {
-        let mut state = self.lock();
-        if let Some(reason) = &state.poisoned {
+    /// Queues `change`; blocks only if the queue is full, never on the disk.
+    pub(crate) fn submit<T: Send + 'static>(&self, change: Change<T>) -> Result<Pending<T>, StoreError> {
+        if let Some(reason) = self.shared.poisoned.get() {
             return Err(StoreError::Poisoned(reason.clone()));
         }
-        let id = state.next_job;
-        state.next_job += 1;
-        state.queue.push_back(Job { id, audit: change.audit, step: change.step });
-        loop {
-            if let Some(result) = state.results.remove(&id) {
-                let (output, receipt) = result?;
-                let output = match output.downcast::<T>() {
-                    Ok(output) => *output,
-                    // A job's output is always the T of its own Change: the box was made in
-                    // `Change::new` for that T (or is () for audit-only changes, where T = ()).
-                    Err(_) => unreachable!("change output has the type of its change"),
-                };
-                return Ok((output, receipt));
-            }
-            if !state.sealing && !state.queue.is_empty() {
-                state = self.lead_batch(state);
-                continue;
-            }
-            state = self.changed.wait(state).unwrap_or_else(|poison| poison.into_inner());
+        let slot = Arc::new(Slot::new());
+        let job = Job { audit: change.audit, step: change.step, slot: slot.clone() };
+        let inbox = self.inbox.as_ref().ok_or_else(|| StoreError::Poisoned("the writer is shut down".into()))?;
+        self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
+        if inbox.send(job).is_err() {
+            self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+            return Err(StoreError::Poisoned("the writer threads stopped".into()));
         }
+        Ok(Pending { slot, output: PhantomData })
     }
 
-    /// Seals everything queued, then commits it in its turn. Called with the lock held and
-    /// returns with it held.
-    fn lead_batch<'a>(&'a self, mut state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
-        state.sealing = true;
-        let take = state.queue.len().min(MAX_BATCH);
-        let jobs: Vec<Job> = state.queue.drain(..take).collect();
-        let batch = state.next_batch;
-        state.next_batch += 1;
-        let head = state.head;
-        drop(state);
-
-        let mut jobs = jobs;
-        let (sealed, head) = self.seal(&mut jobs, head);
-
-        let mut state = self.lock();
-        state.head = head;
-        state.sealing = false;
-        self.changed.notify_all();
-        while state.finished_batches != batch {
-            state = self.changed.wait(state).unwrap_or_else(|poison| poison.into_inner());
+    /// Commits `change` and blocks until it is durable. When nothing else is in flight, the
+    /// calling thread seals and commits it itself, saving the hand-offs to the pipeline threads
+    /// (most of a lone change's latency beyond the fsync); otherwise it joins the pipeline.
+    pub(crate) fn commit<T: Send + 'static>(&self, change: Change<T>) -> Result<(T, CommitReceipt), StoreError> {
+        if let Some(reason) = self.shared.poisoned.get() {
+            return Err(StoreError::Poisoned(reason.clone()));
         }
-        let poisoned = state.poisoned.clone();
-        drop(state);
-
-        let ids: Vec<u64> = jobs.iter().map(|job| job.id).collect();
-        let outcome = match poisoned {
-            Some(reason) => Err((ids, StoreError::Poisoned(reason))),
-            // A panicking step must not leave the other callers waiting for this batch forever.
-            None => match std::panic::catch_unwind(AssertUnwindSafe(|| self.write(jobs, &sealed))) {
-                Ok(Ok(done)) => Ok(done),
-                Ok(Err(err)) => Err((ids, err)),
-                Err(_) => Err((ids, StoreError::Poisoned("a change panicked while being committed".into()))),
-            },
+        // Only when uncontended: if another thread holds the head, queueing behind it in the
+        // pipeline is what lets concurrent changes share one commit.
+        let uncontended = match self.shared.head.try_lock() {
+            Ok(head) if self.shared.in_flight.load(Ordering::SeqCst) == 0 => Some(head),
+            // The guard of a failed check must be gone before queueing behind the sealer.
+            _ => None,
         };
+        let Some(mut head) = uncontended else {
+            return self.submit(change)?.wait();
+        };
+        // Holding the head keeps the sealer out until this change is on disk (a change submitted
+        // meanwhile waits for it), so entries still reach the disk in sequence order.
+        let slot = Arc::new(Slot::new());
+        let mut jobs = vec![Job { audit: change.audit, step: change.step, slot }];
+        let started = Instant::now();
+        let (entries, next) = seal_jobs(&self.shared, None, &mut jobs, *head);
+        let sealed_at = Instant::now();
+        let outcome = commit_batch(&self.shared, jobs, &entries);
+        if outcome.is_ok() {
+            *head = next;
+        }
+        drop(head);
+        self.shared.record(&outcome, &entries, sealed_at - started, sealed_at.elapsed());
+        let mut done = outcome?;
+        match done.pop() {
+            Some(result) => typed(Ok(result)),
+            None => Err(StoreError::Poisoned("a committed change produced no result".into())),
+        }
+    }
+}
 
-        let mut state = self.lock();
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Closing the inbox lets the sealer finish what is queued and stop; the committer
+        // follows when the sealer drops its end.
+        self.inbox = None;
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The first pipeline stage: numbers, links and signs audit entries.
+struct Sealer {
+    shared: Arc<Shared>,
+    helper: SigningHelper,
+}
+
+/// A thread the sealer hands part of a large batch to: the committer spends most of its time
+/// waiting for the disk, so a core is usually free for signing.
+struct SigningHelper {
+    work: SyncSender<Vec<Vec<LinkedEntry>>>,
+    done: Receiver<Vec<Vec<SealedEntry>>>,
+}
+
+impl Sealer {
+    fn run(self, jobs: Receiver<Job>, committer: SyncSender<SealedBatch>) {
+        while let Ok(first) = jobs.recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match jobs.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                }
+            }
+            let started = Instant::now();
+            // Holding the head while signing is uncontended: these jobs count as in flight, so
+            // no inline commit starts meanwhile.
+            let entries = {
+                let mut head = lock(&self.shared.head);
+                let (entries, next) = seal_jobs(&self.shared, Some(&self.helper), &mut batch, *head);
+                *head = next;
+                entries
+            };
+            lock(&self.shared.stats).sealing += started.elapsed();
+            if committer.send(SealedBatch { jobs: batch, entries }).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// The second pipeline stage: one durable transaction per batch.
+struct Committer {
+    shared: Arc<Shared>,
+}
+
+impl Committer {
+    fn run(self, batches: Receiver<SealedBatch>) {
+        while let Ok(SealedBatch { mut jobs, mut entries }) = batches.recv() {
+            // Commit everything sealed so far in one transaction.
+            while jobs.len() < MAX_BATCH {
+                match batches.try_recv() {
+                    Ok(more) => {
+                        jobs.extend(more.jobs);
+                        entries.extend(more.entries);
+                    }
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                }
+            }
+            let slots: Vec<Arc<Slot>> = jobs.iter().map(|job| job.slot.clone()).collect();
+            let started = Instant::now();
+            let outcome = commit_batch(&self.shared, jobs, &entries);
+            self.shared.record(&outcome, &entries, Duration::ZERO, started.elapsed());
+            self.shared.in_flight.fetch_sub(slots.len(), Ordering::SeqCst);
+            match outcome {
+                Ok(done) => {
+                    for (slot, result) in slots.iter().zip(done) {
+                        slot.finish(Ok(result));
+                    }
+                }
+                Err(err) => {
+                    for slot in &slots {
+                        slot.finish(Err(err.clone()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// Updates the statistics after a batch, and poisons the writer if it failed.
+    fn record(
+        &self,
+        outcome: &Result<Vec<Committed>, StoreError>,
+        entries: &[Vec<SealedEntry>],
+        sealing: Duration,
+        committing: Duration,
+    ) {
+        let mut stats = lock(&self.stats);
+        stats.sealing += sealing;
+        stats.committing += committing;
         match outcome {
             Ok(done) => {
-                state.stats.batches += 1;
-                state.stats.changes += done.len() as u64;
-                state.stats.entries += sealed.iter().map(|entries| entries.len() as u64).sum::<u64>();
-                for (id, output, receipt) in done {
-                    state.results.insert(id, Ok((output, receipt)));
-                }
+                stats.batches += 1;
+                stats.changes += done.len() as u64;
+                stats.entries += entries.iter().map(|e| e.len() as u64).sum::<u64>();
             }
-            Err((ids, err)) => {
-                if state.poisoned.is_none() {
-                    state.poisoned = Some(err.to_string());
-                }
-                for id in ids {
-                    state.results.insert(id, Err(err.clone()));
-                }
+            Err(err) => {
+                let _ = self.poisoned.set(err.to_string());
             }
         }
-        state.finished_batches += 1;
-        self.changed.notify_all();
-        state
     }
+}
 
-    /// Numbers, links and signs the audit entries of `jobs`, starting at `head`.
-    fn seal(&self, jobs: &mut [Job], mut head: ChainHead) -> (Vec<Vec<SealedEntry>>, ChainHead) {
-        let now = Timestamp::now();
-        let sealed = jobs
-            .iter_mut()
-            .map(|job| {
-                std::mem::take(&mut job.audit)
-                    .into_iter()
-                    .map(|draft| {
-                        let entry = draft.into_entry(head.next_seq, head.prev, now, self.owner);
-                        let sealed = SealedEntry::seal(&entry, &self.signer);
-                        head = ChainHead { next_seq: head.next_seq + 1, prev: sealed.link };
-                        sealed
-                    })
-                    .collect()
-            })
-            .collect();
-        (sealed, head)
-    }
+/// Numbers, links and signs the audit entries of `jobs`, starting at `head`.
+fn seal_jobs(
+    shared: &Shared,
+    helper: Option<&SigningHelper>,
+    jobs: &mut [Job],
+    mut head: ChainHead,
+) -> (Vec<Vec<SealedEntry>>, ChainHead) {
+    let now = Timestamp::now();
+    // Linking is sequential and cheap; signing is most of the work and parallel.
+    let linked: Vec<Vec<LinkedEntry>> = jobs
+        .iter_mut()
+        .map(|job| {
+            std::mem::take(&mut job.audit)
+                .into_iter()
+                .map(|draft| {
+                    let entry = draft.into_entry(head.next_seq, head.prev, now, shared.owner);
+                    let linked = LinkedEntry::new(&entry);
+                    head = ChainHead { next_seq: head.next_seq + 1, prev: linked.link() };
+                    linked
+                })
+                .collect()
+        })
+        .collect();
+    (sign_all(&shared.signer, helper, linked), head)
+}
 
-    /// Runs every job's step and inserts the sealed entries in one durable transaction.
-    fn write(&self, jobs: Vec<Job>, sealed: &[Vec<SealedEntry>]) -> Result<Vec<Done>, StoreError> {
-        let context = "committing a change";
-        let tx = self.db.begin_write().ctx(context)?;
-        let mut done = Vec::with_capacity(jobs.len());
-        {
-            let mut txn = Txn { tx: &tx };
-            for (job, entries) in jobs.into_iter().zip(sealed) {
-                let output = match job.step {
-                    Some(step) => step(&mut txn)?,
-                    None => Box::new(()) as Box<dyn Any + Send>,
-                };
-                let receipt = CommitReceipt { entries: entries.iter().map(|e| (e.seq, e.link)).collect() };
-                done.push((job.id, output, receipt));
-            }
-            let mut audit = tx.open_table(AUDIT).ctx(context)?;
-            for entry in sealed.iter().flatten() {
-                audit.insert(entry.seq, entry.record.as_slice()).ctx(context)?;
-            }
+/// Signs linked entries, sharing the work with the helper when there are enough of them.
+fn sign_all(
+    signer: &SigningSecret,
+    helper: Option<&SigningHelper>,
+    linked: Vec<Vec<LinkedEntry>>,
+) -> Vec<Vec<SealedEntry>> {
+    const PARALLEL_FROM: usize = 16;
+    let total: usize = linked.iter().map(Vec::len).sum();
+    let Some(helper) = helper.filter(|_| total >= PARALLEL_FROM && linked.len() >= 2) else {
+        return sign_group(signer, linked);
+    };
+    // The helper takes the later half (by jobs, at about half of the entries).
+    let mut counted = 0;
+    let split = linked
+        .iter()
+        .position(|entries| {
+            counted += entries.len();
+            counted >= total / 2
+        })
+        .map_or(linked.len(), |idx| idx + 1);
+    let mut first = linked;
+    let second = first.split_off(split.min(first.len()));
+    let handed = match helper.work.send(second) {
+        Ok(()) => true,
+        Err(unsent) => {
+            first.extend(unsent.0);
+            false
         }
-        tx.commit().ctx(context)?;
-        Ok(done)
+    };
+    let mut signed = sign_group(signer, first);
+    if handed {
+        match helper.done.recv() {
+            Ok(rest) => signed.extend(rest),
+            // The helper only stops when the writer shuts down, after the sealer.
+            Err(_) => unreachable!("the signing helper outlives the sealer"),
+        }
     }
+    signed
+}
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock leaves State consistent (every mutation is a single
-        // assignment or insert), so a poisoned mutex is safe to keep using.
-        self.state.lock().unwrap_or_else(|poison| poison.into_inner())
+fn sign_group(signer: &SigningSecret, group: Vec<Vec<LinkedEntry>>) -> Vec<Vec<SealedEntry>> {
+    group.into_iter().map(|entries| entries.into_iter().map(|entry| entry.sign(signer)).collect()).collect()
+}
+
+/// Runs every job's step and inserts the sealed entries in one durable transaction. After a
+/// failure everything fails: later batches link to entries that never reached the disk.
+fn commit_batch(shared: &Shared, jobs: Vec<Job>, sealed: &[Vec<SealedEntry>]) -> Result<Vec<Committed>, StoreError> {
+    if let Some(reason) = shared.poisoned.get() {
+        return Err(StoreError::Poisoned(reason.clone()));
     }
+    // A panicking step must not take the pipeline down with it.
+    std::panic::catch_unwind(AssertUnwindSafe(|| write_batch(&shared.db, jobs, sealed)))
+        .unwrap_or_else(|_| Err(StoreError::Poisoned("a change panicked while being committed".into())))
+}
+
+fn write_batch(db: &Database, jobs: Vec<Job>, sealed: &[Vec<SealedEntry>]) -> Result<Vec<Committed>, StoreError> {
+    let context = "committing a change";
+    let tx = db.begin_write().ctx(context)?;
+    let mut done = Vec::with_capacity(jobs.len());
+    {
+        let mut txn = Txn { tx: &tx };
+        for (job, entries) in jobs.into_iter().zip(sealed) {
+            let output = match job.step {
+                Some(step) => step(&mut txn)?,
+                None => Box::new(()) as Box<dyn Any + Send>,
+            };
+            let receipt = CommitReceipt { entries: entries.iter().map(|e| (e.seq, e.link)).collect() };
+            done.push((output, receipt));
+        }
+        let mut audit = tx.open_table(AUDIT).ctx(context)?;
+        for entry in sealed.iter().flatten() {
+            audit.insert(entry.seq, entry.record.as_slice()).ctx(context)?;
+        }
+    }
+    tx.commit().ctx(context)?;
+    Ok(done)
+}
+
+/// Locks `mutex`, tolerating poisoning: every critical section here leaves its state
+/// consistent (single assignments), so a panic elsewhere does not corrupt it.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
 }

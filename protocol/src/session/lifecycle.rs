@@ -435,7 +435,7 @@ impl Session {
         let mut untrusted = None;
         for (party, roster) in parties {
             if roster.owner() != &party.owner {
-                return Err(SessionError::Untrusted { what, source: TrustError::Unknown(party.owner) });
+                return Err(SessionError::Untrusted { what, source: TrustError::Unknown(party.owner.fingerprint()) });
             }
             match roster.speaker(key) {
                 Ok(cert) if cert.identity == party.identity => return Ok(cert.identity),
@@ -444,7 +444,7 @@ impl Session {
                 Err(source) => untrusted = Some(source),
             }
         }
-        let source = untrusted.unwrap_or(TrustError::Unknown(self.proposal.initiator.owner));
+        let source = untrusted.unwrap_or(TrustError::Unknown(self.proposal.initiator.owner.fingerprint()));
         Err(SessionError::Untrusted { what, source })
     }
 }

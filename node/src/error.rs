@@ -1,0 +1,59 @@
+//! Errors of node operations, worded for the person at the terminal.
+
+use clawnet_crypto::cert::InvalidTag;
+use clawnet_crypto::keystore::KeystoreError;
+use clawnet_storage::StoreError;
+use clawnet_storage::audit::AuditVerifyError;
+
+/// Why a node operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The database refused or failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The keystore could not be unlocked.
+    #[error(transparent)]
+    Keystore(#[from] KeystoreError),
+    /// The unlocked keystore does not decode.
+    #[error("the keystore is corrupt: {0}")]
+    KeyringCorrupt(String),
+    /// The audit chain does not verify.
+    #[error(transparent)]
+    Audit(#[from] AuditVerifyError),
+    /// An identity tag is not valid.
+    #[error(transparent)]
+    InvalidTag(#[from] InvalidTag),
+    /// An active identity already has this tag.
+    #[error("an active identity is already called {0:?}: retire it first or choose another tag")]
+    TagInUse(String),
+    /// No active identity has this tag.
+    #[error("no active identity is called {0:?} (see `clawnet identity list`)")]
+    NoSuchIdentity(String),
+    /// A description is too long.
+    #[error("the description is {len} bytes; the limit is {max}")]
+    DescriptionTooLong {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// No passphrase could be obtained.
+    #[error("{0}")]
+    Passphrase(String),
+    /// A file or directory operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+impl NodeError {
+    pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> NodeError {
+        let context = context.into();
+        move |source| NodeError::Io { context, source }
+    }
+}

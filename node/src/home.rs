@@ -1,0 +1,134 @@
+//! A node's home: its data directory and database, and — once the owner unlocks it — the
+//! secret keys that let it sign.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use clawnet_crypto::keystore::{self, KdfParams, LockKey, Passphrase};
+use clawnet_crypto::{DeviceCert, Keyring, OwnerId, Signed, SigningSecret, Timestamp};
+use clawnet_storage::{Genesis, NodeDb};
+
+use crate::data_dir::{create_private_dir, database_path};
+use crate::error::NodeError;
+use crate::passphrase::PassphraseSource;
+
+/// How the keystore is protected at rest.
+#[derive(Debug)]
+pub enum KeyProtection {
+    /// Encrypted under a key derived from this passphrase (Argon2id).
+    Passphrase(Passphrase),
+    /// Stored in the clear: only when the owner explicitly opts in (tests, throwaway nodes).
+    None,
+}
+
+/// An initialized data directory, opened for reading.
+#[derive(Debug)]
+pub struct NodeHome {
+    dir: PathBuf,
+    db: NodeDb,
+}
+
+impl NodeHome {
+    /// Creates a new owner and node in `dir`: root keys, device key and certificate, keystore,
+    /// and the database with its genesis audit entry.
+    pub fn init(dir: &Path, node_name: &str, protection: KeyProtection) -> Result<UnlockedHome, NodeError> {
+        create_private_dir(dir)?;
+        let keyring = Keyring::generate();
+        let lock = match protection {
+            KeyProtection::Passphrase(passphrase) => LockKey::derive(&passphrase, KdfParams::DEFAULT)?,
+            KeyProtection::None => LockKey::unprotected(),
+        };
+        let owner = keyring.owner.owner_id();
+        let device_cert = DeviceCert {
+            owner,
+            device_key: keyring.device.public_key(),
+            device_name: node_name.to_owned(),
+            issued_at: Timestamp::now(),
+            expires_at: None,
+        };
+        let genesis = Genesis {
+            owner,
+            device_cert: Signed::sign(&device_cert, &keyring.owner.signing),
+            node_name: node_name.to_owned(),
+            keystore: lock.lock(&keyring.to_bytes()),
+        };
+        let db = NodeDb::create(&database_path(dir), genesis, copy_key(&keyring.device))?;
+        Ok(UnlockedHome { home: NodeHome { dir: dir.to_owned(), db }, keyring, lock })
+    }
+
+    /// Opens the node in `dir` for reading.
+    pub fn open(dir: &Path) -> Result<NodeHome, NodeError> {
+        let db = NodeDb::open(&database_path(dir))?;
+        Ok(NodeHome { dir: dir.to_owned(), db })
+    }
+
+    /// Unlocks the keystore, asking `source` for the passphrase only if it has one.
+    pub fn unlock(mut self, source: PassphraseSource) -> Result<UnlockedHome, NodeError> {
+        let blob = self.db.read()?.keystore()?;
+        let passphrase = if keystore::needs_passphrase(&blob) { Some(source.unlock()?) } else { None };
+        let (secrets, lock) = keystore::unlock(&blob, passphrase.as_ref())?;
+        let keyring = Keyring::from_bytes(&secrets).map_err(|err| NodeError::KeyringCorrupt(err.to_string()))?;
+        self.db.unlock_writes(copy_key(&keyring.device))?;
+        Ok(UnlockedHome { home: self, keyring, lock })
+    }
+
+    /// The database.
+    pub fn db(&self) -> &NodeDb {
+        &self.db
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The owner of this node.
+    pub fn owner(&self) -> OwnerId {
+        self.db.info().owner
+    }
+}
+
+/// A node whose keys are unlocked: it can sign and change things.
+pub struct UnlockedHome {
+    home: NodeHome,
+    pub(crate) keyring: Keyring,
+    lock: LockKey,
+}
+
+impl UnlockedHome {
+    /// The node, for reading.
+    pub fn home(&self) -> &NodeHome {
+        &self.home
+    }
+
+    /// The database.
+    pub fn db(&self) -> &NodeDb {
+        &self.home.db
+    }
+
+    /// The owner.
+    pub fn owner(&self) -> OwnerId {
+        self.keyring.owner.owner_id()
+    }
+
+    /// The secret keys.
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
+    /// The keystore blob for the current keyring, locked as the keystore was.
+    pub(crate) fn locked_keyring(&self) -> Vec<u8> {
+        self.lock.lock(&self.keyring.to_bytes())
+    }
+}
+
+impl fmt::Debug for UnlockedHome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UnlockedHome").field("home", &self.home).field("lock", &self.lock).finish_non_exhaustive()
+    }
+}
+
+/// A second handle on a signing key (the database's writer and the keyring each own one).
+fn copy_key(key: &SigningSecret) -> SigningSecret {
+    SigningSecret::from_bytes(&key.to_bytes())
+}

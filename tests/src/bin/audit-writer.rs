@@ -1,0 +1,41 @@
+//! Appends audit entries from several threads until killed, printing `appended SEQ` after each
+//! append returns (that is, after it is durable). The crash test kills it with SIGKILL.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clawnet_protocol::audit::{Actor, AuditDraft, Outcome};
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let path = PathBuf::from(args.next().context("usage: audit-writer DB_PATH [THREADS]")?);
+    let threads: usize = args.next().map(|t| t.parse()).transpose()?.unwrap_or(8);
+    let db = Arc::new(clawnet_tests::open_or_create(&path)?);
+    let workers: Vec<_> = (0..threads)
+        .map(|thread| {
+            let db = db.clone();
+            std::thread::spawn(move || -> anyhow::Result<()> {
+                for n in 0u64.. {
+                    let draft = AuditDraft::new(
+                        Actor::Node,
+                        "test.append",
+                        format!("thread {thread} append {n}"),
+                        "crash test",
+                        Outcome::Success,
+                    );
+                    let seq = db.append(draft)?.last_seq();
+                    let mut out = std::io::stdout().lock();
+                    writeln!(out, "appended {seq}")?;
+                    out.flush()?;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().map_err(|_| anyhow::anyhow!("a writer thread panicked"))??;
+    }
+    Ok(())
+}
