@@ -10,7 +10,6 @@ use clawnet_storage::{Genesis, NodeDb};
 
 use crate::data_dir::{create_private_dir, database_path};
 use crate::error::NodeError;
-use crate::passphrase::PassphraseSource;
 
 /// How the keystore is protected at rest.
 #[derive(Debug)]
@@ -62,10 +61,10 @@ impl NodeHome {
         Ok(NodeHome { dir: dir.to_owned(), db })
     }
 
-    /// Unlocks the keystore, asking `source` for the passphrase only if it has one.
-    pub fn unlock(mut self, source: PassphraseSource) -> Result<UnlockedHome, NodeError> {
+    /// Unlocks the keystore, calling `ask` for the passphrase only if it has one.
+    pub fn unlock(mut self, ask: impl FnOnce() -> Result<Passphrase, NodeError>) -> Result<UnlockedHome, NodeError> {
         let blob = self.db.read()?.keystore()?;
-        let passphrase = if keystore::needs_passphrase(&blob) { Some(source.unlock()?) } else { None };
+        let passphrase = if keystore::needs_passphrase(&blob) { Some(ask()?) } else { None };
         let (secrets, lock) = keystore::unlock(&blob, passphrase.as_ref())?;
         let keyring = Keyring::from_bytes(&secrets).map_err(|err| NodeError::KeyringCorrupt(err.to_string()))?;
         self.db.unlock_writes(copy_key(&keyring.device))?;

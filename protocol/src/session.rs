@@ -9,8 +9,6 @@
 mod error;
 mod lifecycle;
 
-use std::time::Duration;
-
 use clawnet_crypto::{Domain, Hash32, HashDomain, IdentityId, OwnerId, Signable, Signed, Timestamp, WireFormat};
 use serde::{Deserialize, Serialize};
 
@@ -237,6 +235,3 @@ pub(crate) fn grant_hash(
     let target = target_consent.body_hash(HashDomain::Grant);
     Hash32::of_parts(HashDomain::Grant, &[proposal.as_bytes(), initiator.as_bytes(), target.as_bytes()])
 }
-
-/// Default consent validity when an owner does not choose one.
-pub const DEFAULT_CONSENT_VALIDITY: Duration = Duration::from_secs(24 * 3600);

@@ -9,7 +9,7 @@ use clawnet_storage::identities::{IdentityRecord, IdentityStatus};
 use serde_json::json;
 
 use crate::home::NodeHome;
-use crate::passphrase::PassphraseSource;
+use crate::passphrase;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum IdentityCommand {
@@ -37,7 +37,7 @@ pub(crate) enum IdentityCommand {
 pub(crate) fn run(data_dir: &Path, command: IdentityCommand) -> anyhow::Result<ExitCode> {
     match command {
         IdentityCommand::Create { tag, description } => {
-            let mut node = NodeHome::open(data_dir)?.unlock(PassphraseSource::EnvOrTerminal)?;
+            let mut node = NodeHome::open(data_dir)?.unlock(passphrase::for_unlock)?;
             let record = node.create_identity(&tag, &description)?;
             println!("Created identity {} ({}), key fingerprint {}", record.tag, record.id, key_fingerprint(&record));
         }
@@ -56,7 +56,7 @@ pub(crate) fn run(data_dir: &Path, command: IdentityCommand) -> anyhow::Result<E
             }
         }
         IdentityCommand::Retire { tag } => {
-            let mut node = NodeHome::open(data_dir)?.unlock(PassphraseSource::EnvOrTerminal)?;
+            let mut node = NodeHome::open(data_dir)?.unlock(passphrase::for_unlock)?;
             let record = node.retire_identity(&tag)?;
             println!(
                 "Retired identity {} ({}): revocation signed, keys destroyed, records archived",

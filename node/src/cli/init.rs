@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Args;
 
 use crate::home::{KeyProtection, NodeHome};
-use crate::passphrase::{PASSPHRASE_ENV, PassphraseSource};
+use crate::passphrase::{self, PASSPHRASE_ENV};
 
 #[derive(Debug, Args)]
 pub(crate) struct InitArgs {
@@ -25,7 +25,7 @@ pub(crate) fn run(data_dir: &Path, args: InitArgs) -> anyhow::Result<ExitCode> {
     let protection = if args.insecure_no_passphrase {
         KeyProtection::None
     } else {
-        KeyProtection::Passphrase(PassphraseSource::EnvOrTerminal.choose()?)
+        KeyProtection::Passphrase(passphrase::choose_new()?)
     };
     let encrypted = matches!(protection, KeyProtection::Passphrase(_));
     let home = NodeHome::init(data_dir, name, protection)
