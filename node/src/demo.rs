@@ -242,17 +242,7 @@ impl Owner {
 
     /// The identity speaks the next turn; its own node verifies and records it first.
     fn say(&mut self, text: &str, end: Option<EndMarker>) -> anyhow::Result<Vec<u8>> {
-        let session = self.session()?;
-        let turn = Turn {
-            session: session.id(),
-            turn_no: session.turns() + 1,
-            prev: session.last_hash(),
-            speaker: self.identity,
-            text: text.into(),
-            end,
-            sent_at: Timestamp::now(),
-        };
-        let turn = Signed::sign(&turn, &self.node.keyring().identities[&self.identity].signing);
+        let turn = Signed::sign(&self.next_turn(text, end)?, &self.node.keyring().identities[&self.identity].signing);
         self.accept_turn(&turn)?;
         Ok(WireMessage::Turn(turn).encode())
     }
@@ -260,17 +250,21 @@ impl Owner {
     /// A turn for this owner's identity signed with the owner's root key instead of the
     /// identity's certified key: what a thief of the wrong key could try.
     fn forge_turn(&self, text: &str) -> anyhow::Result<Vec<u8>> {
+        let turn = Signed::sign(&self.next_turn(text, None)?, &self.node.keyring().owner.signing);
+        Ok(WireMessage::Turn(turn).encode())
+    }
+
+    fn next_turn(&self, text: &str, end: Option<EndMarker>) -> anyhow::Result<Turn> {
         let session = self.session()?;
-        let turn = Turn {
+        Ok(Turn {
             session: session.id(),
             turn_no: session.turns() + 1,
             prev: session.last_hash(),
             speaker: self.identity,
             text: text.into(),
-            end: None,
+            end,
             sent_at: Timestamp::now(),
-        };
-        Ok(WireMessage::Turn(Signed::sign(&turn, &self.node.keyring().owner.signing)).encode())
+        })
     }
 
     /// The owner closes the session; returns the close's wire bytes.

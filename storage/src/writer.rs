@@ -4,12 +4,14 @@
 //! [`NodeDb::submit`](crate::NodeDb::submit) queues a change and returns a [`Pending`] that
 //! resolves once the change is durable; it can be waited on by a thread or awaited by a task.
 //!
-//! Two threads form a pipeline. The *sealer* takes everything queued (one batch), numbers and
-//! links its audit entries and signs them; the *committer* runs every change's step, inserts
-//! the sealed entries and commits the batch in one write transaction with fsync. While the
-//! committer flushes batch `n`, the sealer signs batch `n + 1` from whatever queued meanwhile,
-//! so a stream of appends runs at the speed of the slower stage, not of both, and batches grow
-//! with the load.
+//! Two stages form a pipeline. The *sealer* thread takes everything queued (one batch), numbers
+//! and links its audit entries and signs them, handing half of a large batch to a *signer*
+//! helper thread; the *committer* thread takes every sealed batch available, runs each change's
+//! step, inserts the sealed entries and commits them in one write transaction with fsync. While
+//! the committer flushes, the sealer signs what queued meanwhile, so a stream of appends runs at
+//! the speed of the slower stage, not of both, and batches grow with the load. A blocking
+//! [`NodeDb::commit`](crate::NodeDb::commit) with nothing in flight skips the threads and seals
+//! and commits on the calling thread: a lone change pays for its fsync and nothing else.
 //!
 //! A failed commit poisons the writer: later batches were sealed on top of entries that never
 //! reached the disk, and after a failed fsync nothing since can be trusted (the PostgreSQL
