@@ -1,9 +1,13 @@
 //! Command line, environment overrides and the operator-set limits of a bootstrap relay.
 
-use std::{path::PathBuf, time::Duration};
+mod mailbox;
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser};
 use libp2p::Multiaddr;
+
+pub use mailbox::{MailboxArgs, MailboxLimits};
 
 /// Longest duration accepted anywhere in the configuration: libp2p sends circuit durations as
 /// `u32` seconds (and panics beyond), and timers far in the future overflow `Instant`.
@@ -61,6 +65,9 @@ pub struct ConnectionQuota {
     pub max_established_per_peer: u32,
     /// Inbound connections still in their handshake at once.
     pub max_pending_incoming: u32,
+    /// Outbound connections being dialed at once. The relay's only outbound dials are AutoNAT
+    /// dial-backs, so this bounds the reachability checks in progress.
+    pub max_pending_outgoing: u32,
     /// How long a connection with nothing to do (no reservation, circuit or stream) is kept;
     /// at most [`MAX_DURATION`].
     pub idle_timeout: Duration,
@@ -72,6 +79,7 @@ impl ConnectionQuota {
         max_established: 2048,
         max_established_per_peer: 8,
         max_pending_incoming: 256,
+        max_pending_outgoing: 32,
         idle_timeout: Duration::from_secs(60),
     };
 }
@@ -80,6 +88,16 @@ impl Default for ConnectionQuota {
     fn default() -> Self {
         Self::DEFAULT
     }
+}
+
+/// Where the Prometheus metrics endpoint listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// TCP address of the HTTP endpoint (`GET /metrics`); port 0 picks a free port.
+    pub address: SocketAddr,
+    /// Allow an address other than loopback. Off by default: metrics describe the relay's load
+    /// and its mailbox to whoever can reach them, so exposing them is an explicit choice.
+    pub allow_public: bool,
 }
 
 /// Everything a [`crate::BootstrapRelay`] needs besides its identity key.
@@ -93,6 +111,10 @@ pub struct RelayConfig {
     pub relay: RelayLimits,
     /// Connection limits.
     pub connections: ConnectionQuota,
+    /// The encrypted mailbox's limits, or `None` to not offer the mailbox at all.
+    pub mailbox: Option<MailboxLimits>,
+    /// The metrics endpoint, or `None` for none.
+    pub metrics: Option<MetricsConfig>,
 }
 
 impl Default for RelayConfig {
@@ -102,6 +124,8 @@ impl Default for RelayConfig {
             external_addresses: Vec::new(),
             relay: RelayLimits::DEFAULT,
             connections: ConnectionQuota::DEFAULT,
+            mailbox: Some(MailboxLimits::DEFAULT),
+            metrics: None,
         }
     }
 }
@@ -138,6 +162,12 @@ pub struct Cli {
 
     #[command(flatten)]
     pub connections: ConnectionArgs,
+
+    #[command(flatten)]
+    pub mailbox: MailboxArgs,
+
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 /// Command line form of [`RelayLimits`].
@@ -199,11 +229,30 @@ pub struct ConnectionArgs {
         default_value_t = ConnectionQuota::DEFAULT.max_pending_incoming)]
     pub max_pending_incoming: u32,
 
+    /// Outbound dials at once; the relay only dials for AutoNAT dial-backs.
+    #[arg(long, value_name = "N", env = "CLAWNET_BOOTSTRAP_MAX_PENDING_OUTGOING",
+        default_value_t = ConnectionQuota::DEFAULT.max_pending_outgoing)]
+    pub max_pending_outgoing: u32,
+
     /// Seconds an idle connection is kept open.
     #[arg(long, value_name = "SECS", env = "CLAWNET_BOOTSTRAP_IDLE_TIMEOUT_SECS",
         value_parser = clap::value_parser!(u64).range(..=MAX_DURATION_SECS),
         default_value_t = ConnectionQuota::DEFAULT.idle_timeout.as_secs())]
     pub idle_timeout_secs: u64,
+}
+
+/// Command line form of [`MetricsConfig`].
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
+    /// Serve Prometheus metrics over HTTP (GET /metrics) on this address, e.g. 127.0.0.1:9464.
+    /// Off unless given; only a loopback address is accepted without --metrics-public.
+    #[arg(long, value_name = "ADDR", env = "CLAWNET_BOOTSTRAP_METRICS_ADDRESS")]
+    pub metrics_address: Option<SocketAddr>,
+
+    /// Allow --metrics-address to be a non-loopback address (metrics reveal the relay's load).
+    #[arg(long, env = "CLAWNET_BOOTSTRAP_METRICS_PUBLIC", requires = "metrics_address",
+        value_parser = clap::builder::BoolishValueParser::new())]
+    pub metrics_public: bool,
 }
 
 impl Cli {
@@ -214,7 +263,16 @@ impl Cli {
             external_addresses: self.external_addresses.clone(),
             relay: self.relay.limits(),
             connections: self.connections.quota(),
+            mailbox: self.mailbox.limits(),
+            metrics: self.metrics.config(),
         }
+    }
+}
+
+impl MetricsArgs {
+    /// The metrics endpoint these options ask for, if any.
+    pub fn config(&self) -> Option<MetricsConfig> {
+        self.metrics_address.map(|address| MetricsConfig { address, allow_public: self.metrics_public })
     }
 }
 
@@ -240,6 +298,7 @@ impl ConnectionArgs {
             max_established: self.max_connections,
             max_established_per_peer: self.max_connections_per_peer,
             max_pending_incoming: self.max_pending_incoming,
+            max_pending_outgoing: self.max_pending_outgoing,
             idle_timeout: Duration::from_secs(self.idle_timeout_secs),
         }
     }
@@ -259,6 +318,9 @@ mod tests {
         let config = cli.relay_config();
         assert_eq!(config.relay, RelayLimits::DEFAULT);
         assert_eq!(config.connections, ConnectionQuota::DEFAULT);
+        assert_eq!(config.mailbox, Some(MailboxLimits::DEFAULT));
+        assert_eq!(config.metrics, None);
+        assert_eq!(config, RelayConfig { listen: config.listen.clone(), ..RelayConfig::default() });
         assert_eq!(cli.key_file, PathBuf::from("clawnet-bootstrap.key"));
         let listen: Vec<String> = config.listen.iter().map(ToString::to_string).collect();
         assert_eq!(listen, ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"]);
@@ -301,6 +363,59 @@ mod tests {
         assert_eq!(config.relay.max_circuit_bytes, 1000);
         assert_eq!(config.connections.max_established_per_peer, 2);
         assert_eq!(cli.key_file, PathBuf::from("/tmp/k"));
+    }
+
+    #[test]
+    fn mailbox_and_metrics_options() {
+        let cli = parse(&[
+            "--mailbox-max-item-bytes",
+            "4096",
+            "--mailbox-max-ttl-secs",
+            "60",
+            "--mailbox-max-items-per-recipient",
+            "3",
+            "--mailbox-sender-share-items",
+            "2",
+            "--mailbox-deposits-per-minute",
+            "5",
+            "--mailbox-sweep-interval-secs",
+            "2",
+            "--metrics-address",
+            "127.0.0.1:9464",
+        ])
+        .unwrap();
+        let config = cli.relay_config();
+        let mailbox = config.mailbox.unwrap();
+        assert_eq!(mailbox.max_item_bytes, 4096);
+        assert_eq!(mailbox.max_ttl, Duration::from_secs(60));
+        assert_eq!(mailbox.max_items_per_recipient, 3);
+        assert_eq!(mailbox.sender_share_items, 2);
+        assert_eq!(mailbox.deposits_per_minute, 5);
+        assert_eq!(mailbox.sweep_interval, Duration::from_secs(2));
+        assert_eq!(mailbox.max_total_bytes, MailboxLimits::DEFAULT.max_total_bytes);
+        assert_eq!(
+            config.metrics,
+            Some(MetricsConfig { address: "127.0.0.1:9464".parse().unwrap(), allow_public: false })
+        );
+
+        assert_eq!(parse(&["--no-mailbox"]).unwrap().relay_config().mailbox, None);
+        let public = parse(&["--metrics-address", "0.0.0.0:9464", "--metrics-public"]).unwrap();
+        assert!(public.relay_config().metrics.unwrap().allow_public);
+    }
+
+    #[test]
+    fn bad_mailbox_and_metrics_values_are_rejected() {
+        // Beyond what the protocol lets any relay accept, or below the smallest envelope.
+        let too_large = (clawnet_protocol::mailbox::MAX_ITEM_LEN + 1).to_string();
+        assert!(parse(&["--mailbox-max-item-bytes", &too_large]).is_err());
+        assert!(parse(&["--mailbox-max-item-bytes", "100"]).is_err());
+        // TTLs travel as u32 seconds.
+        assert!(parse(&["--mailbox-max-ttl-secs", "4294967296"]).is_err());
+        assert!(parse(&["--mailbox-max-ttl-secs", "0"]).is_err());
+        assert!(parse(&["--mailbox-deposits-per-minute", "0"]).is_err());
+        assert!(parse(&["--metrics-address", "/ip4/127.0.0.1/tcp/1"]).is_err());
+        // --metrics-public alone is a mistake, not a no-op.
+        assert!(parse(&["--metrics-public"]).is_err());
     }
 
     #[test]

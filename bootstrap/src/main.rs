@@ -1,7 +1,7 @@
 //! `clawnet-bootstrap`: runs a ClawNet bootstrap relay until SIGINT or SIGTERM.
 //!
-//! Stdout carries one `listening <multiaddr>/p2p/<peer id>` line per listen address, for scripts;
-//! logs go to stderr (filter with `RUST_LOG`); a fatal error is one line on stderr and a
+//! Stdout carries, for scripts, first `metrics http://<addr>/metrics` if `--metrics-address` is
+//! given, then one `listening <multiaddr>/p2p/<peer id>` line per listen address; logs go to stderr (filter with `RUST_LOG`); a fatal error is one line on stderr and a
 //! non-zero exit.
 
 use std::{
@@ -42,15 +42,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let keypair = key_file::load_or_create(&cli.key_file)?;
     let relay = BootstrapRelay::start(keypair, &cli.relay_config())?;
     let peer_id = relay.peer_id();
+    if let Some(address) = relay.metrics_address() {
+        print_line(format_args!("metrics http://{address}/metrics"));
+    }
     relay.run(shutdown, |addr| print_listening(addr, peer_id)).await?;
     Ok(())
 }
 
-/// Prints the `listening` line scripts wait for. A closed stdout is not fatal to a relay.
+/// Prints the `listening` line scripts wait for.
 fn print_listening(addr: &Multiaddr, peer_id: PeerId) {
+    print_line(format_args!("listening {addr}/p2p/{peer_id}"));
+}
+
+/// Prints one line for scripts. A closed stdout is not fatal to a relay.
+fn print_line(line: std::fmt::Arguments<'_>) {
     let mut stdout = std::io::stdout().lock();
-    if let Err(err) = writeln!(stdout, "listening {addr}/p2p/{peer_id}").and_then(|()| stdout.flush()) {
-        tracing::warn!(%err, "cannot write the listening line to stdout");
+    if let Err(err) = writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+        tracing::warn!(%err, "cannot write to stdout");
     }
 }
 

@@ -1,12 +1,19 @@
 //! Runs the real `clawnet-bootstrap` binary on loopback and checks what peers see of it.
 
+#[path = "support/harness.rs"]
+mod harness;
+
 use std::{
+    net::SocketAddr,
     path::Path,
     process::{ExitStatus, Stdio},
     time::Duration,
 };
 
 use anyhow::{Context as _, bail, ensure};
+use clawnet_crypto::AgreementSecret;
+use clawnet_protocol::mailbox::{MailboxRequest, MailboxResponse};
+use harness::{MAILBOX_PROTOCOL, MailboxClient, STEP_TIMEOUT, sample, scrape, sealed_for, within};
 use libp2p::{
     Multiaddr, PeerId, StreamProtocol, Swarm, SwarmBuilder,
     futures::StreamExt,
@@ -21,47 +28,102 @@ use tokio::{
     process::{Child, ChildStdout, Command},
 };
 
-/// Upper bound for anything a test waits for; the happy path takes milliseconds.
-const STEP_TIMEOUT: Duration = Duration::from_secs(15);
-
 const CLAWNET_KAD: StreamProtocol = StreamProtocol::new("/clawnet/kad/1.0.0");
 const PUBLIC_IPFS_KAD: StreamProtocol = StreamProtocol::new("/ipfs/kad/1.0.0");
+/// What an AutoNAT v2 server listens on (libp2p keeps the name crate-private).
+const AUTONAT_V2_DIAL_REQUEST: StreamProtocol = StreamProtocol::new("/libp2p/autonat/2/dial-request");
 
 #[tokio::test]
-async fn advertises_private_kad_and_relay_hop_but_not_the_public_dht() -> anyhow::Result<()> {
+async fn advertises_private_kad_relay_hop_autonat_and_mailbox_but_not_the_public_dht() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let mut relay = RelayProcess::spawn(&dir.path().join("relay.key")).await?;
+    let mut relay = RelayProcess::spawn(&dir.path().join("relay.key"), &[]).await?;
     let (relay_addr, relay_id) = relay.next_listen_addr().await?;
 
-    let mut probe = identify_probe()?;
-    probe.dial(relay_addr)?;
-    let info = within(STEP_TIMEOUT, "identify from the relay", async {
-        loop {
-            match probe.select_next_some().await {
-                SwarmEvent::Behaviour(identify::Event::Received { peer_id, info, .. }) if peer_id == relay_id => {
-                    break Ok(info);
-                }
-                SwarmEvent::OutgoingConnectionError { error, .. } => {
-                    bail!("cannot connect to the relay: {error}")
-                }
-                _ => {}
-            }
-        }
-    })
-    .await??;
-
+    let info = identify_relay(relay_addr, relay_id).await?;
     assert_eq!(info.public_key.to_peer_id(), relay_id);
     assert_eq!(info.protocol_version, "/clawnet/1.0.0");
-    assert!(info.protocols.contains(&CLAWNET_KAD), "{:?}", info.protocols);
-    assert!(info.protocols.contains(&relay::HOP_PROTOCOL_NAME), "{:?}", info.protocols);
+    for expected in [&CLAWNET_KAD, &relay::HOP_PROTOCOL_NAME, &AUTONAT_V2_DIAL_REQUEST, &MAILBOX_PROTOCOL] {
+        assert!(info.protocols.contains(expected), "{expected} missing from {:?}", info.protocols);
+    }
     assert!(!info.protocols.contains(&PUBLIC_IPFS_KAD), "{:?}", info.protocols);
+    Ok(())
+}
+
+#[tokio::test]
+async fn no_mailbox_means_the_protocol_is_not_offered() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut relay = RelayProcess::spawn(&dir.path().join("relay.key"), &["--no-mailbox"]).await?;
+    let (relay_addr, relay_id) = relay.next_listen_addr().await?;
+
+    let info = identify_relay(relay_addr.clone(), relay_id).await?;
+    assert!(!info.protocols.contains(&MAILBOX_PROTOCOL), "{:?}", info.protocols);
+    assert!(info.protocols.contains(&AUTONAT_V2_DIAL_REQUEST), "{:?}", info.protocols);
+
+    // A client that asks anyway learns it the libp2p way: no answer, an unsupported protocol.
+    let mut client = MailboxClient::new()?;
+    client.connect(&relay_addr).await?;
+    let failure = client.try_ask(MailboxRequest::Fetch { max_items: 1 }).await?;
+    assert!(matches!(failure, Err(libp2p::request_response::OutboundFailure::UnsupportedProtocols)), "{failure:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn serves_prometheus_metrics_with_libp2p_and_mailbox_metrics() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut relay = RelayProcess::spawn(&dir.path().join("relay.key"), &["--metrics-address", "127.0.0.1:0"]).await?;
+    let metrics = relay.metrics_address().await?;
+    let (relay_addr, _) = relay.next_listen_addr().await?;
+
+    let mut sender = MailboxClient::new()?;
+    sender.connect(&relay_addr).await?;
+    let recipient = MailboxClient::new()?.key;
+    let deposit = MailboxRequest::Deposit {
+        recipient,
+        item: sealed_for(&AgreementSecret::generate(), &recipient, b"hello"),
+        ttl_secs: 60,
+    };
+    assert!(matches!(sender.ask(deposit).await?, MailboxResponse::Deposited { .. }));
+
+    let (status, body) = scrape(metrics).await?;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    // libp2p's own metrics, with a value for our connection.
+    assert!(
+        body.lines().any(|line| line.starts_with("libp2p_swarm_connections_incoming_total{") && !line.ends_with(" 0")),
+        "{body}"
+    );
+    assert!(body.contains("libp2p_bandwidth_bytes_total{"), "{body}");
+    assert!(body.contains("# TYPE clawnet_relay_reservations gauge"), "{body}");
+    assert_eq!(sample(&body, "clawnet_mailbox_items"), Some(1.0), "{body}");
+    assert_eq!(sample(&body, "clawnet_mailbox_recipients"), Some(1.0), "{body}");
+    assert!(sample(&body, "clawnet_mailbox_bytes").is_some_and(|bytes| bytes >= 531.0), "{body}");
+    assert_eq!(sample(&body, "clawnet_mailbox_deposits_total{outcome=\"accepted\"}"), Some(1.0), "{body}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn metrics_are_not_served_publicly_unless_asked() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let output = within(
+        STEP_TIMEOUT,
+        "the relay to exit",
+        relay_command(&dir.path().join("relay.key"))
+            .args(["--metrics-address", "0.0.0.0:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output(),
+    )
+    .await??;
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr)?;
+    assert_eq!(stderr.trim_end().lines().count(), 1, "stderr: {stderr:?}");
+    assert!(stderr.contains("--metrics-public"), "stderr: {stderr:?}");
     Ok(())
 }
 
 #[tokio::test]
 async fn grants_reservations_with_session_sized_circuit_limits() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let mut relay = RelayProcess::spawn(&dir.path().join("relay.key")).await?;
+    let mut relay = RelayProcess::spawn(&dir.path().join("relay.key"), &[]).await?;
     let (relay_addr, relay_id) = relay.next_listen_addr().await?;
 
     let mut client = relay_client()?;
@@ -96,7 +158,7 @@ async fn grants_reservations_with_session_sized_circuit_limits() -> anyhow::Resu
 #[tokio::test]
 async fn routes_a_peer_id_to_the_addresses_that_peer_announced() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let mut relay = RelayProcess::spawn(&dir.path().join("relay.key")).await?;
+    let mut relay = RelayProcess::spawn(&dir.path().join("relay.key"), &[]).await?;
     let (relay_addr, relay_id) = relay.next_listen_addr().await?;
 
     // `target` is a node listening on loopback; it announces itself to the relay by connecting.
@@ -160,19 +222,19 @@ async fn same_key_file_keeps_the_peer_id_across_restarts() -> anyhow::Result<()>
     let dir = tempfile::tempdir()?;
     let key_file = dir.path().join("relay.key");
 
-    let mut first = RelayProcess::spawn(&key_file).await?;
+    let mut first = RelayProcess::spawn(&key_file, &[]).await?;
     let (_, first_id) = first.next_listen_addr().await?;
     let status = first.stop("INT").await?;
     assert!(status.success(), "SIGINT must exit cleanly, got {status}");
 
-    let mut second = RelayProcess::spawn(&key_file).await?;
+    let mut second = RelayProcess::spawn(&key_file, &[]).await?;
     let (_, second_id) = second.next_listen_addr().await?;
     let status = second.stop("TERM").await?;
     assert!(status.success(), "SIGTERM must exit cleanly, got {status}");
     assert_eq!(first_id, second_id);
 
     // A different key file is a different relay: the assertion above can fail.
-    let mut other = RelayProcess::spawn(&dir.path().join("other.key")).await?;
+    let mut other = RelayProcess::spawn(&dir.path().join("other.key"), &[]).await?;
     let (_, other_id) = other.next_listen_addr().await?;
     assert_ne!(other_id, first_id);
     Ok(())
@@ -213,8 +275,9 @@ struct RelayProcess {
 }
 
 impl RelayProcess {
-    async fn spawn(key_file: &Path) -> anyhow::Result<Self> {
+    async fn spawn(key_file: &Path, extra_args: &[&str]) -> anyhow::Result<Self> {
         let mut child = relay_command(key_file)
+            .args(extra_args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
@@ -222,6 +285,18 @@ impl RelayProcess {
             .context("cannot start clawnet-bootstrap")?;
         let stdout = child.stdout.take().context("child stdout is not piped")?;
         Ok(Self { child, stdout: BufReader::new(stdout).lines() })
+    }
+
+    /// The `metrics http://<addr>/metrics` line, which comes first when metrics are on.
+    async fn metrics_address(&mut self) -> anyhow::Result<SocketAddr> {
+        let line = within(STEP_TIMEOUT, "the metrics line", self.stdout.next_line())
+            .await??
+            .context("clawnet-bootstrap exited before serving metrics")?;
+        let address = line
+            .strip_prefix("metrics http://")
+            .and_then(|rest| rest.strip_suffix("/metrics"))
+            .with_context(|| format!("unexpected stdout line {line:?}"))?;
+        Ok(address.parse()?)
     }
 
     /// The next `listening <multiaddr>/p2p/<peer id>` line, split into address and peer id.
@@ -264,8 +339,24 @@ fn relay_command(key_file: &Path) -> Command {
     command
 }
 
-async fn within<T>(limit: Duration, what: &str, future: impl Future<Output = T>) -> anyhow::Result<T> {
-    tokio::time::timeout(limit, future).await.with_context(|| format!("timed out waiting for {what}"))
+/// What the relay announces through identify.
+async fn identify_relay(relay_addr: Multiaddr, relay_id: PeerId) -> anyhow::Result<identify::Info> {
+    let mut probe = identify_probe()?;
+    probe.dial(relay_addr)?;
+    within(STEP_TIMEOUT, "identify from the relay", async {
+        loop {
+            match probe.select_next_some().await {
+                SwarmEvent::Behaviour(identify::Event::Received { peer_id, info, .. }) if peer_id == relay_id => {
+                    break Ok(info);
+                }
+                SwarmEvent::OutgoingConnectionError { error, .. } => {
+                    bail!("cannot connect to the relay: {error}")
+                }
+                _ => {}
+            }
+        }
+    })
+    .await?
 }
 
 fn identify_probe() -> anyhow::Result<Swarm<identify::Behaviour>> {

@@ -3,8 +3,10 @@
 //! exit 2 for bad usage).
 
 mod audit;
+mod contact;
 mod identity;
 mod init;
+mod run;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,6 +37,11 @@ enum Command {
     /// Verify and export the signed audit chain
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Make, accept and manage contacts (needs the running node)
+    #[command(subcommand)]
+    Contact(contact::ContactCommand),
+    /// Run the node: network, deliveries, tag feeds and the local API, until SIGINT/SIGTERM
+    Run(run::RunArgs),
     /// Run the local demo: two owners, a governed session, attacks refused, chains verified
     Demo(crate::demo::DemoArgs),
 }
@@ -45,9 +52,14 @@ pub fn main() -> ExitCode {
     let data_dir = cli.data_dir.clone().unwrap_or_else(default_data_dir);
     let result = match cli.command {
         Command::Init(args) => init::run(&data_dir, args),
-        Command::Identity(command) => identity::run(&data_dir, command),
-        Command::Audit(command) => audit::run(&data_dir, command),
         Command::Demo(args) => crate::demo::run(args),
+        Command::Run(args) => {
+            init_tracing();
+            runtime(true).and_then(|rt| rt.block_on(run::run(&data_dir, args)))
+        }
+        Command::Identity(command) => runtime(false).and_then(|rt| rt.block_on(identity::run(&data_dir, command))),
+        Command::Audit(command) => runtime(false).and_then(|rt| rt.block_on(audit::run(&data_dir, command))),
+        Command::Contact(command) => runtime(false).and_then(|rt| rt.block_on(contact::run(&data_dir, command))),
     };
     match result {
         Ok(code) => code,
@@ -57,4 +69,23 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The async runtime for one command: a multi-threaded one for the node, a single thread for a
+/// command that at most talks to it.
+fn runtime(node: bool) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder =
+        if node { tokio::runtime::Builder::new_multi_thread() } else { tokio::runtime::Builder::new_current_thread() };
+    Ok(builder.enable_all().build()?)
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default: info for ClawNet, warnings for libp2p).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libp2p=warn,libp2p_kad=error"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
 }

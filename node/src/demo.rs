@@ -142,7 +142,7 @@ struct Owner {
 
 impl Owner {
     fn create(dir: &Path, name: &'static str, tag: &'static str, description: &str) -> anyhow::Result<Owner> {
-        let mut node = NodeHome::init(dir, name, KeyProtection::None)?;
+        let node = NodeHome::init(dir, name, KeyProtection::None)?;
         let identity = node.create_identity(tag, description)?.id;
         println!("{name}: node created, owner {}, identity {tag:?}", node.owner().fingerprint());
         Ok(Owner { name, node, tag, identity, peer: None, session: None, rules: SessionRules::default() })
@@ -187,7 +187,7 @@ impl Owner {
             expires_at: now.plus(Duration::from_secs(3600)),
             nonce: Nonce::random(),
         };
-        let proposal = Signed::sign(&proposal, &self.node.keyring().identities[&self.identity].signing);
+        let proposal = Signed::sign(&proposal, &self.node.keys().identities[&self.identity].signing);
         let consent = self.consent(&proposal)?;
         let own = self.own_roster()?;
         self.validate(|rules, ledger| {
@@ -242,7 +242,7 @@ impl Owner {
 
     /// The identity speaks the next turn; its own node verifies and records it first.
     fn say(&mut self, text: &str, end: Option<EndMarker>) -> anyhow::Result<Vec<u8>> {
-        let turn = Signed::sign(&self.next_turn(text, end)?, &self.node.keyring().identities[&self.identity].signing);
+        let turn = Signed::sign(&self.next_turn(text, end)?, &self.node.keys().identities[&self.identity].signing);
         self.accept_turn(&turn)?;
         Ok(WireMessage::Turn(turn).encode())
     }
@@ -250,7 +250,7 @@ impl Owner {
     /// A turn for this owner's identity signed with the owner's root key instead of the
     /// identity's certified key: what a thief of the wrong key could try.
     fn forge_turn(&self, text: &str) -> anyhow::Result<Vec<u8>> {
-        let turn = Signed::sign(&self.next_turn(text, None)?, &self.node.keyring().owner.signing);
+        let turn = Signed::sign(&self.next_turn(text, None)?, &self.node.keys().owner.signing);
         Ok(WireMessage::Turn(turn).encode())
     }
 
@@ -279,7 +279,7 @@ impl Owner {
             closed_at: Timestamp::now(),
             nonce: Nonce::random(),
         };
-        let close = Signed::sign(&close, &self.node.keyring().owner.signing);
+        let close = Signed::sign(&close, &self.node.keys().owner.signing);
         let applied = close.clone();
         self.apply_to_session(|session, rules, ledger| {
             session.apply_close(&applied, rules, Timestamp::now(), ledger).map(|_| ())
@@ -373,7 +373,7 @@ impl Owner {
             expires_at: now.plus(Duration::from_secs(3600)),
             nonce: Nonce::random(),
         };
-        Ok(Signed::sign(&consent, &self.node.keyring().owner.signing))
+        Ok(Signed::sign(&consent, &self.node.keys().owner.signing))
     }
 
     fn store_session(

@@ -38,6 +38,18 @@ pub enum NodeError {
         /// The limit.
         max: usize,
     },
+    /// A contact operation is not possible.
+    #[error("{0}")]
+    Contact(String),
+    /// The network failed.
+    #[error(transparent)]
+    Network(#[from] crate::network::NetworkError),
+    /// The running node refused or failed a request (its message).
+    #[error("{0}")]
+    Api(String),
+    /// The configuration is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
     /// No passphrase could be obtained.
     #[error("{0}")]
     Passphrase(String),

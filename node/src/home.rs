@@ -5,7 +5,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use clawnet_crypto::keystore::{self, KdfParams, LockKey, Passphrase};
-use clawnet_crypto::{DeviceCert, Keyring, OwnerId, Signed, SigningSecret, Timestamp};
+use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use clawnet_crypto::{DeviceCert, IdentityId, Keyring, OwnerId, Signable, Signed, SigningSecret, Timestamp};
 use clawnet_storage::{Genesis, NodeDb};
 
 use crate::data_dir::{create_private_dir, database_path};
@@ -52,7 +54,7 @@ impl NodeHome {
             keystore: lock.lock(&keyring.to_bytes()),
         };
         let db = NodeDb::create(&database_path(dir), genesis, copy_key(&keyring.device))?;
-        Ok(UnlockedHome { home: NodeHome { dir: dir.to_owned(), db }, keyring, lock })
+        Ok(UnlockedHome::new(NodeHome { dir: dir.to_owned(), db }, keyring, lock))
     }
 
     /// Opens the node in `dir` for reading.
@@ -68,7 +70,7 @@ impl NodeHome {
         let (secrets, lock) = keystore::unlock(&blob, passphrase.as_ref())?;
         let keyring = Keyring::from_bytes(&secrets).map_err(|err| NodeError::KeyringCorrupt(err.to_string()))?;
         self.db.unlock_writes(copy_key(&keyring.device))?;
-        Ok(UnlockedHome { home: self, keyring, lock })
+        Ok(UnlockedHome::new(self, keyring, lock))
     }
 
     /// The database.
@@ -87,14 +89,28 @@ impl NodeHome {
     }
 }
 
-/// A node whose keys are unlocked: it can sign and change things.
+/// A node whose keys are unlocked: it can sign and change things. Shareable between tasks
+/// (`Arc<UnlockedHome>`): the keyring sits behind a lock, and changes to it are serialized.
 pub struct UnlockedHome {
     home: NodeHome,
-    pub(crate) keyring: Keyring,
+    owner: OwnerId,
+    keyring: RwLock<Keyring>,
     lock: LockKey,
+    /// Serializes decide-then-commit sequences that change the keyring or identities.
+    pub(crate) identity_changes: Mutex<()>,
 }
 
 impl UnlockedHome {
+    fn new(home: NodeHome, keyring: Keyring, lock: LockKey) -> UnlockedHome {
+        UnlockedHome {
+            home,
+            owner: keyring.owner.owner_id(),
+            keyring: RwLock::new(keyring),
+            lock,
+            identity_changes: Mutex::new(()),
+        }
+    }
+
     /// The node, for reading.
     pub fn home(&self) -> &NodeHome {
         &self.home
@@ -107,17 +123,36 @@ impl UnlockedHome {
 
     /// The owner.
     pub fn owner(&self) -> OwnerId {
-        self.keyring.owner.owner_id()
+        self.owner
     }
 
-    /// The secret keys.
-    pub fn keyring(&self) -> &Keyring {
-        &self.keyring
+    /// The secret keys, for reading. Do not hold the guard across an `.await`.
+    pub fn keys(&self) -> RwLockReadGuard<'_, Keyring> {
+        self.keyring.read().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    pub(crate) fn keys_mut(&self) -> RwLockWriteGuard<'_, Keyring> {
+        self.keyring.write().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Signs `value` with the owner's root key.
+    pub fn sign_as_owner<T: Signable>(&self, value: &T) -> Signed<T> {
+        Signed::sign(value, &self.keys().owner.signing)
+    }
+
+    /// Signs `value` with the device key.
+    pub fn sign_as_device<T: Signable>(&self, value: &T) -> Signed<T> {
+        Signed::sign(value, &self.keys().device)
+    }
+
+    /// Signs `value` with the key of identity `id`, if it still has one.
+    pub fn sign_as_identity<T: Signable>(&self, id: &IdentityId, value: &T) -> Option<Signed<T>> {
+        self.keys().identities.get(id).map(|keys| Signed::sign(value, &keys.signing))
     }
 
     /// The keystore blob for the current keyring, locked as the keystore was.
     pub(crate) fn locked_keyring(&self) -> Vec<u8> {
-        self.lock.lock(&self.keyring.to_bytes())
+        self.lock.lock(&self.keys().to_bytes())
     }
 }
 

@@ -2,7 +2,7 @@
 //! audited commit: the identity record, the re-locked keystore and the audit entry.
 
 use clawnet_crypto::cert::ContextTag;
-use clawnet_crypto::{IdentityCert, IdentityId, IdentitySecrets, Revocation, Signed, Timestamp};
+use clawnet_crypto::{IdentityCert, IdentityId, IdentitySecrets, Revocation, Timestamp};
 use clawnet_protocol::audit::{Actor, AuditDraft, Outcome};
 use clawnet_protocol::limits::MAX_DESCRIPTION;
 use clawnet_storage::Change;
@@ -22,8 +22,9 @@ impl NodeHome {
 
 impl UnlockedHome {
     /// Creates an identity agent with fresh keys and an owner-signed certificate.
-    pub fn create_identity(&mut self, tag: &str, description: &str) -> Result<IdentityRecord, NodeError> {
+    pub fn create_identity(&self, tag: &str, description: &str) -> Result<IdentityRecord, NodeError> {
         let tag: ContextTag = tag.parse()?;
+        let _serialized = self.identity_changes.lock().unwrap_or_else(|poison| poison.into_inner());
         if description.len() > MAX_DESCRIPTION {
             return Err(NodeError::DescriptionTooLong { len: description.len(), max: MAX_DESCRIPTION });
         }
@@ -46,11 +47,11 @@ impl UnlockedHome {
             id,
             tag,
             description: description.to_owned(),
-            cert: Signed::sign(&cert, &self.keyring.owner.signing),
+            cert: self.sign_as_owner(&cert),
             created_at: now,
             status: IdentityStatus::Active,
         };
-        self.keyring.identities.insert(id, secrets);
+        self.keys_mut().identities.insert(id, secrets);
         let audit = AuditDraft::new(
             Actor::Owner,
             "identity.create",
@@ -59,7 +60,7 @@ impl UnlockedHome {
             Outcome::Success,
         );
         if let Err(err) = self.commit_identity(&record, audit) {
-            self.keyring.identities.remove(&id);
+            self.keys_mut().identities.remove(&id);
             return Err(err);
         }
         Ok(record)
@@ -67,8 +68,9 @@ impl UnlockedHome {
 
     /// Retires the active identity `tag`: signs its revocation, archives its record and drops
     /// its secret keys.
-    pub fn retire_identity(&mut self, tag: &str) -> Result<IdentityRecord, NodeError> {
+    pub fn retire_identity(&self, tag: &str) -> Result<IdentityRecord, NodeError> {
         let tag: ContextTag = tag.parse()?;
+        let _serialized = self.identity_changes.lock().unwrap_or_else(|poison| poison.into_inner());
         let mut record = self
             .db()
             .read()?
@@ -83,11 +85,8 @@ impl UnlockedHome {
             revoked_at: now,
             reason: "retired by owner".into(),
         };
-        record.status = IdentityStatus::Retired {
-            at: now,
-            revocation: Box::new(Signed::sign(&revocation, &self.keyring.owner.signing)),
-        };
-        let secrets = self.keyring.identities.remove(&record.id);
+        record.status = IdentityStatus::Retired { at: now, revocation: Box::new(self.sign_as_owner(&revocation)) };
+        let secrets = self.keys_mut().identities.remove(&record.id);
         let audit = AuditDraft::new(
             Actor::Owner,
             "identity.retire",
@@ -97,7 +96,7 @@ impl UnlockedHome {
         );
         if let Err(err) = self.commit_identity(&record, audit) {
             if let Some(secrets) = secrets {
-                self.keyring.identities.insert(record.id, secrets);
+                self.keys_mut().identities.insert(record.id, secrets);
             }
             return Err(err);
         }

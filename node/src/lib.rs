@@ -2,13 +2,23 @@
 //! `clawnet` command line. Later issues add the network actor, agents and the local API here.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod api;
 pub mod cli;
+pub mod config;
+pub mod contacts;
+pub mod daemon;
 pub mod data_dir;
+pub mod delivery;
 pub mod demo;
 mod error;
+pub mod feed;
+pub mod governance;
 pub mod home;
 pub mod identities;
+pub mod network;
+pub mod node;
 pub mod passphrase;
+pub mod views;
 
 pub use error::NodeError;
 pub use home::{NodeHome, UnlockedHome};

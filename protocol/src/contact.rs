@@ -4,6 +4,7 @@
 //! A request is only admitted with a valid one-time invite token that the receiving owner
 //! issued; everything else from a stranger is refused.
 
+mod invite;
 mod lifecycle;
 
 use std::fmt;
@@ -14,6 +15,7 @@ use clawnet_crypto::{
 };
 use serde::{Deserialize, Serialize};
 
+pub use invite::{InviteCode, InviteCodeError};
 pub use lifecycle::{ContactError, ContactRelation, ContactState, Invite};
 
 use crate::ids::Nonce;
@@ -54,6 +56,8 @@ pub struct ContactRequest {
     pub contact_key: AgreementPublicKey,
     /// The requester's node, certified by the requester.
     pub device: Signed<DeviceCert>,
+    /// Where the requester's node can be reached (multiaddrs), so the accept can find it.
+    pub addresses: Vec<String>,
     /// The token from the invite.
     pub invite: InviteToken,
     /// When.
@@ -92,6 +96,8 @@ pub struct ContactAccept {
     pub contact_key: AgreementPublicKey,
     /// The accepter's node.
     pub device: Signed<DeviceCert>,
+    /// Where the accepter's node can be reached (multiaddrs).
+    pub addresses: Vec<String>,
     /// When.
     pub created_at: Timestamp,
     /// Single use.

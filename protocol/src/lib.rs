@@ -13,6 +13,7 @@ pub mod audit;
 pub mod contact;
 pub mod ids;
 pub mod limits;
+pub mod mailbox;
 pub mod replay;
 pub mod roster;
 pub mod session;

@@ -28,6 +28,19 @@ pub const MAX_DEPTH_CAP: u8 = 8;
 /// How far in the future a signed timestamp may be before it is refused.
 pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
 
+/// The most network addresses one message may list.
+pub const MAX_ADDRESSES: usize = 8;
+/// The longest network address (multiaddr text), in bytes.
+pub const MAX_ADDRESS: usize = 256;
+
+/// Refuses more than [`MAX_ADDRESSES`] addresses or one longer than [`MAX_ADDRESS`].
+pub fn check_addresses(addresses: &[String]) -> Result<(), FieldTooLong> {
+    if addresses.len() > MAX_ADDRESSES {
+        return Err(FieldTooLong { field: "address list", len: addresses.len(), max: MAX_ADDRESSES });
+    }
+    addresses.iter().try_for_each(|address| check_len("address", address, MAX_ADDRESS))
+}
+
 /// Refuses `text` longer than `max` bytes.
 pub fn check_len(field: &'static str, text: &str, max: usize) -> Result<(), FieldTooLong> {
     if text.len() > max { Err(FieldTooLong { field, len: text.len(), max }) } else { Ok(()) }

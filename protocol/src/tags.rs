@@ -16,10 +16,22 @@ use serde::{Deserialize, Serialize};
 
 use crate::limits::{self, FieldTooLong, check_len};
 
-/// A feed: the topic one owner's announcements are published on. Its name derives from a secret
-/// shared only with contacts, so outsiders cannot link it to the owner.
+/// A feed: the topic one owner's announcements are published on. It is random and shared only
+/// with contacts, so outsiders cannot link it to the owner; removing a contact replaces it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct FeedId(pub Hash32);
+
+impl FeedId {
+    /// A fresh random feed.
+    pub fn random() -> FeedId {
+        FeedId(Hash32(clawnet_crypto::rng::random_bytes()))
+    }
+
+    /// The gossipsub topic name of this feed.
+    pub fn topic(&self) -> String {
+        format!("clawnet/feed/{}", self.0.to_hex())
+    }
+}
 
 /// What one identity agent presents to the contacts allowed to see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

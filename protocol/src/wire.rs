@@ -102,3 +102,47 @@ impl WireFormat for DeliveryAck {
 impl Signable for DeliveryAck {
     const DOMAIN: Domain = Domain::DeliveryAck;
 }
+
+/// A receiving node's answer to a delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeliveryReply {
+    /// Durably recorded (or recorded before: deliveries are idempotent).
+    Ack(Box<Signed<DeliveryAck>>),
+    /// Not accepted.
+    Refused {
+        /// Why, for the sender's logs and audit.
+        reason: String,
+        /// Whether trying again later may succeed (the receiver was busy, or is missing an earlier
+        /// message); `false` means never send this message again.
+        retry: bool,
+    },
+}
+
+impl WireFormat for DeliveryReply {
+    const NAME: &'static str = "delivery reply";
+    const VERSION: u8 = 1;
+    const MAX_LEN: usize = 1024;
+}
+
+impl DeliveryReply {
+    /// A permanent refusal, with the reason cut to fit the reply.
+    pub fn refused(reason: impl Into<String>) -> DeliveryReply {
+        DeliveryReply::Refused { reason: cut(reason.into()), retry: false }
+    }
+
+    /// A refusal the sender should retry later.
+    pub fn try_later(reason: impl Into<String>) -> DeliveryReply {
+        DeliveryReply::Refused { reason: cut(reason.into()), retry: true }
+    }
+}
+
+fn cut(mut reason: String) -> String {
+    if reason.len() > limits::MAX_REASON {
+        let mut end = limits::MAX_REASON;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+    }
+    reason
+}

@@ -15,6 +15,7 @@ fn request(from: &TestOwner, to: &TestOwner, token: InviteToken, nonce: u8) -> S
         display_name: "Bob".into(),
         contact_key: from.keys.agreement.public_key(),
         device: from.device_cert(),
+        addresses: vec!["/ip4/127.0.0.1/tcp/4002".into()],
         invite: token,
         created_at: T0,
         nonce: Nonce([nonce; 16]),
@@ -53,6 +54,7 @@ fn invited_request_then_accept_connects_both_sides() {
         display_name: "Alice".into(),
         contact_key: alice.keys.agreement.public_key(),
         device: alice.device_cert(),
+        addresses: vec!["/ip4/127.0.0.1/tcp/4002".into()],
         created_at: T0,
         nonce: Nonce([2; 16]),
     };
@@ -153,6 +155,7 @@ fn accept_that_answers_another_request_is_refused() {
         display_name: "Alice".into(),
         contact_key: alice.keys.agreement.public_key(),
         device: alice.device_cert(),
+        addresses: vec!["/ip4/127.0.0.1/tcp/4002".into()],
         created_at: T0,
         nonce: Nonce([5; 16]),
     };
@@ -188,4 +191,16 @@ fn local_steps_follow_the_lifecycle() {
     relation.state = ContactState::Connected;
     relation.remove().unwrap();
     assert_eq!(relation.state, ContactState::Removed);
+}
+
+#[test]
+fn request_listing_too_many_addresses_is_refused() {
+    let alice = TestOwner::new(1, &[]);
+    let bob = TestOwner::new(2, &[]);
+    let mut body = request(&bob, &alice, InviteToken::random(), 1).decode_unverified().unwrap();
+    body.addresses = vec!["/ip4/127.0.0.1/tcp/1".into(); 9];
+    let signed = Signed::sign(&body, &bob.keys.signing);
+    let err = ContactRelation::request_received(&signed, &alice.id(), valid_invite(), T0, &mut MemoryLedger::new())
+        .unwrap_err();
+    assert!(matches!(err, ContactError::FieldTooLong(_)), "{err}");
 }

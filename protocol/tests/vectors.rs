@@ -89,6 +89,7 @@ fn contact_messages() {
         display_name: "Bob".into(),
         contact_key: bob.keys.agreement.public_key(),
         device: bob.device_cert(),
+        addresses: vec!["/ip4/127.0.0.1/tcp/4002".into()],
         invite: InviteToken([0x11; 32]),
         created_at: T0,
         nonce: Nonce([1; 16]),
@@ -102,6 +103,7 @@ fn contact_messages() {
         display_name: "Alice".into(),
         contact_key: alice.keys.agreement.public_key(),
         device: alice.device_cert(),
+        addresses: vec!["/ip4/127.0.0.1/tcp/4002".into()],
         created_at: T0,
         nonce: Nonce([2; 16]),
     };

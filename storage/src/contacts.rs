@@ -1,6 +1,11 @@
-//! Contacts: other owners this owner has (or is establishing) a signed friendship with.
+//! Contacts: other owners this owner has (or is establishing) a signed friendship with, what we
+//! know of their node, which of our identities they may see, and the tags they show us.
 
-use clawnet_crypto::{AgreementPublicKey, DeviceCert, IdentityId, OwnerId, Signed, Timestamp, WireFormat, encoding};
+use clawnet_crypto::{
+    AgreementPublicKey, DeviceCert, IdentityId, OwnerId, Signed, SigningPublicKey, Timestamp, WireFormat, encoding,
+};
+use clawnet_protocol::contact::{ContactRelation, ContactState};
+use clawnet_protocol::tags::{FeedId, TagAnnouncement};
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
@@ -8,34 +13,29 @@ use crate::error::{DbResultExt, StoreError};
 use crate::schema::CONTACTS;
 use crate::view::{ReadView, Txn, decode_value};
 
-/// Where a contact relationship stands (mirrors the protocol's contact lifecycle).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum StoredContactState {
-    /// We asked; waiting for them.
-    RequestSent,
-    /// They asked; waiting for our owner.
-    RequestReceived,
-    /// Both agreed.
-    Connected,
-    /// Ended.
-    Removed,
-}
-
-/// One contact.
+/// One contact, in any state of the contact lifecycle.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContactRecord {
     /// Their owner id.
     pub owner: OwnerId,
     /// Their name as they present it.
     pub display_name: String,
-    /// Their X25519 key for sealed contact data.
-    pub contact_key: AgreementPublicKey,
-    /// Their node.
-    pub device: Signed<DeviceCert>,
-    /// Where it stands.
-    pub state: StoredContactState,
+    /// Their node's device key (known from the invite code or their request).
+    pub device_key: SigningPublicKey,
+    /// Their owner-signed device certificate, once received.
+    pub device: Option<Signed<DeviceCert>>,
+    /// Their X25519 key for sealed contact data, once received.
+    pub contact_key: Option<AgreementPublicKey>,
+    /// Where the relationship stands.
+    pub state: ContactState,
     /// The identity of ours this contact may see and talk to, if assigned.
     pub assigned_identity: Option<IdentityId>,
+    /// Their feed (gossip topic), once they told us.
+    pub their_feed: Option<FeedId>,
+    /// The latest announcement of theirs we verified (what their identities look like to us).
+    pub their_tags: Option<Signed<TagAnnouncement>>,
+    /// When the relationship started.
+    pub created_at: Timestamp,
     /// When the record last changed.
     pub updated_at: Timestamp,
 }
@@ -43,7 +43,19 @@ pub struct ContactRecord {
 impl WireFormat for ContactRecord {
     const NAME: &'static str = "contact record";
     const VERSION: u8 = 1;
-    const MAX_LEN: usize = 4 * 1024;
+    const MAX_LEN: usize = 160 * 1024;
+}
+
+impl ContactRecord {
+    /// The protocol state machine for this relationship.
+    pub fn relation(&self) -> ContactRelation {
+        ContactRelation { peer: self.owner, state: self.state.clone() }
+    }
+
+    /// Whether both sides agreed and neither removed it.
+    pub fn is_connected(&self) -> bool {
+        self.state == ContactState::Connected
+    }
 }
 
 impl ReadView {
@@ -63,6 +75,11 @@ impl ReadView {
         let table = self.tx.open_table(CONTACTS).ctx("reading contacts")?;
         let value = table.get(owner.key().as_bytes()).ctx("reading contacts")?;
         value.map(|value| decode_value(value.value())).transpose()
+    }
+
+    /// The contact whose node has `device_key`, if any.
+    pub fn contact_by_device(&self, device_key: &SigningPublicKey) -> Result<Option<ContactRecord>, StoreError> {
+        Ok(self.contacts()?.into_iter().find(|contact| &contact.device_key == device_key))
     }
 }
 

@@ -216,5 +216,7 @@ fn create_tables(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(schema::NONCES).ctx(context)?;
     tx.open_table(schema::OUTBOX).ctx(context)?;
     tx.open_table(schema::INBOX).ctx(context)?;
+    tx.open_table(schema::INVITES).ctx(context)?;
+    tx.open_table(schema::PEERS).ctx(context)?;
     Ok(())
 }

@@ -25,6 +25,10 @@ pub(crate) const TURNS: TableDefinition<'static, (&[u8; 16], u32), &[u8]> = Tabl
 pub(crate) const NONCES: TableDefinition<'static, &[u8; 16], u64> = TableDefinition::new("nonces");
 /// Outbound deliveries not yet acknowledged: message id → outbox record.
 pub(crate) const OUTBOX: TableDefinition<'static, &[u8; 32], &[u8]> = TableDefinition::new("outbox");
+/// Invites this owner issued: token lookup key → invite record (the token itself is not kept).
+pub(crate) const INVITES: TableDefinition<'static, &[u8; 32], &[u8]> = TableDefinition::new("invites");
+/// Known network addresses of other nodes: device key → peer record.
+pub(crate) const PEERS: TableDefinition<'static, &[u8; 32], &[u8]> = TableDefinition::new("peers");
 /// Inbound deliveries recorded (for deduplication): message id → inbox record.
 pub(crate) const INBOX: TableDefinition<'static, &[u8; 32], &[u8]> = TableDefinition::new("inbox");
 
@@ -33,3 +37,4 @@ pub(crate) const META_OWNER: &str = "owner";
 pub(crate) const META_DEVICE_CERT: &str = "device_cert";
 pub(crate) const META_NODE_NAME: &str = "node_name";
 pub(crate) const META_KEYSTORE: &str = "keystore";
+pub(crate) const META_FEED: &str = "feed";

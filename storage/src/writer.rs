@@ -75,6 +75,21 @@ impl<T: Send + 'static> Change<T> {
         self.audit.push(draft);
         self
     }
+
+    /// Adds a write that runs after the change's own step, in the same transaction.
+    pub fn also(mut self, more: impl FnOnce(&mut Txn<'_>) -> Result<(), StoreError> + Send + 'static) -> Change<T> {
+        let step: Step = match self.step.take() {
+            Some(first) => Box::new(move |txn| {
+                let output = first(txn)?;
+                more(txn)?;
+                Ok(output)
+            }),
+            // Without a step of its own, the change's output is ().
+            None => Box::new(move |txn| more(txn).map(|()| Box::new(()) as Box<dyn Any + Send>)),
+        };
+        self.step = Some(step);
+        self
+    }
 }
 
 impl<T> fmt::Debug for Change<T> {

@@ -1,5 +1,8 @@
-//! Shared pieces of ClawNet's end-to-end tests: the fixed test owner whose node the helper
-//! processes write to.
+//! Shared pieces of ClawNet's end-to-end tests: real nodes and relays on loopback, started in
+//! this process, and the fixed owner whose database the crash-test helper writes to.
+
+pub mod cluster;
+pub mod processes;
 
 use std::path::Path;
 
@@ -8,8 +11,8 @@ use clawnet_crypto::SigningSecret;
 use clawnet_protocol::testkit::TestOwner;
 use clawnet_storage::{Genesis, NodeDb};
 
-/// The owner of every node the test helpers create (deterministic, so a restarted helper can
-/// unlock the database it created before).
+/// The owner of every node the crash-test helper creates (deterministic, so a restarted helper
+/// can unlock the database it created before).
 pub fn test_owner() -> TestOwner {
     TestOwner::new(42, &[])
 }

@@ -1,15 +1,15 @@
-//! `clawnet identity create|list|retire`.
+//! `clawnet identity create|list|retire`: through the running node's API if there is one,
+//! otherwise directly on the data directory.
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use clawnet_crypto::Fingerprint;
-use clawnet_storage::identities::{IdentityRecord, IdentityStatus};
-use serde_json::json;
 
+use crate::api::{ApiClient, CreateIdentity};
 use crate::home::NodeHome;
 use crate::passphrase;
+use crate::views::IdentityView;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum IdentityCommand {
@@ -34,62 +34,48 @@ pub(crate) enum IdentityCommand {
     },
 }
 
-pub(crate) fn run(data_dir: &Path, command: IdentityCommand) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(data_dir: &Path, command: IdentityCommand) -> anyhow::Result<ExitCode> {
+    let api = ApiClient::discover(data_dir).await;
     match command {
         IdentityCommand::Create { tag, description } => {
-            let mut node = NodeHome::open(data_dir)?.unlock(passphrase::for_unlock)?;
-            let record = node.create_identity(&tag, &description)?;
-            println!("Created identity {} ({}), key fingerprint {}", record.tag, record.id, key_fingerprint(&record));
+            let view: IdentityView = match &api {
+                Some(api) => api.post("/v1/identities", &CreateIdentity { tag, description }).await?,
+                None => {
+                    let node = NodeHome::open(data_dir)?.unlock(passphrase::for_unlock)?;
+                    IdentityView::of(&node.create_identity(&tag, &description)?)
+                }
+            };
+            println!("Created identity {} ({}), key fingerprint {}", view.tag, view.id, view.key_fingerprint);
         }
         IdentityCommand::List { json } => {
-            let identities = NodeHome::open(data_dir)?.identities()?;
+            let identities: Vec<IdentityView> = match &api {
+                Some(api) => api.get("/v1/identities").await?,
+                None => NodeHome::open(data_dir)?.identities()?.iter().map(IdentityView::of).collect(),
+            };
             if json {
-                let list: Vec<_> = identities.iter().map(to_json).collect();
-                println!("{}", serde_json::to_string_pretty(&list)?);
+                println!("{}", serde_json::to_string_pretty(&identities)?);
             } else if identities.is_empty() {
                 println!("No identities yet: create one with `clawnet identity create TAG --description TEXT`");
             } else {
                 println!("{:<20} {:<8} {:<32} DESCRIPTION", "TAG", "STATUS", "ID");
-                for record in &identities {
-                    println!("{:<20} {:<8} {:<32} {}", record.tag, status(record), record.id, record.description);
+                for view in &identities {
+                    println!("{:<20} {:<8} {:<32} {}", view.tag, view.status, view.id, view.description);
                 }
             }
         }
         IdentityCommand::Retire { tag } => {
-            let mut node = NodeHome::open(data_dir)?.unlock(passphrase::for_unlock)?;
-            let record = node.retire_identity(&tag)?;
+            let view: IdentityView = match &api {
+                Some(api) => api.post(&format!("/v1/identities/{tag}/retire"), &()).await?,
+                None => {
+                    let node = NodeHome::open(data_dir)?.unlock(passphrase::for_unlock)?;
+                    IdentityView::of(&node.retire_identity(&tag)?)
+                }
+            };
             println!(
                 "Retired identity {} ({}): revocation signed, keys destroyed, records archived",
-                record.tag, record.id
+                view.tag, view.id
             );
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn status(record: &IdentityRecord) -> &'static str {
-    if record.is_active() { "active" } else { "retired" }
-}
-
-fn key_fingerprint(record: &IdentityRecord) -> String {
-    match record.cert.decode_unverified() {
-        Ok(cert) => Fingerprint::of(&cert.signing_key).to_string(),
-        Err(_) => "unreadable".into(),
-    }
-}
-
-fn to_json(record: &IdentityRecord) -> serde_json::Value {
-    let retired_at = match &record.status {
-        IdentityStatus::Retired { at, .. } => Some(at.as_millis()),
-        IdentityStatus::Active => None,
-    };
-    json!({
-        "tag": record.tag.as_str(),
-        "id": record.id.to_hex(),
-        "status": status(record),
-        "description": record.description,
-        "created_at_ms": record.created_at.as_millis(),
-        "retired_at_ms": retired_at,
-        "key_fingerprint": key_fingerprint(record),
-    })
 }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 
+use crate::config::{NodeConfig, config_path};
 use crate::home::{KeyProtection, NodeHome};
 use crate::passphrase::{self, PASSPHRASE_ENV};
 
@@ -30,6 +31,11 @@ pub(crate) fn run(data_dir: &Path, args: InitArgs) -> anyhow::Result<ExitCode> {
     let encrypted = matches!(protection, KeyProtection::Passphrase(_));
     let home = NodeHome::init(data_dir, name, protection)
         .with_context(|| format!("cannot initialize a node in {}", data_dir.display()))?;
+    let config = config_path(data_dir);
+    if !config.exists() {
+        std::fs::write(&config, NodeConfig::template())
+            .with_context(|| format!("cannot write {}", config.display()))?;
+    }
     println!("Initialized node {name:?} in {}", data_dir.display());
     println!("Owner fingerprint: {}  (compare it with your contacts out of band)", home.owner().fingerprint());
     if encrypted {

@@ -10,6 +10,7 @@
 use std::time::Duration;
 
 use clawnet_crypto::{DeviceCert, Hash32, OwnerId, Signed, Timestamp, Verified, WireFormat};
+use serde::{Deserialize, Serialize};
 
 use super::{ContactAccept, ContactRemoval, ContactRequest, request_hash};
 use crate::limits::{self, FieldTooLong, check_len};
@@ -28,7 +29,7 @@ pub struct Invite {
 }
 
 /// Where a relationship with one other owner stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ContactState {
     /// We sent a request; waiting for their accept.
     RequestSent {
@@ -47,7 +48,8 @@ pub enum ContactState {
 }
 
 impl ContactState {
-    fn name(&self) -> &'static str {
+    /// A short name for people and error messages.
+    pub fn name(&self) -> &'static str {
         match self {
             ContactState::RequestSent { .. } => "request sent",
             ContactState::RequestReceived { .. } => "request received",
@@ -175,6 +177,7 @@ impl ContactRelation {
             return Err(ContactError::InviteUsed);
         }
         check_len("display name", &request.display_name, limits::MAX_DISPLAY_NAME)?;
+        limits::check_addresses(&request.addresses)?;
         DeviceCert::verify_for(&request.device, &request.from, now)
             .map_err(|err| ContactError::BadDevice(err.to_string()))?;
         check_fresh(what, request.created_at, now, ledger, request.nonce)?;
@@ -230,6 +233,7 @@ impl ContactRelation {
             return Err(ContactError::RequestMismatch);
         }
         check_len("display name", &accept.display_name, limits::MAX_DISPLAY_NAME)?;
+        limits::check_addresses(&accept.addresses)?;
         DeviceCert::verify_for(&accept.device, &accept.from, now)
             .map_err(|err| ContactError::BadDevice(err.to_string()))?;
         check_fresh(what, accept.created_at, now, ledger, accept.nonce)?;

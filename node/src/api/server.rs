@@ -1,0 +1,261 @@
+//! The API server (axum on a loopback listener).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use clawnet_crypto::{Fingerprint, Hash32, HashDomain};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::{AddContact, ApiAnnouncement, Assign, CreateIdentity, CreateInvite, ErrorBody, api_file};
+use crate::config::ApiSettings;
+use crate::contacts::DEFAULT_INVITE_VALIDITY;
+use crate::error::NodeError;
+use crate::node::Node;
+use crate::views::{AuditSummaryView, ContactTagsView, ContactView, IdentityView, InviteView, StatusView};
+
+/// A running API server.
+#[derive(Debug)]
+pub struct ApiServer {
+    address: SocketAddr,
+    stop: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+#[derive(Debug, Clone)]
+struct ApiState {
+    node: Arc<Node>,
+    /// Hash of the token, compared in constant time per request.
+    token_hash: Hash32,
+}
+
+impl ApiServer {
+    /// Binds the loopback listener, announces it in `api.json` and serves until `shutdown`.
+    pub async fn start(
+        node: Arc<Node>,
+        settings: &ApiSettings,
+        shutdown: CancellationToken,
+    ) -> Result<ApiServer, NodeError> {
+        let listener = tokio::net::TcpListener::bind(&settings.listen)
+            .await
+            .map_err(NodeError::io(format!("binding the local API on {}", settings.listen)))?;
+        let address = listener.local_addr().map_err(NodeError::io("reading the local API address"))?;
+        let token = hex::encode(clawnet_crypto::rng::random_bytes::<32>());
+        let state = ApiState { node: node.clone(), token_hash: Hash32::of(HashDomain::MessageId, token.as_bytes()) };
+        announce(node.home.home().dir(), &ApiAnnouncement { address, token })?;
+        let app = router(state);
+        let stop = shutdown.child_token();
+        let graceful = stop.clone();
+        let task = tokio::spawn(async move {
+            let served =
+                axum::serve(listener, app).with_graceful_shutdown(async move { graceful.cancelled().await }).await;
+            if let Err(err) = served {
+                tracing::error!(%err, "local API stopped");
+            }
+        });
+        Ok(ApiServer { address, stop, task: Some(task) })
+    }
+
+    /// Where it listens.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Stops accepting requests and waits (briefly) for those in progress.
+    pub async fn stop(&mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+    }
+}
+
+fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/identities", get(identities).post(create_identity))
+        .route("/v1/identities/{tag}/retire", post(retire_identity))
+        .route("/v1/audit/verify", get(verify_audit))
+        .route("/v1/audit/export", get(export_audit))
+        .route("/v1/contacts", get(contacts).post(add_contact))
+        .route("/v1/contacts/invite", post(invite))
+        .route("/v1/contacts/{id}/accept", post(accept))
+        .route("/v1/contacts/{id}/reject", post(reject))
+        .route("/v1/contacts/{id}/remove", post(remove))
+        .route("/v1/contacts/{id}/assign", post(assign))
+        .route("/v1/contacts/{id}/tags", get(tags))
+        .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .with_state(state)
+}
+
+/// Refuses requests without the right bearer token.
+async fn authorize(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(|token| Hash32::of(HashDomain::MessageId, token.as_bytes()));
+    // Hashes of equal length compared byte by byte without early exit.
+    let matches = presented.is_some_and(|hash| {
+        hash.as_bytes().iter().zip(state.token_hash.as_bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    });
+    if matches {
+        next.run(request).await
+    } else {
+        ApiError(StatusCode::UNAUTHORIZED, "missing or wrong API token".into()).into_response()
+    }
+}
+
+/// An error answer: status and a one-line message, never internals beyond the node error text.
+#[derive(Debug)]
+struct ApiError(StatusCode, String);
+
+impl From<NodeError> for ApiError {
+    fn from(err: NodeError) -> ApiError {
+        let status = match &err {
+            NodeError::Contact(_)
+            | NodeError::InvalidTag(_)
+            | NodeError::TagInUse(_)
+            | NodeError::NoSuchIdentity(_)
+            | NodeError::DescriptionTooLong { .. } => StatusCode::BAD_REQUEST,
+            NodeError::Audit(_) => StatusCode::CONFLICT,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(status, err.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(ErrorBody { error: self.1 })).into_response()
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+/// Runs blocking node work (database commits, chain verification) off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, NodeError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "the operation panicked".into()))?
+        .map_err(ApiError::from)
+}
+
+async fn status(State(state): State<ApiState>) -> ApiResult<StatusView> {
+    let node = &state.node;
+    Ok(Json(StatusView {
+        name: node.name(),
+        owner: node.home.owner().fingerprint().to_string(),
+        peer_id: node.network.local_peer().to_string(),
+        addresses: node.reachable_addresses().await,
+        connected_peers: node.network.connected_peers().await.map(|p| p.len()).unwrap_or(0),
+    }))
+}
+
+async fn identities(State(state): State<ApiState>) -> ApiResult<Vec<IdentityView>> {
+    let records = state.node.home.home().identities()?;
+    Ok(Json(records.iter().map(IdentityView::of).collect()))
+}
+
+async fn create_identity(State(state): State<ApiState>, Json(body): Json<CreateIdentity>) -> ApiResult<IdentityView> {
+    let home = state.node.home.clone();
+    let record = blocking(move || home.create_identity(&body.tag, &body.description)).await?;
+    state.node.publish_tags(false).await?;
+    Ok(Json(IdentityView::of(&record)))
+}
+
+async fn retire_identity(State(state): State<ApiState>, Path(tag): Path<String>) -> ApiResult<IdentityView> {
+    let home = state.node.home.clone();
+    let record = blocking(move || home.retire_identity(&tag)).await?;
+    state.node.publish_tags(false).await?;
+    Ok(Json(IdentityView::of(&record)))
+}
+
+async fn verify_audit(State(state): State<ApiState>) -> ApiResult<AuditSummaryView> {
+    let home = state.node.home.clone();
+    let summary = blocking(move || Ok(home.db().verify_audit()?)).await?;
+    let info = state.node.home.db().info();
+    Ok(Json(AuditSummaryView {
+        entries: summary.entries,
+        head: summary.head.to_hex(),
+        node: Fingerprint::of(&info.device_key).to_string(),
+        owner: info.owner.fingerprint().to_string(),
+    }))
+}
+
+async fn export_audit(State(state): State<ApiState>) -> Result<String, ApiError> {
+    let home = state.node.home.clone();
+    blocking(move || {
+        let mut out = Vec::new();
+        home.db().export_audit(&mut out)?;
+        String::from_utf8(out).map_err(|err| NodeError::Contact(err.to_string()))
+    })
+    .await
+}
+
+async fn invite(State(state): State<ApiState>, Json(body): Json<CreateInvite>) -> ApiResult<InviteView> {
+    let validity = body.valid_secs.map_or(DEFAULT_INVITE_VALIDITY, Duration::from_secs);
+    Ok(Json(state.node.invite(validity).await?))
+}
+
+async fn add_contact(State(state): State<ApiState>, Json(body): Json<AddContact>) -> ApiResult<ContactView> {
+    Ok(Json(state.node.add_contact(&body.code).await?))
+}
+
+async fn contacts(State(state): State<ApiState>) -> ApiResult<Vec<ContactView>> {
+    Ok(Json(state.node.contacts()?))
+}
+
+async fn accept(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult<ContactView> {
+    Ok(Json(state.node.accept_contact(&id).await?))
+}
+
+async fn reject(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult<ContactView> {
+    Ok(Json(state.node.reject_contact(&id).await?))
+}
+
+async fn remove(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult<ContactView> {
+    Ok(Json(state.node.remove_contact(&id).await?))
+}
+
+async fn assign(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Json(body): Json<Assign>,
+) -> ApiResult<ContactView> {
+    Ok(Json(state.node.assign(&id, &body.identity).await?))
+}
+
+async fn tags(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult<ContactTagsView> {
+    Ok(Json(state.node.contact_tags(&id)?))
+}
+
+/// Writes `api.json` readable only by the owner, atomically.
+fn announce(dir: &std::path::Path, announcement: &ApiAnnouncement) -> Result<(), NodeError> {
+    let path = api_file(dir);
+    let partial = path.with_extension("json.partial");
+    let text = serde_json::to_string(announcement).map_err(|err| NodeError::Contact(err.to_string()))?;
+    {
+        use std::io::Write;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options.open(&partial).map_err(NodeError::io(format!("writing {}", partial.display())))?;
+        file.write_all(text.as_bytes()).map_err(NodeError::io(format!("writing {}", partial.display())))?;
+    }
+    std::fs::rename(&partial, &path).map_err(NodeError::io(format!("writing {}", path.display())))
+}

@@ -1,0 +1,157 @@
+//! Node configuration: `DIR/config.toml`, then environment variables, then command-line flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::NodeError;
+
+/// The configuration file inside a data directory.
+pub const CONFIG_FILE: &str = "config.toml";
+
+/// Everything configurable about a running node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Peer-to-peer networking.
+    pub network: NetworkSettings,
+    /// The local API the `clawnet` command talks to while the node runs.
+    pub api: ApiSettings,
+}
+
+/// Peer-to-peer networking.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkSettings {
+    /// Multiaddrs to listen on. Empty: reachable only through a relay.
+    pub listen: Vec<String>,
+    /// Bootstrap relays, as multiaddrs ending in `/p2p/<peer id>`.
+    pub bootstrap: Vec<String>,
+    /// Reserve a slot on each bootstrap relay, so nodes that cannot reach us directly can
+    /// reach us through it.
+    pub relay: bool,
+    /// Established connections at once.
+    pub max_connections: u32,
+    /// Established connections at once with one peer.
+    pub max_connections_per_peer: u32,
+    /// Seconds an idle connection is kept.
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for NetworkSettings {
+    fn default() -> NetworkSettings {
+        NetworkSettings {
+            listen: vec!["/ip4/0.0.0.0/tcp/4002".into(), "/ip4/0.0.0.0/udp/4002/quic-v1".into()],
+            bootstrap: Vec::new(),
+            relay: true,
+            max_connections: 256,
+            max_connections_per_peer: 4,
+            idle_timeout_secs: 300,
+        }
+    }
+}
+
+/// The local API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiSettings {
+    /// Loopback address to serve on; port 0 picks a free one (written to `DIR/api.json`).
+    pub listen: String,
+}
+
+impl Default for ApiSettings {
+    fn default() -> ApiSettings {
+        ApiSettings { listen: "127.0.0.1:0".into() }
+    }
+}
+
+/// Environment variables that override the file (comma-separated lists).
+pub const LISTEN_ENV: &str = "CLAWNET_LISTEN";
+/// See [`LISTEN_ENV`].
+pub const BOOTSTRAP_ENV: &str = "CLAWNET_BOOTSTRAP";
+
+impl NodeConfig {
+    /// Reads `DIR/config.toml` (defaults if it does not exist), then applies the environment.
+    pub fn load(dir: &Path) -> Result<NodeConfig, NodeError> {
+        let path = config_path(dir);
+        let mut config = match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str(&text)
+                .map_err(|err| NodeError::Config(format!("{}: {}", path.display(), one_line(&err.to_string()))))?,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => NodeConfig::default(),
+            Err(err) => return Err(NodeError::io(format!("reading {}", path.display()))(err)),
+        };
+        if let Ok(listen) = std::env::var(LISTEN_ENV) {
+            config.network.listen = split_list(&listen);
+        }
+        if let Ok(bootstrap) = std::env::var(BOOTSTRAP_ENV) {
+            config.network.bootstrap = split_list(&bootstrap);
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that would only fail later, at an unhelpful moment.
+    pub fn validate(&self) -> Result<(), NodeError> {
+        let api: SocketAddr = self.api.listen.parse().map_err(|_| {
+            NodeError::Config(format!("api.listen {:?} is not an address like 127.0.0.1:0", self.api.listen))
+        })?;
+        if !api.ip().is_loopback() {
+            return Err(NodeError::Config(format!(
+                "api.listen {api} is not a loopback address: the local API must not be reachable from the network"
+            )));
+        }
+        for address in self.network.listen.iter().chain(&self.network.bootstrap) {
+            address
+                .parse::<libp2p::Multiaddr>()
+                .map_err(|err| NodeError::Config(format!("{address:?} is not a multiaddr: {err}")))?;
+        }
+        Ok(())
+    }
+
+    /// The file `clawnet init` writes: the defaults, commented.
+    pub fn template() -> String {
+        let defaults = NodeConfig::default();
+        format!(
+            "# ClawNet node configuration. Environment variables {LISTEN_ENV} and {BOOTSTRAP_ENV}\n\
+             # (comma-separated) and `clawnet run` flags override these values.\n\n{}",
+            toml::to_string_pretty(&defaults).unwrap_or_default()
+        )
+    }
+}
+
+/// Where the configuration of the node in `dir` lives.
+pub fn config_path(dir: &Path) -> PathBuf {
+    dir.join(CONFIG_FILE)
+}
+
+fn split_list(text: &str) -> Vec<String> {
+    text.split(',').map(str::trim).filter(|item| !item.is_empty()).map(str::to_owned).collect()
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_parses_back_to_the_defaults() {
+        let parsed: NodeConfig = toml::from_str(&NodeConfig::template()).unwrap();
+        assert_eq!(parsed, NodeConfig::default());
+    }
+
+    #[test]
+    fn bad_values_are_refused_clearly() {
+        let mut config = NodeConfig::default();
+        config.api.listen = "0.0.0.0:8080".into();
+        assert!(config.validate().unwrap_err().to_string().contains("not a loopback address"));
+        let mut config = NodeConfig::default();
+        config.network.bootstrap = vec!["not an address".into()];
+        assert!(config.validate().unwrap_err().to_string().contains("not a multiaddr"));
+        assert!(toml::from_str::<NodeConfig>("[network]\nlisten = 3").is_err());
+        assert!(toml::from_str::<NodeConfig>("[network]\nunknown = 1").is_err());
+    }
+}

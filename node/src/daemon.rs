@@ -1,0 +1,120 @@
+//! `clawnet run`: the node as a long-running process. Starts the network, the outbox worker,
+//! the inbound pump and the local API, and stops them in order on shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{ApiServer, api_file};
+use crate::config::NodeConfig;
+use crate::delivery::Inbox;
+use crate::error::NodeError;
+use crate::governance::Governance;
+use crate::home::UnlockedHome;
+use crate::network::{Network, NetworkEvent};
+use crate::node::Node;
+
+/// How long shutdown waits for tasks before abandoning them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// A running node.
+#[must_use = "a daemon stops when dropped; call shutdown() to stop it in order"]
+#[derive(Debug)]
+pub struct Daemon {
+    node: Arc<Node>,
+    api: ApiServer,
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl Daemon {
+    /// Starts a node on `home` with `config`.
+    pub async fn start(home: UnlockedHome, config: NodeConfig) -> Result<Daemon, NodeError> {
+        let home = Arc::new(home);
+        let shutdown = CancellationToken::new();
+        let device = clawnet_crypto::SigningSecret::from_bytes(&home.keys().device.to_bytes());
+        let (network, events, network_task) = Network::start(&device, &config.network, shutdown.child_token()).await?;
+        drop(device);
+        let node = Node::new(home, network);
+        let inbox = Inbox::new(node.home.clone(), Governance::new(node.clone()));
+
+        let mut tasks = JoinSet::new();
+        tasks.spawn(async move {
+            let _ = network_task.await;
+        });
+        tasks.spawn(node.outbox.clone().run(shutdown.child_token()));
+        tasks.spawn(pump(node.clone(), inbox, events, shutdown.child_token()));
+        node.follow_all_feeds().await?;
+        node.greet_contacts().await;
+        let api = ApiServer::start(node.clone(), &config.api, shutdown.child_token()).await?;
+        // Announce once at start, so contacts that missed a change while we were down catch up.
+        if let Err(err) = node.publish_tags(false).await {
+            tracing::warn!(%err, "cannot announce tags at start");
+        }
+        Ok(Daemon { node, api, shutdown, tasks })
+    }
+
+    /// The running node.
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// Where the local API listens.
+    pub fn api_address(&self) -> SocketAddr {
+        self.api.address()
+    }
+
+    /// Stops the node: the API first (so no new command arrives), then the network and the
+    /// workers; the database closes when the last task lets go of it.
+    pub async fn shutdown(mut self) {
+        self.api.stop().await;
+        self.shutdown.cancel();
+        let drain = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
+            tracing::warn!("some tasks did not stop in time");
+            self.tasks.abort_all();
+        }
+        let dir = self.node.home.home().dir().to_owned();
+        let _ = std::fs::remove_file(api_file(&dir));
+    }
+}
+
+/// Turns network events into work: deliveries to the inbox, gossip to the feed, new
+/// connections to the outbox.
+async fn pump(
+    node: Arc<Node>,
+    inbox: Arc<Inbox<Governance>>,
+    mut events: mpsc::Receiver<NetworkEvent>,
+    shutdown: CancellationToken,
+) {
+    let mut work = JoinSet::new();
+    loop {
+        let event = tokio::select! {
+            () = shutdown.cancelled() => break,
+            event = events.recv() => match event {
+                Some(event) => event,
+                None => break,
+            },
+            Some(_) = work.join_next(), if !work.is_empty() => continue,
+        };
+        match event {
+            NetworkEvent::Delivery { peer, message, reply } => {
+                let inbox = inbox.clone();
+                work.spawn(async move {
+                    let answer = inbox.receive(peer, message).await;
+                    let _ = reply.send(answer);
+                });
+            }
+            NetworkEvent::Gossip { topic, data } => {
+                let node = node.clone();
+                work.spawn(async move { node.on_gossip(&topic, &data).await });
+            }
+            NetworkEvent::Connected(peer) => node.outbox.peer_connected(&peer),
+        }
+    }
+    work.shutdown().await;
+}

@@ -1,0 +1,33 @@
+//! Reliable delivery over `/clawnet/deliver/1`: every outbound message is stored in the outbox
+//! first (in the same commit as the change that produced it), sent and retried with backoff
+//! until the receiver acknowledges it; the receiver records it in its inbox, with the changes it
+//! causes, before acknowledging, and answers a repeated message with the same acknowledgement
+//! without applying it again. A restart or a partition on either side loses and duplicates
+//! nothing.
+
+mod inbox;
+mod outbox;
+
+use clawnet_crypto::{SigningPublicKey, Timestamp};
+use clawnet_protocol::MessageId;
+use clawnet_protocol::wire::WireMessage;
+use clawnet_storage::mailbox::OutboundRecord;
+use clawnet_storage::{StoreError, Txn};
+
+pub use inbox::{Accepted, Handler, Inbox, Refusal};
+pub use outbox::{Outbox, OutboxStats};
+
+/// Queues `message` for the node with `recipient` device key, inside a change's transaction.
+/// Returns its id; queuing the same message twice queues it once.
+pub fn enqueue(
+    txn: &mut Txn<'_>,
+    recipient: SigningPublicKey,
+    message: &WireMessage,
+    now: Timestamp,
+) -> Result<MessageId, StoreError> {
+    let bytes = message.encode();
+    let id = MessageId::of(&bytes);
+    let record = OutboundRecord { recipient, message: bytes, attempts: 0, next_attempt_at: now, queued_at: now };
+    txn.enqueue_outbound(&id, &record)?;
+    Ok(id)
+}

@@ -1,0 +1,181 @@
+//! The receiving side: dedup by message id, validation by a [`Handler`], one commit of the
+//! inbox record together with the changes the message causes, then the signed acknowledgement.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use clawnet_crypto::Timestamp;
+use clawnet_protocol::MessageId;
+use clawnet_protocol::audit::{Actor, AuditDraft};
+use clawnet_protocol::wire::{DeliveryAck, DeliveryReply, WireMessage};
+use clawnet_storage::Change;
+use clawnet_storage::mailbox::InboundRecord;
+use libp2p::PeerId;
+use tokio::sync::OwnedMutexGuard;
+
+use crate::home::UnlockedHome;
+use crate::network::device_key_of;
+
+/// A message the handler accepted: what to commit, what to do once it is durable, and
+/// optionally a guard that keeps conflicting messages out until then.
+#[derive(Debug)]
+pub struct Accepted<F> {
+    /// Records and audit entries the message causes (the inbox record is added to it).
+    pub change: Change<()>,
+    /// Work for after the commit (subscriptions, announcements, waking the outbox).
+    pub follow_up: F,
+    /// Held until the change is durable, so the next message that depends on the same state
+    /// is validated against it.
+    pub hold: Option<OwnedMutexGuard<()>>,
+}
+
+/// A message the handler refused.
+#[derive(Debug)]
+pub struct Refusal {
+    /// What the sender is told.
+    pub reply: DeliveryReply,
+    /// The security event to record, if the refusal is an attack or a misbehaving peer.
+    pub security_event: Option<Box<AuditDraft>>,
+}
+
+impl Refusal {
+    /// A refusal recorded as security event `security.<kind>` caused by `actor`.
+    pub fn attack(kind: &str, actor: Actor, object: impl Into<String>, reason: impl Into<String>) -> Refusal {
+        let reason = reason.into();
+        Refusal {
+            reply: DeliveryReply::refused(reason.clone()),
+            security_event: Some(Box::new(AuditDraft::security_event(actor, kind, object, reason))),
+        }
+    }
+
+    /// A refusal that is not an attack; the sender should not retry.
+    pub fn plain(reason: impl Into<String>) -> Refusal {
+        Refusal { reply: DeliveryReply::refused(reason), security_event: None }
+    }
+
+    /// A refusal the sender should retry later.
+    pub fn later(reason: impl Into<String>) -> Refusal {
+        Refusal { reply: DeliveryReply::try_later(reason), security_event: None }
+    }
+}
+
+/// Decides what an inbound message means for this node.
+pub trait Handler: Send + Sync + 'static {
+    /// What to do after an accepted message is durable.
+    type FollowUp: Send + 'static;
+
+    /// Validates `message` from `peer` and returns its change, or a refusal.
+    fn handle(
+        &self,
+        peer: PeerId,
+        id: MessageId,
+        message: WireMessage,
+    ) -> impl Future<Output = Result<Accepted<Self::FollowUp>, Refusal>> + Send;
+
+    /// Runs the follow-up of a committed message.
+    fn committed(&self, follow_up: Self::FollowUp) -> impl Future<Output = ()> + Send;
+}
+
+/// The receiving side of reliable delivery.
+#[derive(Debug)]
+pub struct Inbox<H> {
+    home: Arc<UnlockedHome>,
+    handler: H,
+    /// Messages being processed right now (a retry can overtake a slow first attempt).
+    in_progress: Mutex<HashSet<MessageId>>,
+}
+
+impl<H: Handler> Inbox<H> {
+    /// An inbox for `home`, with `handler` deciding what messages mean.
+    pub fn new(home: Arc<UnlockedHome>, handler: H) -> Arc<Inbox<H>> {
+        Arc::new(Inbox { home, handler, in_progress: Mutex::new(HashSet::new()) })
+    }
+
+    /// The handler.
+    pub fn handler(&self) -> &H {
+        &self.handler
+    }
+
+    /// Processes one delivery and returns the reply for the sender. Cancel-safe in the sense
+    /// that matters: nothing is acknowledged before it is durable.
+    pub async fn receive(&self, peer: PeerId, bytes: Vec<u8>) -> DeliveryReply {
+        let id = MessageId::of(&bytes);
+        match self.home.db().read().and_then(|view| view.inbound(&id)) {
+            Ok(Some(_)) => return self.ack(id),
+            Ok(None) => {}
+            Err(err) => {
+                tracing::error!(%err, "cannot read the inbox");
+                return DeliveryReply::try_later("the receiving node cannot read its database");
+            }
+        }
+        if !lock(&self.in_progress).insert(id) {
+            return DeliveryReply::try_later("this message is being processed");
+        }
+        let reply = self.process(peer, id, bytes).await;
+        lock(&self.in_progress).remove(&id);
+        reply
+    }
+
+    async fn process(&self, peer: PeerId, id: MessageId, bytes: Vec<u8>) -> DeliveryReply {
+        let Some(sender) = device_key_of(&peer) else {
+            return self
+                .refuse(Refusal::attack("bad-peer", Actor::Node, format!("node {peer}"), "not an ed25519 peer"))
+                .await;
+        };
+        let message = match WireMessage::decode(&bytes) {
+            Ok(message) => message,
+            Err(err) => {
+                let refusal = Refusal::attack(
+                    "malformed",
+                    Actor::Node,
+                    format!("delivery {id} from node {peer}"),
+                    err.to_string(),
+                );
+                return self.refuse(refusal).await;
+            }
+        };
+        let accepted = match self.handler.handle(peer, id, message).await {
+            Ok(accepted) => accepted,
+            Err(refusal) => return self.refuse(refusal).await,
+        };
+        let record = InboundRecord { sender, message: bytes, received_at: Timestamp::now() };
+        let change = accepted.change.also(move |txn| txn.record_inbound(&id, &record).map(drop));
+        let committed = match self.home.db().submit(change) {
+            Ok(pending) => pending.await,
+            Err(err) => Err(err),
+        };
+        drop(accepted.hold);
+        match committed {
+            Ok(_) => {
+                self.handler.committed(accepted.follow_up).await;
+                self.ack(id)
+            }
+            Err(err) => {
+                tracing::error!(%err, "cannot record an inbound delivery");
+                DeliveryReply::try_later("the receiving node could not record the message")
+            }
+        }
+    }
+
+    async fn refuse(&self, refusal: Refusal) -> DeliveryReply {
+        if let Some(event) = refusal.security_event {
+            let recorded = match self.home.db().submit(Change::audit(*event)) {
+                Ok(pending) => pending.await.map(drop),
+                Err(err) => Err(err),
+            };
+            if let Err(err) = recorded {
+                tracing::error!(%err, "cannot record a security event");
+            }
+        }
+        refusal.reply
+    }
+
+    fn ack(&self, id: MessageId) -> DeliveryReply {
+        let ack = DeliveryAck { message: id, device: self.home.db().info().device_key, received_at: Timestamp::now() };
+        DeliveryReply::Ack(Box::new(self.home.sign_as_device(&ack)))
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
+}

@@ -1,0 +1,211 @@
+//! The node's peer-to-peer network: one libp2p swarm, run by an actor task ([`EventLoop`])
+//! and driven through a cloneable [`Network`] handle over a bounded channel; what the network
+//! brings in arrives as [`NetworkEvent`]s on another bounded channel.
+//!
+//! Protocols: TCP and QUIC with Noise and Yamux; identify, ping, Kademlia on the private
+//! `/clawnet/kad/1.0.0`, anonymous gossipsub for sealed tag feeds, `/clawnet/deliver/1` for
+//! acknowledged deliveries, relay client, DCUtR and AutoNAT v2 for reachability behind NAT.
+
+mod behaviour;
+mod codec;
+mod event_loop;
+
+use std::time::Duration;
+
+use clawnet_crypto::SigningSecret;
+use clawnet_protocol::wire::DeliveryReply;
+use libp2p::{Multiaddr, PeerId, identity, noise, tcp, yamux};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+pub use behaviour::{IDENTIFY_PROTOCOL_VERSION, KAD_PROTOCOL};
+pub use codec::DELIVER_PROTOCOL;
+use event_loop::{Command, EventLoop};
+
+use crate::config::NetworkSettings;
+
+/// Commands waiting for the event loop, at most.
+const COMMAND_CAPACITY: usize = 1024;
+/// Events waiting for the node, at most; beyond that inbound deliveries are told to retry.
+const EVENT_CAPACITY: usize = 1024;
+
+/// Why a network operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NetworkError {
+    /// The swarm could not be built or could not listen.
+    #[error("cannot start the network: {0}")]
+    Start(String),
+    /// The peer could not be reached or did not answer in time.
+    #[error("delivery to {peer} failed: {reason}")]
+    Unreachable {
+        /// The peer.
+        peer: PeerId,
+        /// What happened.
+        reason: String,
+    },
+    /// Publishing to a feed failed.
+    #[error("gossip: {0}")]
+    Gossip(String),
+    /// The network task has stopped (the node is shutting down).
+    #[error("the network has stopped")]
+    Stopped,
+}
+
+/// What the network delivers to the node.
+#[derive(Debug)]
+pub enum NetworkEvent {
+    /// A peer sent a delivery; send the reply through `reply` (dropping it refuses with retry).
+    Delivery {
+        /// The sending node (authenticated by Noise).
+        peer: PeerId,
+        /// The encoded wire message.
+        message: Vec<u8>,
+        /// Where the answer goes.
+        reply: oneshot::Sender<DeliveryReply>,
+    },
+    /// A message on a subscribed feed.
+    Gossip {
+        /// The topic it came on.
+        topic: String,
+        /// Its bytes.
+        data: Vec<u8>,
+    },
+    /// A connection to a peer was established.
+    Connected(PeerId),
+}
+
+/// A handle on the network task. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Network {
+    commands: mpsc::Sender<Command>,
+    local_peer: PeerId,
+}
+
+impl Network {
+    /// Builds the swarm on the device key and starts its task; returns the handle, the event
+    /// stream and the task (which ends when `shutdown` is cancelled).
+    pub async fn start(
+        device: &SigningSecret,
+        settings: &NetworkSettings,
+        shutdown: CancellationToken,
+    ) -> Result<(Network, mpsc::Receiver<NetworkEvent>, tokio::task::JoinHandle<()>), NetworkError> {
+        let keypair = libp2p_keypair(device)?;
+        let local_peer = keypair.public().to_peer_id();
+        let start = |err: String| NetworkError::Start(err);
+        let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+            .with_tokio()
+            .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+            .map_err(|err| start(err.to_string()))?
+            .with_quic()
+            .with_dns()
+            .map_err(|err| start(err.to_string()))?
+            .with_relay_client(noise::Config::new, yamux::Config::default)
+            .map_err(|err| start(err.to_string()))?
+            .with_behaviour(|key, relay_client| {
+                behaviour::Behaviour::new(key, relay_client, settings)
+                    .map_err(Box::<dyn std::error::Error + Send + Sync>::from)
+            })
+            .map_err(|err| start(err.to_string()))?
+            .with_swarm_config(|config| {
+                config.with_idle_connection_timeout(Duration::from_secs(settings.idle_timeout_secs))
+            })
+            .build();
+        let (commands, command_rx) = mpsc::channel(COMMAND_CAPACITY);
+        let (events, event_rx) = mpsc::channel(EVENT_CAPACITY);
+        let mut event_loop = EventLoop::new(swarm, command_rx, events, shutdown);
+        event_loop.start(settings)?;
+        let task = tokio::spawn(event_loop.run());
+        Ok((Network { commands, local_peer }, event_rx, task))
+    }
+
+    /// This node's peer id.
+    pub fn local_peer(&self) -> PeerId {
+        self.local_peer
+    }
+
+    /// Sends `message` to `peer` (dialing `addresses` if not connected) and waits for its reply.
+    pub async fn deliver(
+        &self,
+        peer: PeerId,
+        addresses: Vec<Multiaddr>,
+        message: Vec<u8>,
+    ) -> Result<DeliveryReply, NetworkError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Deliver { peer, addresses, message, reply }).await?;
+        answer.await.map_err(|_| NetworkError::Stopped)?
+    }
+
+    /// Publishes `data` on the gossip topic `topic`.
+    pub async fn publish(&self, topic: String, data: Vec<u8>) -> Result<(), NetworkError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Publish { topic, data, reply }).await?;
+        answer.await.map_err(|_| NetworkError::Stopped)?
+    }
+
+    /// Receives gossip on `topic` from now on.
+    pub async fn subscribe(&self, topic: String) -> Result<(), NetworkError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Subscribe { topic, reply }).await?;
+        answer.await.map_err(|_| NetworkError::Stopped)?
+    }
+
+    /// Stops receiving gossip on `topic`.
+    pub async fn unsubscribe(&self, topic: String) -> Result<(), NetworkError> {
+        self.send(Command::Unsubscribe { topic }).await
+    }
+
+    /// Addresses others can reach this node at: listen addresses (including relay circuits)
+    /// and confirmed external addresses.
+    pub async fn addresses(&self) -> Result<Vec<Multiaddr>, NetworkError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Addresses { reply }).await?;
+        answer.await.map_err(|_| NetworkError::Stopped)
+    }
+
+    /// Peers with an open connection.
+    pub async fn connected_peers(&self) -> Result<Vec<PeerId>, NetworkError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::ConnectedPeers { reply }).await?;
+        answer.await.map_err(|_| NetworkError::Stopped)
+    }
+
+    /// Dials `address` (for example a peer's feed host in tests and tools).
+    pub async fn dial(&self, address: Multiaddr) -> Result<(), NetworkError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Dial { address, reply }).await?;
+        answer.await.map_err(|_| NetworkError::Stopped)?
+    }
+
+    async fn send(&self, command: Command) -> Result<(), NetworkError> {
+        self.commands.send(command).await.map_err(|_| NetworkError::Stopped)
+    }
+}
+
+/// The libp2p identity of a device key: the same ed25519 key, so the peer id is certified by
+/// the owner's device certificate.
+pub fn libp2p_keypair(device: &SigningSecret) -> Result<identity::Keypair, NetworkError> {
+    let mut secret = *device.to_bytes();
+    identity::Keypair::ed25519_from_bytes(&mut secret).map_err(|err| NetworkError::Start(err.to_string()))
+}
+
+/// The peer id of a device key.
+pub fn peer_id_of(device_key: &clawnet_crypto::SigningPublicKey) -> PeerId {
+    // A validated ed25519 key always converts; the fallback keeps this total.
+    match identity::ed25519::PublicKey::try_from_bytes(device_key.as_bytes()) {
+        Ok(key) => identity::PublicKey::from(key).to_peer_id(),
+        Err(_) => PeerId::random(),
+    }
+}
+
+/// The device key behind an ed25519 peer id, if it is one.
+pub fn device_key_of(peer: &PeerId) -> Option<clawnet_crypto::SigningPublicKey> {
+    let multihash = peer.as_ref();
+    // Identity multihash of a protobuf-encoded ed25519 public key.
+    if multihash.code() != 0 {
+        return None;
+    }
+    let public = identity::PublicKey::try_decode_protobuf(multihash.digest()).ok()?;
+    let ed25519 = public.try_into_ed25519().ok()?;
+    clawnet_crypto::SigningPublicKey::from_bytes(&ed25519.to_bytes()).ok()
+}

@@ -1,0 +1,314 @@
+//! The network actor: owns the swarm, serves [`Command`]s and turns swarm events into
+//! [`NetworkEvent`]s. Pending requests are kept in maps keyed by request id (the libp2p
+//! file-sharing example's shape).
+
+use std::collections::{HashMap, HashSet};
+use std::pin::Pin;
+
+use clawnet_protocol::wire::DeliveryReply;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use libp2p::core::transport::ListenerId;
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, kad};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
+use super::{NetworkError, NetworkEvent};
+use crate::config::NetworkSettings;
+
+/// What the [`super::Network`] handle asks of the event loop.
+#[derive(Debug)]
+pub(super) enum Command {
+    Deliver {
+        peer: PeerId,
+        addresses: Vec<Multiaddr>,
+        message: Vec<u8>,
+        reply: oneshot::Sender<Result<DeliveryReply, NetworkError>>,
+    },
+    Publish {
+        topic: String,
+        data: Vec<u8>,
+        reply: oneshot::Sender<Result<(), NetworkError>>,
+    },
+    Subscribe {
+        topic: String,
+        reply: oneshot::Sender<Result<(), NetworkError>>,
+    },
+    Unsubscribe {
+        topic: String,
+    },
+    Addresses {
+        reply: oneshot::Sender<Vec<Multiaddr>>,
+    },
+    ConnectedPeers {
+        reply: oneshot::Sender<Vec<PeerId>>,
+    },
+    Dial {
+        address: Multiaddr,
+        reply: oneshot::Sender<Result<(), NetworkError>>,
+    },
+}
+
+/// How often lost relay reservations are retried.
+const RELAY_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
+type ReplyFuture = Pin<Box<dyn Future<Output = (ResponseChannel<DeliveryReply>, Option<DeliveryReply>)> + Send>>;
+
+pub(super) struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<NetworkEvent>,
+    shutdown: CancellationToken,
+    /// Outbound deliveries waiting for their reply.
+    pending_deliveries: HashMap<OutboundRequestId, (PeerId, oneshot::Sender<Result<DeliveryReply, NetworkError>>)>,
+    /// Inbound deliveries whose reply the node is still working out.
+    replies: FuturesUnordered<ReplyFuture>,
+    /// Addresses we listen on, relay circuits included.
+    listen_addresses: Vec<Multiaddr>,
+    /// Peers we asked the DHT about for a pending delivery.
+    looked_up: HashSet<PeerId>,
+    /// Relay circuits we want to listen on, by the listener serving each (if any).
+    circuits: Vec<(Multiaddr, Option<ListenerId>)>,
+    /// Bootstrap relays, by peer id.
+    bootstrap_peers: HashSet<PeerId>,
+}
+
+impl EventLoop {
+    pub(super) fn new(
+        swarm: Swarm<Behaviour>,
+        commands: mpsc::Receiver<Command>,
+        events: mpsc::Sender<NetworkEvent>,
+        shutdown: CancellationToken,
+    ) -> EventLoop {
+        EventLoop {
+            swarm,
+            commands,
+            events,
+            shutdown,
+            pending_deliveries: HashMap::new(),
+            replies: FuturesUnordered::new(),
+            listen_addresses: Vec::new(),
+            looked_up: HashSet::new(),
+            circuits: Vec::new(),
+            bootstrap_peers: HashSet::new(),
+        }
+    }
+
+    /// Listens, dials the bootstrap relays and reserves relay slots on them.
+    pub(super) fn start(&mut self, settings: &NetworkSettings) -> Result<(), NetworkError> {
+        for address in &settings.listen {
+            let address: Multiaddr =
+                address.parse().map_err(|err| NetworkError::Start(format!("listen address {address:?}: {err}")))?;
+            self.swarm
+                .listen_on(address.clone())
+                .map_err(|err| NetworkError::Start(format!("cannot listen on {address}: {err}")))?;
+        }
+        for address in &settings.bootstrap {
+            let address: Multiaddr =
+                address.parse().map_err(|err| NetworkError::Start(format!("bootstrap address {address:?}: {err}")))?;
+            let Some(Protocol::P2p(relay)) = address.iter().last() else {
+                return Err(NetworkError::Start(format!("bootstrap address {address} must end with /p2p/<peer id>")));
+            };
+            self.swarm.behaviour_mut().kad.add_address(&relay, address.clone());
+            self.bootstrap_peers.insert(relay);
+            if settings.relay {
+                // Listening on a circuit makes the relay client dial the relay itself. Nothing
+                // else may dial it meanwhile (not even a DHT bootstrap): the client's dial would
+                // be refused and the reservation dropped. The DHT bootstraps once connected.
+                self.circuits.push((address.with(Protocol::P2pCircuit), None));
+            } else if let Err(err) = self.swarm.dial(address.clone()) {
+                tracing::warn!(%address, %err, "cannot dial bootstrap relay");
+            }
+        }
+        self.listen_on_circuits();
+        Ok(())
+    }
+
+    /// Listens on every relay circuit that has no listener (at start, and again after a relay
+    /// dropped our reservation).
+    fn listen_on_circuits(&mut self) {
+        for (circuit, listener) in &mut self.circuits {
+            if listener.is_none() {
+                match self.swarm.listen_on(circuit.clone()) {
+                    Ok(id) => *listener = Some(id),
+                    Err(err) => tracing::warn!(%circuit, %err, "cannot reserve a relay slot"),
+                }
+            }
+        }
+    }
+
+    pub(super) async fn run(mut self) {
+        let mut maintenance = tokio::time::interval(RELAY_RETRY);
+        maintenance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = self.shutdown.cancelled() => break,
+                _ = maintenance.tick() => self.listen_on_circuits(),
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                command = self.commands.recv() => match command {
+                    Some(command) => self.on_command(command),
+                    None => break,
+                },
+                Some((channel, reply)) = self.replies.next(), if !self.replies.is_empty() => {
+                    let reply = reply.unwrap_or_else(|| DeliveryReply::try_later("the node is shutting down"));
+                    // The peer may have gone; nothing to do about it here.
+                    let _ = self.swarm.behaviour_mut().deliver.send_response(channel, reply);
+                }
+            }
+        }
+        tracing::debug!("network event loop stopped");
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Deliver { peer, addresses, message, reply } => {
+                for address in addresses {
+                    self.swarm.add_peer_address(peer, address);
+                }
+                if !self.swarm.is_connected(&peer) && self.looked_up.insert(peer) {
+                    // Ask the DHT too, in case the addresses we have are stale.
+                    self.swarm.behaviour_mut().kad.get_closest_peers(peer);
+                }
+                let request_id = self.swarm.behaviour_mut().deliver.send_request(&peer, message);
+                self.pending_deliveries.insert(request_id, (peer, reply));
+            }
+            Command::Publish { topic, data, reply } => {
+                let topic = gossipsub::IdentTopic::new(topic);
+                let result = match self.swarm.behaviour_mut().gossipsub.publish(topic, data) {
+                    Ok(_) => Ok(()),
+                    // Nobody to gossip to right now: direct syncs cover absent contacts.
+                    Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => Ok(()),
+                    Err(err) => Err(NetworkError::Gossip(err.to_string())),
+                };
+                let _ = reply.send(result);
+            }
+            Command::Subscribe { topic, reply } => {
+                let result = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .subscribe(&gossipsub::IdentTopic::new(topic))
+                    .map(|_| ())
+                    .map_err(|err| NetworkError::Gossip(err.to_string()));
+                let _ = reply.send(result);
+            }
+            Command::Unsubscribe { topic } => {
+                self.swarm.behaviour_mut().gossipsub.unsubscribe(&gossipsub::IdentTopic::new(topic));
+            }
+            Command::Addresses { reply } => {
+                let mut addresses = self.listen_addresses.clone();
+                addresses.extend(self.swarm.external_addresses().cloned());
+                addresses.dedup();
+                let _ = reply.send(addresses);
+            }
+            Command::ConnectedPeers { reply } => {
+                let _ = reply.send(self.swarm.connected_peers().copied().collect());
+            }
+            Command::Dial { address, reply } => {
+                let result = self
+                    .swarm
+                    .dial(address.clone())
+                    .map_err(|err| NetworkError::Unreachable { peer: PeerId::random(), reason: err.to_string() });
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, "listening");
+                if !self.listen_addresses.contains(&address) {
+                    self.listen_addresses.push(address);
+                }
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.listen_addresses.retain(|known| known != &address);
+            }
+            SwarmEvent::ListenerClosed { listener_id, reason, .. } => {
+                for (circuit, listener) in &mut self.circuits {
+                    if *listener == Some(listener_id) {
+                        tracing::warn!(%circuit, ?reason, "relay reservation lost; will retry");
+                        *listener = None;
+                    }
+                }
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, num_established, .. } => {
+                if num_established.get() == 1 && self.bootstrap_peers.contains(&peer_id) {
+                    let _ = self.swarm.behaviour_mut().kad.bootstrap();
+                }
+                if num_established.get() == 1 {
+                    // Best effort: a full queue only delays the peer's outbox to the next tick.
+                    let _ = self.events.try_send(NetworkEvent::Connected(peer_id));
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Deliver(event)) => self.on_deliver_event(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message { message, .. })) => {
+                let event = NetworkEvent::Gossip { topic: message.topic.into_string(), data: message.data };
+                if self.events.try_send(event).is_err() {
+                    tracing::warn!("gossip dropped: the node is busy");
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }))
+                if info.protocols.contains(&KAD_PROTOCOL) =>
+            {
+                for address in info.listen_addrs {
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, address);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                result: kad::QueryResult::GetClosestPeers(Ok(result)),
+                ..
+            })) => {
+                for peer in result.peers {
+                    for address in peer.addrs {
+                        self.swarm.add_peer_address(peer.peer_id, address);
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::RelayClient(event)) => {
+                tracing::debug!(?event, "relay client");
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                tracing::debug!(?peer_id, %error, "outgoing connection failed");
+            }
+            _ => {}
+        }
+    }
+
+    fn on_deliver_event(&mut self, event: request_response::Event<Vec<u8>, DeliveryReply>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request { request, channel, .. } => {
+                    let (reply, answer) = oneshot::channel();
+                    match self.events.try_send(NetworkEvent::Delivery { peer, message: request, reply }) {
+                        Ok(()) => self.replies.push(Box::pin(async move { (channel, answer.await.ok()) })),
+                        Err(_) => {
+                            let busy = DeliveryReply::try_later("the node is busy");
+                            let _ = self.swarm.behaviour_mut().deliver.send_response(channel, busy);
+                        }
+                    }
+                }
+                request_response::Message::Response { request_id, response } => {
+                    if let Some((_, reply)) = self.pending_deliveries.remove(&request_id) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure { request_id, error, .. } => {
+                if let Some((peer, reply)) = self.pending_deliveries.remove(&request_id) {
+                    self.looked_up.remove(&peer);
+                    let _ = reply.send(Err(NetworkError::Unreachable { peer, reason: error.to_string() }));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "inbound delivery failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! A running node: its unlocked home, its network, its outbox, and the lock that serializes
+//! decisions about contacts and the feed. Owner operations (`contacts.rs`, `feed.rs`) and
+//! inbound messages (`governance.rs`) are methods on it.
+
+use std::sync::Arc;
+
+use clawnet_crypto::{DeviceCert, Signed};
+use clawnet_storage::{Change, Pending, StoreError};
+use tokio::sync::Mutex;
+
+use crate::delivery::Outbox;
+use crate::error::NodeError;
+use crate::home::UnlockedHome;
+use crate::network::Network;
+
+/// The shared state of a running node.
+#[derive(Debug)]
+pub struct Node {
+    /// The unlocked data directory.
+    pub home: Arc<UnlockedHome>,
+    /// The peer-to-peer network.
+    pub network: Network,
+    /// The reliable-delivery worker.
+    pub outbox: Outbox,
+    /// Held while deciding and committing a change to contacts or the feed, so two decisions
+    /// about the same state never race.
+    pub(crate) contacts_lock: Arc<Mutex<()>>,
+}
+
+impl Node {
+    /// A node over an unlocked home and a started network.
+    pub fn new(home: Arc<UnlockedHome>, network: Network) -> Arc<Node> {
+        let outbox = Outbox::new(home.db().clone(), network.clone());
+        Arc::new(Node { home, network, outbox, contacts_lock: Arc::new(Mutex::new(())) })
+    }
+
+    /// This node's owner-signed device certificate.
+    pub fn device_cert(&self) -> Signed<DeviceCert> {
+        self.home.db().info().device_cert.clone()
+    }
+
+    /// The node's name.
+    pub fn name(&self) -> String {
+        self.home.db().info().node_name.clone()
+    }
+
+    /// Commits `change` without blocking the async runtime.
+    pub(crate) async fn commit<T: Send + 'static>(&self, change: Change<T>) -> Result<T, NodeError> {
+        let pending: Pending<T> = self.home.db().submit(change)?;
+        Ok(pending.await.map_err(|err: StoreError| NodeError::Store(err))?.0)
+    }
+
+    /// Dials every contact we know an address of, so both outboxes retry right away after a
+    /// restart instead of waiting for their backoff.
+    pub async fn greet_contacts(&self) {
+        let Ok(view) = self.home.db().read() else { return };
+        let contacts = view.contacts().unwrap_or_default();
+        for contact in contacts.iter().filter(|c| !matches!(c.state, clawnet_protocol::contact::ContactState::Removed))
+        {
+            let addresses = view.peer(&contact.device_key).ok().flatten().map(|p| p.addresses).unwrap_or_default();
+            let peer = crate::network::peer_id_of(&contact.device_key);
+            for address in addresses.iter().filter_map(|a| a.parse::<libp2p::Multiaddr>().ok()) {
+                let address = if address.iter().any(|p| matches!(p, libp2p::multiaddr::Protocol::P2p(_))) {
+                    address
+                } else {
+                    address.with(libp2p::multiaddr::Protocol::P2p(peer))
+                };
+                if self.network.dial(address).await.is_ok() {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Addresses others can reach this node at, as text, relay circuits first, at most the
+    /// protocol's limit.
+    pub(crate) async fn reachable_addresses(&self) -> Vec<String> {
+        let mut addresses: Vec<String> = self
+            .network
+            .addresses()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|address| !address.to_string().contains("/0.0.0.0/"))
+            .map(|address| address.to_string())
+            .collect();
+        addresses.sort_by_key(|address| !address.contains("p2p-circuit"));
+        addresses.dedup();
+        addresses.truncate(clawnet_protocol::limits::MAX_ADDRESSES);
+        addresses
+    }
+}

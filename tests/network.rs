@@ -1,0 +1,308 @@
+//! The peer-to-peer network end to end, with real nodes and relays on loopback: contacts by
+//! invite (directly and through a relay only), encrypted tag gossip that only authorized
+//! contacts can read, removal, reliable delivery across a restart, and refused attacks.
+
+use std::time::Duration;
+
+use clawnet_crypto::{Signed, Timestamp};
+use clawnet_node::network::{Network, device_key_of};
+use clawnet_protocol::Nonce;
+use clawnet_protocol::contact::{ContactRequest, InviteCode, InviteToken};
+use clawnet_protocol::tags::{FeedId, SealedTags, TagAnnouncement};
+use clawnet_protocol::testkit::TestOwner;
+use clawnet_protocol::wire::{DeliveryReply, WireMessage};
+use clawnet_tests::cluster::{TestNode, TestRelay, befriend, behind_relay, direct, eventually};
+use tokio_util::sync::CancellationToken;
+
+type Result = anyhow::Result<()>;
+
+/// Tags of `owner` as `viewer` sees them.
+fn visible_tags(viewer: &TestNode, owner: &TestNode) -> Vec<String> {
+    let id = owner.node().home.owner().fingerprint().to_string();
+    viewer.node().contact_tags(&id).map(|view| view.tags.into_iter().map(|t| t.tag).collect()).unwrap_or_default()
+}
+
+/// The sequence number of the latest announcement of `owner` that `viewer` holds.
+fn seen_seq(viewer: &TestNode, owner: &TestNode) -> u64 {
+    let id = owner.node().home.owner().fingerprint().to_string();
+    viewer.node().contact_tags(&id).map(|view| view.seq).unwrap_or(0)
+}
+
+/// Audit entries of `node` whose action is `action`.
+fn audited(node: &TestNode, action: &str) -> usize {
+    node.node().home.db().audit_entries().unwrap().iter().filter(|e| e.action == action).count()
+}
+
+/// Security events of `node` whose action starts with `security.<kind>`.
+fn security_events(node: &TestNode, kind: &str) -> Vec<String> {
+    let prefix = format!("security.{kind}");
+    node.node()
+        .home
+        .db()
+        .audit_entries()
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action.starts_with(&prefix))
+        .map(|e| format!("{}: {:?}", e.action, e.outcome))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_reachable_only_through_a_relay_become_contacts_and_exchange_tags() -> Result {
+    let relay = TestRelay::start().await?;
+    let alice = TestNode::start("alice", behind_relay(&relay.address)).await?;
+    let bob = TestNode::start("bob", behind_relay(&relay.address)).await?;
+    for node in [&alice, &bob] {
+        eventually("a relay reservation", || async {
+            node.addresses().await.ok().filter(|a| a.iter().any(|a| a.to_string().contains("p2p-circuit")))
+        })
+        .await?;
+        // They listen nowhere but on the relay.
+        assert!(node.addresses().await?.iter().all(|a| a.to_string().contains("p2p-circuit")));
+    }
+
+    befriend(&alice, &bob).await?;
+    alice.node().home.create_identity("work", "Buys sensors for ACME")?;
+    alice.node().assign(&bob.node().home.owner().fingerprint().to_string(), "work").await?;
+    eventually("bob to see alice's work tag", || async {
+        Some(()).filter(|()| visible_tags(&bob, &alice) == ["work"])
+    })
+    .await?;
+
+    // Everything bob knows of alice's node is a relay circuit address.
+    let view = bob.node().home.db().read()?;
+    let alice_device = alice.node().home.db().info().device_key;
+    let known = view.peer(&alice_device)?.expect("bob knows alice's node").addresses;
+    assert!(!known.is_empty() && known.iter().all(|a| a.contains("p2p-circuit")), "{known:?}");
+    relay.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_authorized_contacts_read_tags_and_a_feed_eavesdropper_decrypts_nothing() -> Result {
+    let alice = TestNode::start("alice", direct()).await?;
+    let bob = TestNode::start("bob", direct()).await?;
+    let carol = TestNode::start("carol", direct()).await?;
+    befriend(&alice, &bob).await?;
+    befriend(&alice, &carol).await?;
+    alice.node().home.create_identity("work", "ACME procurement")?;
+    alice.node().home.create_identity("family", "Home and family")?;
+    alice.node().assign(&bob.node().home.owner().fingerprint().to_string(), "work").await?;
+
+    eventually("bob to see the work tag", || async { Some(()).filter(|()| visible_tags(&bob, &alice) == ["work"]) })
+        .await?;
+    // Carol is a contact but not authorized for any identity: she gets announcements with no tags.
+    eventually("carol to get alice's announcement", || async { Some(()).filter(|()| seen_seq(&carol, &alice) > 0) })
+        .await?;
+    assert!(visible_tags(&carol, &alice).is_empty(), "carol sees {:?}", visible_tags(&carol, &alice));
+
+    // Dave is no contact but knows alice's feed topic and listens to it.
+    let feed = alice.node().home.db().read()?.feed()?.expect("alice has a feed").feed;
+    let dave = TestOwner::new(99, &[]);
+    let shutdown = CancellationToken::new();
+    let (network, mut events, _task) = Network::start(&dave.device, &direct(), shutdown.clone()).await?;
+    network.subscribe(feed.topic()).await?;
+    for address in alice.addresses().await? {
+        network.dial(address.with(libp2p::multiaddr::Protocol::P2p(alice.node().network.local_peer()))).await?;
+    }
+    let (mut received, mut opened) = (0, 0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while received < 3 && tokio::time::Instant::now() < deadline {
+        // Alice keeps announcing (same feed) while dave listens.
+        alice.node().publish_tags(false).await?;
+        let wait = tokio::time::sleep(Duration::from_millis(300));
+        tokio::pin!(wait);
+        loop {
+            tokio::select! {
+                () = &mut wait => break,
+                event = events.recv() => match event {
+                    Some(clawnet_node::network::NetworkEvent::Gossip { topic, data }) if topic == feed.topic() => {
+                        received += 1;
+                        let envelope: SealedTags = postcard::from_bytes(&data)?;
+                        if envelope.open(&dave.keys.agreement, &alice.node().home.owner()).is_ok() {
+                            opened += 1;
+                        }
+                    }
+                    Some(_) => {}
+                    None => break,
+                }
+            }
+        }
+    }
+    assert!(received >= 1, "dave received no gossip on alice's feed, so the test proves nothing");
+    assert_eq!(opened, 0, "dave decrypted {opened} of {received} announcements");
+    shutdown.cancel();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_contact_gets_no_further_tag_updates() -> Result {
+    let alice = TestNode::start("alice", direct()).await?;
+    let bob = TestNode::start("bob", direct()).await?;
+    let carol = TestNode::start("carol", direct()).await?;
+    befriend(&alice, &bob).await?;
+    befriend(&alice, &carol).await?;
+    alice.node().home.create_identity("work", "ACME procurement")?;
+    let bob_id = bob.node().home.owner().fingerprint().to_string();
+    let carol_id = carol.node().home.owner().fingerprint().to_string();
+    alice.node().assign(&bob_id, "work").await?;
+    alice.node().assign(&carol_id, "work").await?;
+    eventually("bob to see work", || async { Some(()).filter(|()| visible_tags(&bob, &alice) == ["work"]) }).await?;
+    let old_feed = alice.node().home.db().read()?.feed()?.expect("feed").feed;
+
+    alice.node().remove_contact(&bob_id).await?;
+    eventually("bob to learn he was removed", || async { bob.contact(&alice).filter(|c| c.state == "removed") })
+        .await?;
+    let bob_seq = seen_seq(&bob, &alice);
+
+    // Alice changes what carol sees; carol follows, bob sees nothing new.
+    alice.node().home.create_identity("club", "Chess club")?;
+    alice.node().assign(&carol_id, "club").await?;
+    eventually("carol to see club", || async { Some(()).filter(|()| visible_tags(&carol, &alice) == ["club"]) })
+        .await?;
+    let new_feed = alice.node().home.db().read()?.feed()?.expect("feed").feed;
+    assert_ne!(old_feed, new_feed, "removing a contact must replace the feed");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(seen_seq(&bob, &alice), bob_seq, "bob received an update after his removal");
+    assert_eq!(audited(&bob, "contact.removed"), 1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_to_a_stopped_node_arrives_exactly_once_after_it_restarts() -> Result {
+    let alice = TestNode::start("alice", direct()).await?;
+    let mut bob = TestNode::start("bob", direct()).await?;
+    let code = alice.node().invite(Duration::from_secs(3600)).await?.code;
+    bob.node().add_contact(&code).await?;
+    let request = eventually("the request", || async { alice.contact(&bob).filter(|c| c.is_request()) }).await?;
+
+    bob.stop().await;
+    alice.node().accept_contact(&request.id).await?;
+    // Alice keeps trying while bob is down.
+    let outbox = alice.node().outbox.stats();
+    eventually("a failed attempt", || async {
+        Some(()).filter(|()| outbox.retried.load(std::sync::atomic::Ordering::Relaxed) > 0)
+    })
+    .await?;
+
+    bob.resume().await?;
+    eventually("bob to see alice as connected", || async { bob.contact(&alice).filter(|c| c.state == "connected") })
+        .await?;
+    eventually("alice's outbox to drain", || async {
+        alice.node().home.db().read().ok()?.outbound().ok().filter(Vec::is_empty)
+    })
+    .await?;
+    assert_eq!(audited(&bob, "contact.accepted"), 1, "the accept was applied more than once");
+    Ok(())
+}
+
+/// A node that is nobody's contact, sending crafted deliveries.
+struct Intruder {
+    owner: TestOwner,
+    network: Network,
+    shutdown: CancellationToken,
+}
+
+impl Intruder {
+    async fn start(seed: u64) -> anyhow::Result<Intruder> {
+        let owner = TestOwner::new(seed, &[]);
+        let shutdown = CancellationToken::new();
+        let (network, _events, _task) = Network::start(&owner.device, &direct(), shutdown.clone()).await?;
+        Ok(Intruder { owner, network, shutdown })
+    }
+
+    async fn send(&self, to: &TestNode, message: WireMessage) -> anyhow::Result<DeliveryReply> {
+        Ok(self.network.deliver(to.node().network.local_peer(), to.addresses().await?, message.encode()).await?)
+    }
+
+    fn request(&self, to: &TestNode, token: InviteToken) -> WireMessage {
+        let request = ContactRequest {
+            from: self.owner.id(),
+            to: to.node().home.owner(),
+            display_name: "intruder".into(),
+            contact_key: self.owner.keys.agreement.public_key(),
+            device: self.owner.device_cert(),
+            addresses: Vec::new(),
+            invite: token,
+            created_at: Timestamp::now(),
+            nonce: Nonce::random(),
+        };
+        WireMessage::ContactRequest(Signed::sign(&request, &self.owner.keys.signing))
+    }
+}
+
+fn refused(reply: &DeliveryReply) -> bool {
+    matches!(reply, DeliveryReply::Refused { retry: false, .. })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_or_expired_invite_tokens_and_stranger_envelopes_are_refused_as_security_events() -> Result {
+    let alice = TestNode::start("alice", direct()).await?;
+    let intruder = Intruder::start(7).await?;
+
+    // A token alice never issued.
+    let reply = intruder.send(&alice, intruder.request(&alice, InviteToken::random())).await?;
+    assert!(refused(&reply), "{reply:?}");
+    eventually("a security event for the forged token", || async {
+        security_events(&alice, "contact").into_iter().find(|e| e.contains("unknown invite token"))
+    })
+    .await?;
+
+    // A real token that expired.
+    let code = alice.node().invite(Duration::from_secs(1)).await?.code;
+    let token = InviteCode::from_text(&code, Timestamp::now())?.token;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let reply = intruder.send(&alice, intruder.request(&alice, token)).await?;
+    assert!(refused(&reply), "{reply:?}");
+    eventually("a security event for the expired token", || async {
+        security_events(&alice, "contact").into_iter().find(|e| e.contains("expired invite"))
+    })
+    .await?;
+
+    // An envelope signed by someone who is not a contact.
+    let announcement = TagAnnouncement {
+        owner: intruder.owner.id(),
+        feed: FeedId::random(),
+        seq: 1,
+        tags: Vec::new(),
+        revocations: Vec::new(),
+        issued_at: Timestamp::now(),
+    };
+    let signed = Signed::sign(&announcement, &intruder.owner.keys.signing);
+    let alice_key = alice.node().home.keys().owner.agreement.public_key();
+    let sealed = SealedTags::seal(&signed, &[alice_key])?;
+    let reply = intruder.send(&alice, WireMessage::TagSync(sealed)).await?;
+    assert!(refused(&reply), "{reply:?}");
+    eventually("a security event for the stranger", || async {
+        security_events(&alice, "stranger").into_iter().next()
+    })
+    .await?;
+
+    // A request whose device certificate names another node than the sender.
+    let mut impostor = TestOwner::new(8, &[]);
+    std::mem::swap(&mut impostor.device, &mut TestOwner::new(9, &[]).device);
+    let code = alice.node().invite(Duration::from_secs(60)).await?.code;
+    let token = InviteCode::from_text(&code, Timestamp::now())?.token;
+    let request = ContactRequest {
+        from: impostor.id(),
+        to: alice.node().home.owner(),
+        display_name: "impostor".into(),
+        contact_key: impostor.keys.agreement.public_key(),
+        device: impostor.device_cert(),
+        addresses: Vec::new(),
+        invite: token,
+        created_at: Timestamp::now(),
+        nonce: Nonce::random(),
+    };
+    let reply =
+        intruder.send(&alice, WireMessage::ContactRequest(Signed::sign(&request, &impostor.keys.signing))).await?;
+    assert!(refused(&reply), "{reply:?}");
+    eventually("a security event for the mismatched peer", || async {
+        security_events(&alice, "peer-mismatch").into_iter().next()
+    })
+    .await?;
+    assert!(device_key_of(&intruder.network.local_peer()).is_some());
+    assert!(alice.node().contacts()?.is_empty(), "an attack created a contact");
+    intruder.shutdown.cancel();
+    Ok(())
+}
