@@ -79,6 +79,16 @@ pub fn encode<T: WireFormat>(value: &T) -> Vec<u8> {
 /// Decodes bytes produced by [`encode`], refusing oversized, truncated, unknown-version,
 /// malformed, non-canonical and over-long input.
 pub fn decode<T: WireFormat>(bytes: &[u8]) -> Result<T, DecodeError> {
+    let value = decode_local(bytes)?;
+    if encode(&value) != bytes {
+        return Err(DecodeError::Malformed { what: T::NAME, detail: "non-canonical encoding".into() });
+    }
+    Ok(value)
+}
+
+/// Like [`decode`] without the canonical-encoding check, for records this node encoded and
+/// stored itself (nothing hashes or compares their spelling).
+pub fn decode_local<T: WireFormat>(bytes: &[u8]) -> Result<T, DecodeError> {
     let what = T::NAME;
     if bytes.len() > T::MAX_LEN {
         return Err(DecodeError::TooLarge { what, len: bytes.len(), max: T::MAX_LEN });
@@ -95,9 +105,6 @@ pub fn decode<T: WireFormat>(bytes: &[u8]) -> Result<T, DecodeError> {
     })?;
     if !rest.is_empty() {
         return Err(DecodeError::TrailingBytes { what, extra: rest.len() });
-    }
-    if encode(&value) != bytes {
-        return Err(DecodeError::Malformed { what, detail: "non-canonical encoding".into() });
     }
     Ok(value)
 }

@@ -1,8 +1,10 @@
 //! Key newtypes: ed25519 for signatures, X25519 for key agreement.
 //!
-//! Secrets zeroize on drop and print as `SecretKey(..)`. Public signing keys are validated when
-//! built or decoded (on the curve, not of small order), and verification is always
-//! `verify_strict` over a [`Domain`]-framed message.
+//! Secrets zeroize on drop and print as `SecretKey(..)`. A public signing key is kept as its 32
+//! bytes: decoding one from the wire costs nothing, and the curve work (decompression, the
+//! small-order check) happens when it is used to verify, where an invalid or weak key fails.
+//! [`SigningPublicKey::from_bytes`] validates eagerly, for keys typed in by people. Verification
+//! is always `verify_strict` over a [`Domain`]-framed message.
 
 use std::fmt;
 
@@ -61,7 +63,7 @@ impl SigningSecret {
 
     /// The public half.
     pub fn public_key(&self) -> SigningPublicKey {
-        SigningPublicKey(self.0.verifying_key())
+        SigningPublicKey(self.0.verifying_key().to_bytes())
     }
 
     /// Signs `body` for `domain`.
@@ -76,41 +78,46 @@ impl fmt::Debug for SigningSecret {
     }
 }
 
-/// An ed25519 public key that is on the curve and not of small order.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct SigningPublicKey(ed25519_dalek::VerifyingKey);
+/// An ed25519 public key, as its 32 bytes. Equality and hashing are on the bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SigningPublicKey([u8; 32]);
 
 impl SigningPublicKey {
-    /// Validates 32 bytes as a public key.
+    /// Validates 32 bytes as a public key: on the curve and not of small order.
     pub fn from_bytes(bytes: &[u8; 32]) -> Result<SigningPublicKey, KeyError> {
-        let key = ed25519_dalek::VerifyingKey::from_bytes(bytes).map_err(|_| KeyError::InvalidPublicKey)?;
-        if key.is_weak() {
-            return Err(KeyError::WeakPublicKey);
-        }
-        Ok(SigningPublicKey(key))
+        decompress(bytes)?;
+        Ok(SigningPublicKey(*bytes))
+    }
+
+    /// Takes 32 bytes as they are, like decoding does: an invalid or weak key fails when it is
+    /// used to verify. For keys that arrive in already-authenticated forms (a peer id).
+    pub fn unchecked(bytes: [u8; 32]) -> SigningPublicKey {
+        SigningPublicKey(bytes)
     }
 
     /// The 32 bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
-        self.0.as_bytes()
+        &self.0
     }
 
     /// Lowercase hex.
     pub fn to_hex(&self) -> String {
-        hex::encode(self.as_bytes())
+        hex::encode(self.0)
     }
 
-    /// Verifies `signature` over `body` in `domain` with the strict ed25519 rules.
+    /// Verifies `signature` over `body` in `domain` with the strict ed25519 rules. An invalid
+    /// or weak key never verifies anything.
     pub fn verify(&self, domain: Domain, body: &[u8], signature: &Signature) -> Result<(), SignatureError> {
+        let key = decompress(&self.0).map_err(|_| SignatureError)?;
         let signature = ed25519_dalek::Signature::from_bytes(&signature.0);
-        self.0.verify_strict(&domain.signing_message(body), &signature).map_err(|_| SignatureError)
+        key.verify_strict(&domain.signing_message(body), &signature).map_err(|_| SignatureError)
     }
 
     /// Verifies many signatures by possibly different keys at once (about twice as fast as one
     /// by one). On failure it does not say which one failed: verify one by one to find out.
     ///
-    /// Batch verification accepts the same valid signatures as [`SigningPublicKey::verify`]; the
-    /// keys involved were validated (not weak) when built.
+    /// Every key is validated (on the curve, not weak) first, so batch verification accepts the
+    /// same valid signatures as [`SigningPublicKey::verify`].
     pub fn verify_batch(
         domain: Domain,
         items: &[(&SigningPublicKey, &[u8], &Signature)],
@@ -119,9 +126,27 @@ impl SigningPublicKey {
         let message_refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
         let signatures: Vec<ed25519_dalek::Signature> =
             items.iter().map(|(_, _, sig)| ed25519_dalek::Signature::from_bytes(&sig.0)).collect();
-        let keys: Vec<ed25519_dalek::VerifyingKey> = items.iter().map(|(key, _, _)| key.0).collect();
+        // Batches are usually one key (an audit chain): decompress each distinct key once.
+        let mut last: Option<(&[u8; 32], ed25519_dalek::VerifyingKey)> = None;
+        let mut keys = Vec::with_capacity(items.len());
+        for (key, _, _) in items {
+            let decompressed = match last {
+                Some((bytes, decompressed)) if bytes == &key.0 => decompressed,
+                _ => decompress(&key.0).map_err(|_| SignatureError)?,
+            };
+            last = Some((&key.0, decompressed));
+            keys.push(decompressed);
+        }
         ed25519_dalek::verify_batch(&message_refs, &signatures, &keys).map_err(|_| SignatureError)
     }
+}
+
+fn decompress(bytes: &[u8; 32]) -> Result<ed25519_dalek::VerifyingKey, KeyError> {
+    let key = ed25519_dalek::VerifyingKey::from_bytes(bytes).map_err(|_| KeyError::InvalidPublicKey)?;
+    if key.is_weak() {
+        return Err(KeyError::WeakPublicKey);
+    }
+    Ok(key)
 }
 
 impl fmt::Debug for SigningPublicKey {
@@ -137,9 +162,9 @@ impl Serialize for SigningPublicKey {
 }
 
 impl<'de> Deserialize<'de> for SigningPublicKey {
+    /// Takes the bytes as they are; an invalid key fails when used to verify.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let bytes = <[u8; 32]>::deserialize(deserializer)?;
-        SigningPublicKey::from_bytes(&bytes).map_err(serde::de::Error::custom)
+        Ok(SigningPublicKey(<[u8; 32]>::deserialize(deserializer)?))
     }
 }
 
@@ -262,6 +287,21 @@ mod tests {
         let mut off_curve = [0u8; 32];
         off_curve[0] = 2;
         assert_eq!(SigningPublicKey::from_bytes(&off_curve), Err(KeyError::InvalidPublicKey));
+    }
+
+    #[test]
+    fn a_decoded_weak_key_verifies_nothing() {
+        // The identity point: anyone can make "signatures" that satisfy a lax check under it.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let weak: SigningPublicKey = postcard::from_bytes(&postcard::to_allocvec(&identity).unwrap()).unwrap();
+        let mut sig = [0u8; 64];
+        sig[0] = 1; // R = identity, s = 0
+        assert_eq!(weak.verify(Domain::Consent, b"anything", &Signature(sig)), Err(SignatureError));
+        assert_eq!(
+            SigningPublicKey::verify_batch(Domain::Consent, &[(&weak, b"anything".as_slice(), &Signature(sig))]),
+            Err(SignatureError)
+        );
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub fn enqueue(
 ) -> Result<MessageId, StoreError> {
     let bytes = message.encode();
     let id = MessageId::of(&bytes);
-    let record = OutboundRecord { recipient, message: bytes, attempts: 0, next_attempt_at: now, queued_at: now };
+    let record = OutboundRecord::new(recipient, bytes, now);
     txn.enqueue_outbound(&id, &record)?;
     Ok(id)
 }

@@ -189,23 +189,46 @@ pub fn libp2p_keypair(device: &SigningSecret) -> Result<identity::Keypair, Netwo
     identity::Keypair::ed25519_from_bytes(&mut secret).map_err(|err| NetworkError::Start(err.to_string()))
 }
 
-/// The peer id of a device key.
+/// How libp2p spells an ed25519 public key inside a peer id: the protobuf `PublicKey` message
+/// with `Type = Ed25519 (1)` and 32 bytes of `Data`, wrapped in an identity multihash.
+const ED25519_PROTOBUF_PREFIX: [u8; 4] = [0x08, 0x01, 0x12, 0x20];
+/// The multihash code of the identity "hash".
+const IDENTITY_MULTIHASH: u64 = 0;
+
+/// The peer id of a device key. Pure byte shuffling: no curve arithmetic, so it is cheap on
+/// every delivery (the key is checked where it verifies a signature).
 pub fn peer_id_of(device_key: &clawnet_crypto::SigningPublicKey) -> PeerId {
-    // A validated ed25519 key always converts; the fallback keeps this total.
-    match identity::ed25519::PublicKey::try_from_bytes(device_key.as_bytes()) {
-        Ok(key) => identity::PublicKey::from(key).to_peer_id(),
-        Err(_) => PeerId::random(),
-    }
+    let mut digest = [0u8; 36];
+    digest[..4].copy_from_slice(&ED25519_PROTOBUF_PREFIX);
+    digest[4..].copy_from_slice(device_key.as_bytes());
+    // An identity multihash of 36 bytes always fits the 64-byte multihash and is a valid peer id.
+    libp2p::multihash::Multihash::<64>::wrap(IDENTITY_MULTIHASH, &digest)
+        .ok()
+        .and_then(|multihash| PeerId::from_multihash(multihash).ok())
+        .unwrap_or_else(PeerId::random)
 }
 
-/// The device key behind an ed25519 peer id, if it is one.
+/// The device key behind an ed25519 peer id, if it is one (no curve arithmetic; see
+/// [`peer_id_of`]).
 pub fn device_key_of(peer: &PeerId) -> Option<clawnet_crypto::SigningPublicKey> {
     let multihash = peer.as_ref();
-    // Identity multihash of a protobuf-encoded ed25519 public key.
-    if multihash.code() != 0 {
+    if multihash.code() != IDENTITY_MULTIHASH {
         return None;
     }
-    let public = identity::PublicKey::try_decode_protobuf(multihash.digest()).ok()?;
-    let ed25519 = public.try_into_ed25519().ok()?;
-    clawnet_crypto::SigningPublicKey::from_bytes(&ed25519.to_bytes()).ok()
+    let key = multihash.digest().strip_prefix(&ED25519_PROTOBUF_PREFIX)?;
+    Some(clawnet_crypto::SigningPublicKey::unchecked(key.try_into().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_ids_and_device_keys_convert_like_libp2p() {
+        let device = SigningSecret::from_bytes(&[5; 32]);
+        let expected = libp2p_keypair(&device).unwrap().public().to_peer_id();
+        assert_eq!(peer_id_of(&device.public_key()), expected);
+        assert_eq!(device_key_of(&expected), Some(device.public_key()));
+        assert_eq!(device_key_of(&PeerId::random()), None);
+    }
 }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use clawnet_crypto::{DeviceCert, Signed};
-use clawnet_storage::{Change, Pending, StoreError};
+use clawnet_storage::{Change, CommitReceipt, NodeDb, Pending, StoreError};
 use tokio::sync::Mutex;
 
 use crate::delivery::Outbox;
@@ -44,10 +44,9 @@ impl Node {
         self.home.db().info().node_name.clone()
     }
 
-    /// Commits `change` without blocking the async runtime.
+    /// Commits `change` (see [`commit`]).
     pub(crate) async fn commit<T: Send + 'static>(&self, change: Change<T>) -> Result<T, NodeError> {
-        let pending: Pending<T> = self.home.db().submit(change)?;
-        Ok(pending.await.map_err(|err: StoreError| NodeError::Store(err))?.0)
+        Ok(commit(self.home.db(), change).await?.0)
     }
 
     /// Dials every contact we know an address of, so both outboxes retry right away after a
@@ -89,4 +88,23 @@ impl Node {
         addresses.truncate(clawnet_protocol::limits::MAX_ADDRESSES);
         addresses
     }
+}
+
+/// Commits `change` from async code. A lone change (the writer idle) is committed right here,
+/// inside `block_in_place`, which saves the hand-offs to the writer threads and most of a lone
+/// delivery's latency beyond its fsyncs; otherwise, or on a single-threaded runtime, it joins
+/// the group commit and this task waits without blocking a thread.
+pub async fn commit<T: Send + 'static>(db: &NodeDb, change: Change<T>) -> Result<(T, CommitReceipt), StoreError> {
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|handle| handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    let change = if multi_thread && db.is_idle() {
+        match db.commit_if_idle(change) {
+            Ok(done) => return done,
+            Err(change) => change,
+        }
+    } else {
+        change
+    };
+    let pending: Pending<T> = db.submit(change)?;
+    pending.await
 }

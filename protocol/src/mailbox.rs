@@ -59,6 +59,9 @@ pub const MAX_RESPONSE_LEN: usize = MAX_FETCH_BYTES + MAX_FETCH_ITEMS as usize *
 /// Bytes of a frame's length prefix.
 pub const FRAME_HEADER_LEN: usize = 4;
 
+// Every request fits the hard request limit.
+const _: () = assert!(MAX_DELETE_REQUEST_LEN <= MAX_REQUEST_LEN);
+
 /// Names one held item; chosen at random by the relay when the item is deposited.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ItemId(pub [u8; 16]);
@@ -270,7 +273,17 @@ impl MailboxRequest {
     /// Checks every field against its limit (decoding does this; builders of requests may too).
     pub fn check_limits(&self) -> Result<(), MailboxDecodeError> {
         match self {
-            MailboxRequest::Deposit { item, .. } => check_item(item),
+            MailboxRequest::Deposit { recipient, item, .. } => {
+                // Keys are otherwise checked when they verify; this one only routes, so check it
+                // here: a box for a key nobody can hold would only waste the relay's memory.
+                SigningPublicKey::from_bytes(recipient.as_bytes()).map_err(|err| {
+                    MailboxDecodeError::Decode(DecodeError::Malformed {
+                        what: "mailbox recipient",
+                        detail: err.to_string(),
+                    })
+                })?;
+                check_item(item)
+            }
             MailboxRequest::Fetch { .. } => Ok(()),
             MailboxRequest::Delete { ids } => check_count("ids to delete", ids.len(), MAX_DELETE_IDS),
         }
@@ -472,7 +485,6 @@ mod tests {
         let deletes = MailboxRequest::Delete { ids: vec![ItemId([0xff; 16]); MAX_DELETE_IDS] };
         assert!(deletes.encode().len() <= MAX_DELETE_REQUEST_LEN, "{}", deletes.encode().len());
         assert!(max_request_len(0) >= MAX_DELETE_REQUEST_LEN);
-        assert!(MAX_DELETE_REQUEST_LEN <= MAX_REQUEST_LEN);
     }
 
     #[test]

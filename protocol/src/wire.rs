@@ -66,6 +66,26 @@ impl WireMessage {
         MessageId::of(&self.encode())
     }
 
+    /// The kind of an encoded message, read from its variant tag without decoding the rest
+    /// ("message" if the bytes are not a wire message this build knows).
+    pub fn kind_of(bytes: &[u8]) -> &'static str {
+        const KINDS: [&str; 9] = [
+            ContactRequest::NAME,
+            ContactAccept::NAME,
+            ContactRemoval::NAME,
+            "tag sync",
+            Proposal::NAME,
+            Consent::NAME,
+            Rejection::NAME,
+            Turn::NAME,
+            Close::NAME,
+        ];
+        match bytes {
+            [WireMessage::VERSION, tag, ..] => KINDS.get(usize::from(*tag)).copied().unwrap_or("message"),
+            _ => "message",
+        }
+    }
+
     /// The kind, for logs and audit entries.
     pub fn kind(&self) -> &'static str {
         match self {

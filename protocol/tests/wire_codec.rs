@@ -100,3 +100,11 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn kind_of_reads_the_tag_without_decoding() {
+    let message = sample();
+    assert_eq!(WireMessage::kind_of(&message.encode()), message.kind());
+    assert_eq!(WireMessage::kind_of(&[1, 200]), "message");
+    assert_eq!(WireMessage::kind_of(&[]), "message");
+}

@@ -128,6 +128,24 @@ impl NodeDb {
         self.writer.as_ref().ok_or(StoreError::ReadOnly)?.commit(change)
     }
 
+    /// Whether nothing is being written right now (a hint for [`NodeDb::commit_if_idle`]).
+    pub fn is_idle(&self) -> bool {
+        self.writer.as_ref().is_some_and(|writer| writer.is_idle())
+    }
+
+    /// Commits `change` on the calling thread if nothing else is being written, which saves the
+    /// hand-offs to the writer threads; otherwise returns it untouched (submit it instead). For
+    /// async callers that can afford to block briefly (for example inside `block_in_place`).
+    pub fn commit_if_idle<T: Send + 'static>(
+        &self,
+        change: Change<T>,
+    ) -> Result<Result<(T, CommitReceipt), StoreError>, Change<T>> {
+        match &self.writer {
+            Some(writer) => writer.commit_if_idle(change),
+            None => Ok(Err(StoreError::ReadOnly)),
+        }
+    }
+
     /// Appends one audit entry durably (no other records).
     pub fn append(&self, draft: AuditDraft) -> Result<CommitReceipt, StoreError> {
         self.commit(Change::audit(draft)).map(|((), receipt)| receipt)

@@ -30,7 +30,8 @@ impl fmt::Debug for Txn<'_> {
     }
 }
 
-/// Decodes a stored record, reporting corruption with the record's name.
+/// Decodes a stored record, reporting corruption with the record's name. Records are this
+/// node's own encodings, so their spelling is not re-checked.
 pub(crate) fn decode_value<T: WireFormat>(bytes: &[u8]) -> Result<T, StoreError> {
-    encoding::decode(bytes).map_err(StoreError::corrupt(T::NAME))
+    encoding::decode_local(bytes).map_err(StoreError::corrupt(T::NAME))
 }

@@ -335,18 +335,35 @@ impl Writer {
     /// calling thread seals and commits it itself, saving the hand-offs to the pipeline threads
     /// (most of a lone change's latency beyond the fsync); otherwise it joins the pipeline.
     pub(crate) fn commit<T: Send + 'static>(&self, change: Change<T>) -> Result<(T, CommitReceipt), StoreError> {
+        match self.commit_if_idle(change) {
+            Ok(done) => done,
+            Err(change) => self.submit(change)?.wait(),
+        }
+    }
+
+    /// Whether nothing is in flight and no thread is committing.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.shared.in_flight.load(Ordering::SeqCst) == 0 && self.shared.head.try_lock().is_ok()
+    }
+
+    /// Commits `change` on the calling thread if the writer is idle (nothing in flight, no
+    /// other thread committing); otherwise hands the change back untouched.
+    pub(crate) fn commit_if_idle<T: Send + 'static>(
+        &self,
+        change: Change<T>,
+    ) -> Result<Result<(T, CommitReceipt), StoreError>, Change<T>> {
         if let Some(reason) = self.shared.poisoned.get() {
-            return Err(StoreError::Poisoned(reason.clone()));
+            return Ok(Err(StoreError::Poisoned(reason.clone())));
         }
         // Only when uncontended: if another thread holds the head, queueing behind it in the
         // pipeline is what lets concurrent changes share one commit.
         let uncontended = match self.shared.head.try_lock() {
             Ok(head) if self.shared.in_flight.load(Ordering::SeqCst) == 0 => Some(head),
-            // The guard of a failed check must be gone before queueing behind the sealer.
+            // The guard of a failed check must be gone before the caller queues behind the sealer.
             _ => None,
         };
         let Some(mut head) = uncontended else {
-            return self.submit(change)?.wait();
+            return Err(change);
         };
         // Holding the head keeps the sealer out until this change is on disk (a change submitted
         // meanwhile waits for it), so entries still reach the disk in sequence order.
@@ -361,11 +378,10 @@ impl Writer {
         }
         drop(head);
         self.shared.record(&outcome, &entries, sealed_at - started, sealed_at.elapsed());
-        let mut done = outcome?;
-        match done.pop() {
+        Ok(outcome.and_then(|mut done| match done.pop() {
             Some(result) => typed(Ok(result)),
             None => Err(StoreError::Poisoned("a committed change produced no result".into())),
-        }
+        }))
     }
 }
 

@@ -207,13 +207,7 @@ fn mailboxes_are_idempotent_by_message_id() {
     let dir = tempfile::tempdir().unwrap();
     let (owner, db) = create(dir.path());
     let id = MessageId::of(b"hello");
-    let outbound = OutboundRecord {
-        recipient: owner.device.public_key(),
-        message: b"hello".to_vec(),
-        attempts: 0,
-        next_attempt_at: T0,
-        queued_at: T0,
-    };
+    let outbound = OutboundRecord::new(owner.device.public_key(), b"hello".to_vec(), T0);
     let inbound = InboundRecord { sender: owner.device.public_key(), message: b"hello".to_vec(), received_at: T0 };
     let enqueue = |record: OutboundRecord| Change::new(move |txn| txn.enqueue_outbound(&id, &record));
     assert!(db.commit(enqueue(outbound.clone())).unwrap().0);
@@ -222,9 +216,12 @@ fn mailboxes_are_idempotent_by_message_id() {
     let view = db.read().unwrap();
     assert!(view.due_outbound(T0).unwrap().is_empty());
     assert_eq!(view.due_outbound(Timestamp(T0.0 + 5000)).unwrap()[0].1.attempts, 1);
+    assert_eq!(view.outbound_message(&id).unwrap().unwrap().message, b"hello");
     drop(view);
     assert!(db.commit(Change::new(move |txn| txn.acknowledge_outbound(&id))).unwrap().0);
-    assert!(db.read().unwrap().outbound().unwrap().is_empty());
+    let view = db.read().unwrap();
+    assert!(view.outbound().unwrap().is_empty() && view.outbound_schedule().unwrap().is_empty());
+    drop(view);
 
     let record = |r: InboundRecord| Change::new(move |txn| txn.record_inbound(&id, &r));
     assert!(db.commit(record(inbound.clone())).unwrap().0);

@@ -63,7 +63,8 @@ impl MailboxLimits {
         sweep_interval: Duration::from_secs(60),
     };
 
-    /// The largest request frame the relay reads: a deposit of the largest item accepted.
+    /// The largest request frame the relay reads: a deposit of the largest item accepted, or a
+    /// full delete if that is larger.
     pub fn max_request_len(&self) -> usize {
         mailbox::max_request_len(self.max_item_bytes)
     }

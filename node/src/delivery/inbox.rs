@@ -140,10 +140,7 @@ impl<H: Handler> Inbox<H> {
         };
         let record = InboundRecord { sender, message: bytes, received_at: Timestamp::now() };
         let change = accepted.change.also(move |txn| txn.record_inbound(&id, &record).map(drop));
-        let committed = match self.home.db().submit(change) {
-            Ok(pending) => pending.await,
-            Err(err) => Err(err),
-        };
+        let committed = crate::node::commit(self.home.db(), change).await;
         drop(accepted.hold);
         match committed {
             Ok(_) => {
@@ -159,10 +156,7 @@ impl<H: Handler> Inbox<H> {
 
     async fn refuse(&self, refusal: Refusal) -> DeliveryReply {
         if let Some(event) = refusal.security_event {
-            let recorded = match self.home.db().submit(Change::audit(*event)) {
-                Ok(pending) => pending.await.map(drop),
-                Err(err) => Err(err),
-            };
+            let recorded = crate::node::commit(self.home.db(), Change::audit(*event)).await.map(drop);
             if let Err(err) = recorded {
                 tracing::error!(%err, "cannot record a security event");
             }

@@ -10,10 +10,11 @@ use clawnet_crypto::{Signed, SigningPublicKey, Timestamp};
 use clawnet_protocol::MessageId;
 use clawnet_protocol::audit::{Actor, AuditDraft, Outcome};
 use clawnet_protocol::wire::{DeliveryAck, DeliveryReply, WireMessage};
-use clawnet_storage::mailbox::OutboundRecord;
+use clawnet_storage::mailbox::OutboundSchedule;
+use clawnet_storage::peers::PeerRecord;
 use clawnet_storage::{Change, NodeDb, StoreError};
 use libp2p::{Multiaddr, PeerId};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::network::{Network, peer_id_of};
@@ -53,6 +54,8 @@ struct Inner {
     /// Peers whose messages should be retried now (they just connected).
     retry_now: Mutex<HashSet<SigningPublicKey>>,
     stats: OutboxStats,
+    /// Messages whose acknowledgement is durably recorded, so far.
+    settled: watch::Sender<u64>,
 }
 
 impl Outbox {
@@ -66,6 +69,7 @@ impl Outbox {
                 in_flight: Mutex::new(HashSet::new()),
                 retry_now: Mutex::new(HashSet::new()),
                 stats: OutboxStats::default(),
+                settled: watch::Sender::new(0),
             }),
         }
     }
@@ -86,6 +90,12 @@ impl Outbox {
     /// The worker's counters.
     pub fn stats(&self) -> &OutboxStats {
         &self.inner.stats
+    }
+
+    /// Counts messages that left the outbox for good (acknowledged or refused), durably; for
+    /// callers that wait for deliveries to complete.
+    pub fn settled(&self) -> watch::Receiver<u64> {
+        self.inner.settled.subscribe()
     }
 
     /// Runs until `shutdown`. Cancel-safe: an interrupted attempt is retried after restart.
@@ -112,9 +122,9 @@ impl Outbox {
     async fn send_due(&self) -> Result<Option<Duration>, StoreError> {
         let now = Timestamp::now();
         let retry_now: HashSet<SigningPublicKey> = std::mem::take(&mut *lock(&self.inner.retry_now));
-        let outbound = self.inner.db.read()?.outbound()?;
+        let schedule = self.inner.db.read()?.outbound_schedule()?;
         let mut next_due: Option<Duration> = None;
-        for (id, record) in outbound {
+        for (id, record) in schedule {
             let due = record.next_attempt_at <= now || retry_now.contains(&record.recipient);
             if !due {
                 let wait = Duration::from_millis(record.next_attempt_at.as_millis().saturating_sub(now.as_millis()));
@@ -138,11 +148,23 @@ impl Outbox {
     }
 
     /// One delivery attempt and its bookkeeping.
-    async fn attempt(&self, id: MessageId, record: OutboundRecord) {
+    async fn attempt(&self, id: MessageId, record: OutboundSchedule) {
         let peer = peer_id_of(&record.recipient);
-        let addresses = self.addresses(&record.recipient);
-        let outcome = self.inner.network.deliver(peer, addresses, record.message.clone()).await;
-        let kind = WireMessage::decode(&record.message).map(|m| m.kind()).unwrap_or("message");
+        let (message, addresses) = match self.inner.db.read().and_then(|view| {
+            let message = view.outbound_message(&id)?;
+            let addresses = view.peer(&record.recipient)?;
+            Ok((message, addresses))
+        }) {
+            Ok((Some(message), addresses)) => (message.message, addresses_of(addresses)),
+            // Acknowledged meanwhile (a retry overtook a slow attempt).
+            Ok((None, _)) => return,
+            Err(err) => {
+                tracing::error!(%err, "cannot read the outbox");
+                return;
+            }
+        };
+        let kind = WireMessage::kind_of(&message);
+        let outcome = self.inner.network.deliver(peer, addresses, message).await;
         let object = format!("{kind} {id} to node {peer}");
         let stats = &self.inner.stats;
         // Either the message leaves the outbox (with an audit entry) or it is tried again later.
@@ -182,6 +204,7 @@ impl Outbox {
                 None
             }
         };
+        let settles = done.is_some();
         let change = match done {
             Some(audit) => Change::new(move |txn| txn.acknowledge_outbound(&id).map(drop)).with_audit(audit),
             None => {
@@ -191,19 +214,19 @@ impl Outbox {
                 Change::new(move |txn| txn.reschedule_outbound(&id, attempts, next))
             }
         };
-        let committed = match self.inner.db.submit(change) {
-            Ok(pending) => pending.await.map(drop),
-            Err(err) => Err(err),
-        };
-        if let Err(err) = committed {
-            tracing::error!(%err, "cannot record a delivery outcome");
+        let committed = crate::node::commit(&self.inner.db, change).await.map(drop);
+        match committed {
+            Ok(()) if settles => {
+                self.inner.settled.send_modify(|count| *count += 1);
+            }
+            Ok(()) => {}
+            Err(err) => tracing::error!(%err, "cannot record a delivery outcome"),
         }
     }
+}
 
-    fn addresses(&self, device: &SigningPublicKey) -> Vec<Multiaddr> {
-        let known = self.inner.db.read().and_then(|view| view.peer(device)).ok().flatten();
-        known.map(|peer| peer.addresses.iter().filter_map(|a| a.parse().ok()).collect()).unwrap_or_default()
-    }
+fn addresses_of(peer: Option<PeerRecord>) -> Vec<Multiaddr> {
+    peer.map(|peer| peer.addresses.iter().filter_map(|a| a.parse().ok()).collect()).unwrap_or_default()
 }
 
 /// The delay before attempt `attempts + 1`: doubling from [`FIRST_BACKOFF`], capped, with up
