@@ -10,7 +10,7 @@ use clawnet_protocol::Nonce;
 use clawnet_protocol::contact::{ContactRequest, InviteCode, InviteToken};
 use clawnet_protocol::tags::{FeedId, SealedTags, TagAnnouncement};
 use clawnet_protocol::testkit::TestOwner;
-use clawnet_protocol::wire::{DeliveryReply, WireMessage};
+use clawnet_protocol::wire::{DeliveryBatch, DeliveryReply, MessageOutcome, WireMessage};
 use clawnet_tests::cluster::{TestNode, TestRelay, befriend, behind_relay, direct, eventually};
 use tokio_util::sync::CancellationToken;
 
@@ -212,7 +212,8 @@ impl Intruder {
     }
 
     async fn send(&self, to: &TestNode, message: WireMessage) -> anyhow::Result<DeliveryReply> {
-        Ok(self.network.deliver(to.node().network.local_peer(), to.addresses().await?, message.encode()).await?)
+        let batch = DeliveryBatch { messages: vec![message.encode()] };
+        Ok(self.network.deliver(to.node().network.local_peer(), to.addresses().await?, batch).await?)
     }
 
     fn request(&self, to: &TestNode, token: InviteToken) -> WireMessage {
@@ -231,8 +232,9 @@ impl Intruder {
     }
 }
 
+/// The one message of the batch was refused for good, and nothing was acknowledged.
 fn refused(reply: &DeliveryReply) -> bool {
-    matches!(reply, DeliveryReply::Refused { retry: false, .. })
+    matches!(reply.outcomes.as_slice(), [MessageOutcome::Refused { retry: false, .. }]) && reply.ack.is_none()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -102,10 +102,10 @@ async fn pump(
             Some(_) = work.join_next(), if !work.is_empty() => continue,
         };
         match event {
-            NetworkEvent::Delivery { peer, message, reply } => {
+            NetworkEvent::Delivery { peer, batch, reply } => {
                 let inbox = inbox.clone();
                 work.spawn(async move {
-                    let answer = inbox.receive(peer, message).await;
+                    let answer = inbox.receive(peer, batch).await;
                     let _ = reply.send(answer);
                 });
             }

@@ -11,7 +11,7 @@ mod outbox;
 use clawnet_crypto::{SigningPublicKey, Timestamp};
 use clawnet_protocol::MessageId;
 use clawnet_protocol::wire::WireMessage;
-use clawnet_storage::mailbox::OutboundRecord;
+use clawnet_storage::deliveries::OutboundRecord;
 use clawnet_storage::{StoreError, Txn};
 
 pub use inbox::{Accepted, Handler, Inbox, Refusal};

@@ -13,7 +13,7 @@ mod event_loop;
 use std::time::Duration;
 
 use clawnet_crypto::SigningSecret;
-use clawnet_protocol::wire::DeliveryReply;
+use clawnet_protocol::wire::{DeliveryBatch, DeliveryReply};
 use libp2p::{Multiaddr, PeerId, identity, noise, tcp, yamux};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -55,12 +55,13 @@ pub enum NetworkError {
 /// What the network delivers to the node.
 #[derive(Debug)]
 pub enum NetworkEvent {
-    /// A peer sent a delivery; send the reply through `reply` (dropping it refuses with retry).
+    /// A peer sent a delivery batch; send the reply through `reply` (dropping it refuses with
+    /// retry).
     Delivery {
         /// The sending node (authenticated by Noise).
         peer: PeerId,
-        /// The encoded wire message.
-        message: Vec<u8>,
+        /// The messages.
+        batch: DeliveryBatch,
         /// Where the answer goes.
         reply: oneshot::Sender<DeliveryReply>,
     },
@@ -124,15 +125,15 @@ impl Network {
         self.local_peer
     }
 
-    /// Sends `message` to `peer` (dialing `addresses` if not connected) and waits for its reply.
+    /// Sends `batch` to `peer` (dialing `addresses` if not connected) and waits for its reply.
     pub async fn deliver(
         &self,
         peer: PeerId,
         addresses: Vec<Multiaddr>,
-        message: Vec<u8>,
+        batch: DeliveryBatch,
     ) -> Result<DeliveryReply, NetworkError> {
         let (reply, answer) = oneshot::channel();
-        self.send(Command::Deliver { peer, addresses, message, reply }).await?;
+        self.send(Command::Deliver { peer, addresses, batch, reply }).await?;
         answer.await.map_err(|_| NetworkError::Stopped)?
     }
 

@@ -102,32 +102,84 @@ impl WireMessage {
     }
 }
 
-/// A node confirms it durably recorded a delivery. Signed by the receiving node's device key.
+/// The most messages one delivery request carries.
+pub const MAX_BATCH_MESSAGES: usize = 64;
+
+/// One request of `/clawnet/deliver/1`: messages for the same node, sent together so that one
+/// stream, one signed acknowledgement and the receiver's group commit serve them all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryBatch {
+    /// Encoded wire messages; each is identified by the hash of its bytes.
+    pub messages: Vec<Vec<u8>>,
+}
+
+impl WireFormat for DeliveryBatch {
+    const NAME: &'static str = "delivery batch";
+    const VERSION: u8 = 1;
+    const MAX_LEN: usize = limits::MAX_WIRE_MESSAGE + MAX_BATCH_MESSAGES * 8 + 16;
+}
+
+/// Why a delivery batch is refused whole.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BatchError {
+    /// It does not decode.
+    #[error(transparent)]
+    Decode(#[from] clawnet_crypto::DecodeError),
+    /// Empty, or more messages than a batch may carry.
+    #[error("a delivery batch carries 1 to {MAX_BATCH_MESSAGES} messages, not {0}")]
+    Count(usize),
+}
+
+impl DeliveryBatch {
+    /// The encoding that goes on the wire.
+    pub fn encode(&self) -> Vec<u8> {
+        encoding::encode(self)
+    }
+
+    /// Decodes a batch, refusing oversized, malformed, empty and overfull ones. (Each message
+    /// is size-bounded by the batch and decoded on its own later.)
+    pub fn decode(bytes: &[u8]) -> Result<DeliveryBatch, BatchError> {
+        let batch: DeliveryBatch = encoding::decode(bytes)?;
+        if batch.messages.is_empty() || batch.messages.len() > MAX_BATCH_MESSAGES {
+            return Err(BatchError::Count(batch.messages.len()));
+        }
+        Ok(batch)
+    }
+
+    /// The ids of the messages, in order.
+    pub fn ids(&self) -> Vec<MessageId> {
+        self.messages.iter().map(|message| MessageId::of(message)).collect()
+    }
+}
+
+/// A node confirms it durably recorded messages. Signed by the receiving node's device key,
+/// once per batch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryAck {
-    /// The message recorded.
-    pub message: MessageId,
+    /// The messages recorded.
+    pub messages: Vec<MessageId>,
     /// The receiving device.
     pub device: SigningPublicKey,
-    /// When it was recorded.
+    /// When they were recorded.
     pub received_at: Timestamp,
 }
 
 impl WireFormat for DeliveryAck {
     const NAME: &'static str = "delivery acknowledgement";
     const VERSION: u8 = 1;
-    const MAX_LEN: usize = 128;
+    const MAX_LEN: usize = MAX_BATCH_MESSAGES * 33 + 64;
 }
 
 impl Signable for DeliveryAck {
     const DOMAIN: Domain = Domain::DeliveryAck;
 }
 
-/// A receiving node's answer to a delivery.
+/// What became of one message of a batch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum DeliveryReply {
-    /// Durably recorded (or recorded before: deliveries are idempotent).
-    Ack(Box<Signed<DeliveryAck>>),
+pub enum MessageOutcome {
+    /// Durably recorded (or recorded before: deliveries are idempotent); listed in the ack.
+    Recorded,
     /// Not accepted.
     Refused {
         /// Why, for the sender's logs and audit.
@@ -138,21 +190,38 @@ pub enum DeliveryReply {
     },
 }
 
-impl WireFormat for DeliveryReply {
-    const NAME: &'static str = "delivery reply";
-    const VERSION: u8 = 1;
-    const MAX_LEN: usize = 1024;
-}
-
-impl DeliveryReply {
+impl MessageOutcome {
     /// A permanent refusal, with the reason cut to fit the reply.
-    pub fn refused(reason: impl Into<String>) -> DeliveryReply {
-        DeliveryReply::Refused { reason: cut(reason.into()), retry: false }
+    pub fn refused(reason: impl Into<String>) -> MessageOutcome {
+        MessageOutcome::Refused { reason: cut(reason.into()), retry: false }
     }
 
     /// A refusal the sender should retry later.
-    pub fn try_later(reason: impl Into<String>) -> DeliveryReply {
-        DeliveryReply::Refused { reason: cut(reason.into()), retry: true }
+    pub fn try_later(reason: impl Into<String>) -> MessageOutcome {
+        MessageOutcome::Refused { reason: cut(reason.into()), retry: true }
+    }
+}
+
+/// A receiving node's answer to a delivery batch: one outcome per message, in order, and the
+/// signed acknowledgement of those recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryReply {
+    /// One per message of the batch.
+    pub outcomes: Vec<MessageOutcome>,
+    /// Lists every message whose outcome is [`MessageOutcome::Recorded`]; absent if none is.
+    pub ack: Option<Signed<DeliveryAck>>,
+}
+
+impl WireFormat for DeliveryReply {
+    const NAME: &'static str = "delivery reply";
+    const VERSION: u8 = 1;
+    const MAX_LEN: usize = MAX_BATCH_MESSAGES * (limits::MAX_REASON + 8) + DeliveryAck::MAX_LEN + 256;
+}
+
+impl DeliveryReply {
+    /// Every one of `count` messages refused for the same reason, to retry later.
+    pub fn try_later(count: usize, reason: &str) -> DeliveryReply {
+        DeliveryReply { outcomes: vec![MessageOutcome::try_later(reason); count], ack: None }
     }
 }
 

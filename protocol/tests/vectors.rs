@@ -135,7 +135,7 @@ fn session_messages() {
     let stored_bytes = hex::decode(stored["bytes"].as_str().unwrap()).unwrap();
     assert_eq!(WireMessage::decode(&stored_bytes).unwrap(), message);
     assert_eq!(MessageId::of(&stored_bytes).0.to_hex(), stored["message_id"].as_str().unwrap());
-    let ack = DeliveryAck { message: message.id(), device: bob.device.public_key(), received_at: T0 };
+    let ack = DeliveryAck { messages: vec![message.id()], device: bob.device.public_key(), received_at: T0 };
     check_signed("delivery_ack", &Signed::sign(&ack, &bob.device));
 }
 

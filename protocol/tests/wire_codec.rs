@@ -108,3 +108,16 @@ fn kind_of_reads_the_tag_without_decoding() {
     assert_eq!(WireMessage::kind_of(&[1, 200]), "message");
     assert_eq!(WireMessage::kind_of(&[]), "message");
 }
+
+#[test]
+fn delivery_batches_are_bounded() {
+    use clawnet_protocol::wire::{BatchError, DeliveryBatch, MAX_BATCH_MESSAGES};
+    let one = DeliveryBatch { messages: vec![sample().encode()] };
+    assert_eq!(DeliveryBatch::decode(&one.encode()).unwrap(), one);
+    assert_eq!(one.ids(), vec![sample().id()]);
+    let empty = DeliveryBatch { messages: vec![] };
+    assert_eq!(DeliveryBatch::decode(&empty.encode()), Err(BatchError::Count(0)));
+    let overfull = DeliveryBatch { messages: vec![vec![1]; MAX_BATCH_MESSAGES + 1] };
+    assert_eq!(DeliveryBatch::decode(&overfull.encode()), Err(BatchError::Count(MAX_BATCH_MESSAGES + 1)));
+    assert!(matches!(DeliveryBatch::decode(&[1, 0xff, 0xff]), Err(BatchError::Decode(_))));
+}

@@ -10,12 +10,12 @@
 pub mod audit;
 pub mod contacts;
 mod db;
+pub mod deliveries;
 mod error;
 pub mod feed;
 pub mod identities;
 pub mod invites;
 pub mod keystore;
-pub mod mailbox;
 pub mod peers;
 pub mod replay;
 mod schema;

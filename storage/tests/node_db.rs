@@ -10,8 +10,8 @@ use clawnet_protocol::audit::{Actor, AuditDraft, ChainProblem, Outcome};
 use clawnet_protocol::testkit::{T0, TestOwner};
 use clawnet_protocol::{MessageId, Nonce, NonceLedger};
 use clawnet_storage::audit::{AuditVerifyError, raw_entry, tamper_with_entry};
+use clawnet_storage::deliveries::{InboundRecord, OutboundRecord};
 use clawnet_storage::identities::{IdentityRecord, IdentityStatus};
-use clawnet_storage::mailbox::{InboundRecord, OutboundRecord};
 use clawnet_storage::replay::NonceCheck;
 use clawnet_storage::{Change, Genesis, NodeDb, StoreError};
 

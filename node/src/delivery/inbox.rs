@@ -1,5 +1,7 @@
 //! The receiving side: dedup by message id, validation by a [`Handler`], one commit of the
-//! inbox record together with the changes the message causes, then the signed acknowledgement.
+//! inbox record together with the changes each message causes, then one signed
+//! acknowledgement for the messages of a batch that were recorded. The messages of a batch are
+//! processed concurrently, so their commits share the group commit.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -7,9 +9,9 @@ use std::sync::{Arc, Mutex};
 use clawnet_crypto::Timestamp;
 use clawnet_protocol::MessageId;
 use clawnet_protocol::audit::{Actor, AuditDraft};
-use clawnet_protocol::wire::{DeliveryAck, DeliveryReply, WireMessage};
+use clawnet_protocol::wire::{DeliveryAck, DeliveryBatch, DeliveryReply, MessageOutcome, WireMessage};
 use clawnet_storage::Change;
-use clawnet_storage::mailbox::InboundRecord;
+use clawnet_storage::deliveries::InboundRecord;
 use libp2p::PeerId;
 use tokio::sync::OwnedMutexGuard;
 
@@ -33,7 +35,7 @@ pub struct Accepted<F> {
 #[derive(Debug)]
 pub struct Refusal {
     /// What the sender is told.
-    pub reply: DeliveryReply,
+    pub outcome: MessageOutcome,
     /// The security event to record, if the refusal is an attack or a misbehaving peer.
     pub security_event: Option<Box<AuditDraft>>,
 }
@@ -43,19 +45,19 @@ impl Refusal {
     pub fn attack(kind: &str, actor: Actor, object: impl Into<String>, reason: impl Into<String>) -> Refusal {
         let reason = reason.into();
         Refusal {
-            reply: DeliveryReply::refused(reason.clone()),
+            outcome: MessageOutcome::refused(reason.clone()),
             security_event: Some(Box::new(AuditDraft::security_event(actor, kind, object, reason))),
         }
     }
 
     /// A refusal that is not an attack; the sender should not retry.
     pub fn plain(reason: impl Into<String>) -> Refusal {
-        Refusal { reply: DeliveryReply::refused(reason), security_event: None }
+        Refusal { outcome: MessageOutcome::refused(reason), security_event: None }
     }
 
     /// A refusal the sender should retry later.
     pub fn later(reason: impl Into<String>) -> Refusal {
-        Refusal { reply: DeliveryReply::try_later(reason), security_event: None }
+        Refusal { outcome: MessageOutcome::try_later(reason), security_event: None }
     }
 }
 
@@ -96,27 +98,49 @@ impl<H: Handler> Inbox<H> {
         &self.handler
     }
 
-    /// Processes one delivery and returns the reply for the sender. Cancel-safe in the sense
-    /// that matters: nothing is acknowledged before it is durable.
-    pub async fn receive(&self, peer: PeerId, bytes: Vec<u8>) -> DeliveryReply {
-        let id = MessageId::of(&bytes);
+    /// Processes one delivery batch and returns the reply for the sender. Nothing is
+    /// acknowledged before it is durable.
+    pub async fn receive(&self, peer: PeerId, batch: DeliveryBatch) -> DeliveryReply {
+        let ids = batch.ids();
+        let outcomes = futures::future::join_all(
+            batch.messages.into_iter().zip(&ids).map(|(bytes, id)| self.receive_one(peer, *id, bytes)),
+        )
+        .await;
+        let recorded: Vec<MessageId> = ids
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, outcome)| **outcome == MessageOutcome::Recorded)
+            .map(|(id, _)| *id)
+            .collect();
+        let ack = (!recorded.is_empty()).then(|| {
+            let ack = DeliveryAck {
+                messages: recorded,
+                device: self.home.db().info().device_key,
+                received_at: Timestamp::now(),
+            };
+            self.home.sign_as_device(&ack)
+        });
+        DeliveryReply { outcomes, ack }
+    }
+
+    async fn receive_one(&self, peer: PeerId, id: MessageId, bytes: Vec<u8>) -> MessageOutcome {
         match self.home.db().read().and_then(|view| view.inbound(&id)) {
-            Ok(Some(_)) => return self.ack(id),
+            Ok(Some(_)) => return MessageOutcome::Recorded,
             Ok(None) => {}
             Err(err) => {
                 tracing::error!(%err, "cannot read the inbox");
-                return DeliveryReply::try_later("the receiving node cannot read its database");
+                return MessageOutcome::try_later("the receiving node cannot read its database");
             }
         }
         if !lock(&self.in_progress).insert(id) {
-            return DeliveryReply::try_later("this message is being processed");
+            return MessageOutcome::try_later("this message is being processed");
         }
-        let reply = self.process(peer, id, bytes).await;
+        let outcome = self.process(peer, id, bytes).await;
         lock(&self.in_progress).remove(&id);
-        reply
+        outcome
     }
 
-    async fn process(&self, peer: PeerId, id: MessageId, bytes: Vec<u8>) -> DeliveryReply {
+    async fn process(&self, peer: PeerId, id: MessageId, bytes: Vec<u8>) -> MessageOutcome {
         let Some(sender) = device_key_of(&peer) else {
             return self
                 .refuse(Refusal::attack("bad-peer", Actor::Node, format!("node {peer}"), "not an ed25519 peer"))
@@ -145,28 +169,23 @@ impl<H: Handler> Inbox<H> {
         match committed {
             Ok(_) => {
                 self.handler.committed(accepted.follow_up).await;
-                self.ack(id)
+                MessageOutcome::Recorded
             }
             Err(err) => {
                 tracing::error!(%err, "cannot record an inbound delivery");
-                DeliveryReply::try_later("the receiving node could not record the message")
+                MessageOutcome::try_later("the receiving node could not record the message")
             }
         }
     }
 
-    async fn refuse(&self, refusal: Refusal) -> DeliveryReply {
+    async fn refuse(&self, refusal: Refusal) -> MessageOutcome {
         if let Some(event) = refusal.security_event {
             let recorded = crate::node::commit(self.home.db(), Change::audit(*event)).await.map(drop);
             if let Err(err) = recorded {
                 tracing::error!(%err, "cannot record a security event");
             }
         }
-        refusal.reply
-    }
-
-    fn ack(&self, id: MessageId) -> DeliveryReply {
-        let ack = DeliveryAck { message: id, device: self.home.db().info().device_key, received_at: Timestamp::now() };
-        DeliveryReply::Ack(Box::new(self.home.sign_as_device(&ack)))
+        refusal.outcome
     }
 }
 

@@ -1,16 +1,17 @@
-//! The sending side: a worker that sends due outbox messages (many in flight), removes them when
-//! the receiver's signed acknowledgement arrives, and reschedules them with backoff otherwise.
+//! The sending side: a worker that sends due outbox messages (many in flight, batched per
+//! receiving node), removes them when the receiver's signed acknowledgement arrives, and
+//! reschedules them with backoff otherwise.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use clawnet_crypto::{Signed, SigningPublicKey, Timestamp};
+use clawnet_crypto::{SigningPublicKey, Timestamp};
 use clawnet_protocol::MessageId;
 use clawnet_protocol::audit::{Actor, AuditDraft, Outcome};
-use clawnet_protocol::wire::{DeliveryAck, DeliveryReply, WireMessage};
-use clawnet_storage::mailbox::OutboundSchedule;
+use clawnet_protocol::wire::{DeliveryBatch, DeliveryReply, MessageOutcome, WireMessage};
+use clawnet_storage::deliveries::OutboundSchedule;
 use clawnet_storage::peers::PeerRecord;
 use clawnet_storage::{Change, NodeDb, StoreError};
 use libp2p::{Multiaddr, PeerId};
@@ -19,8 +20,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::network::{Network, peer_id_of};
 
-/// Deliveries in flight at once, at most.
+/// Messages in flight at once, at most.
 const MAX_IN_FLIGHT: usize = 256;
+/// Messages per delivery request, at most (the protocol allows more; smaller batches keep one
+/// slow message from holding many back).
+const MAX_BATCH: usize = 32;
 /// First retry delay; it doubles per attempt up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 /// Longest retry delay.
@@ -54,7 +58,9 @@ struct Inner {
     /// Peers whose messages should be retried now (they just connected).
     retry_now: Mutex<HashSet<SigningPublicKey>>,
     stats: OutboxStats,
-    /// Messages whose acknowledgement is durably recorded, so far.
+    /// Messages whose signed acknowledgement arrived and verified, so far.
+    acknowledged: watch::Sender<u64>,
+    /// Messages that left the outbox for good (durably), so far.
     settled: watch::Sender<u64>,
 }
 
@@ -69,6 +75,7 @@ impl Outbox {
                 in_flight: Mutex::new(HashSet::new()),
                 retry_now: Mutex::new(HashSet::new()),
                 stats: OutboxStats::default(),
+                acknowledged: watch::Sender::new(0),
                 settled: watch::Sender::new(0),
             }),
         }
@@ -92,8 +99,13 @@ impl Outbox {
         &self.inner.stats
     }
 
-    /// Counts messages that left the outbox for good (acknowledged or refused), durably; for
-    /// callers that wait for deliveries to complete.
+    /// Counts messages whose receiver's signed acknowledgement arrived and verified: the
+    /// moment a delivery is complete (recording it, below, is bookkeeping).
+    pub fn acknowledged(&self) -> watch::Receiver<u64> {
+        self.inner.acknowledged.subscribe()
+    }
+
+    /// Counts messages that left the outbox for good (acknowledged or refused), durably.
     pub fn settled(&self) -> watch::Receiver<u64> {
         self.inner.settled.subscribe()
     }
@@ -117,112 +129,198 @@ impl Outbox {
         }
     }
 
-    /// Starts an attempt for every due message not already in flight; returns how long until
-    /// the next one is due.
+    /// Starts attempts for every due message not already in flight, batched per receiving node;
+    /// returns how long until the next one is due.
     async fn send_due(&self) -> Result<Option<Duration>, StoreError> {
         let now = Timestamp::now();
         let retry_now: HashSet<SigningPublicKey> = std::mem::take(&mut *lock(&self.inner.retry_now));
         let schedule = self.inner.db.read()?.outbound_schedule()?;
         let mut next_due: Option<Duration> = None;
-        for (id, record) in schedule {
-            let due = record.next_attempt_at <= now || retry_now.contains(&record.recipient);
-            if !due {
-                let wait = Duration::from_millis(record.next_attempt_at.as_millis().saturating_sub(now.as_millis()));
-                next_due = Some(next_due.map_or(wait, |current| current.min(wait)));
-                continue;
-            }
-            {
-                let mut in_flight = lock(&self.inner.in_flight);
+        let mut batches: Vec<(SigningPublicKey, Vec<(MessageId, OutboundSchedule)>)> = Vec::new();
+        {
+            let mut in_flight = lock(&self.inner.in_flight);
+            for (id, entry) in schedule {
+                let due = entry.next_attempt_at <= now || retry_now.contains(&entry.recipient);
+                if !due {
+                    let wait = Duration::from_millis(entry.next_attempt_at.as_millis().saturating_sub(now.as_millis()));
+                    next_due = Some(next_due.map_or(wait, |current| current.min(wait)));
+                    continue;
+                }
                 if in_flight.len() >= MAX_IN_FLIGHT || !in_flight.insert(id) {
                     continue;
                 }
+                // Queue order is kept within each node's batches.
+                match batches.iter_mut().rev().find(|(to, batch)| *to == entry.recipient && batch.len() < MAX_BATCH) {
+                    Some((_, batch)) => batch.push((id, entry)),
+                    None => batches.push((entry.recipient, vec![(id, entry)])),
+                }
             }
+        }
+        for (recipient, batch) in batches {
             let outbox = self.clone();
             tokio::spawn(async move {
-                outbox.attempt(id, record).await;
-                lock(&outbox.inner.in_flight).remove(&id);
+                let ids: Vec<MessageId> = batch.iter().map(|(id, _)| *id).collect();
+                outbox.attempt(recipient, batch).await;
+                let mut in_flight = lock(&outbox.inner.in_flight);
+                for id in &ids {
+                    in_flight.remove(id);
+                }
+                drop(in_flight);
                 outbox.wake();
             });
         }
         Ok(next_due)
     }
 
-    /// One delivery attempt and its bookkeeping.
-    async fn attempt(&self, id: MessageId, record: OutboundSchedule) {
-        let peer = peer_id_of(&record.recipient);
-        let (message, addresses) = match self.inner.db.read().and_then(|view| {
-            let message = view.outbound_message(&id)?;
-            let addresses = view.peer(&record.recipient)?;
-            Ok((message, addresses))
-        }) {
-            Ok((Some(message), addresses)) => (message.message, addresses_of(addresses)),
-            // Acknowledged meanwhile (a retry overtook a slow attempt).
-            Ok((None, _)) => return,
+    /// One delivery attempt of a batch and its bookkeeping, in one commit.
+    async fn attempt(&self, recipient: SigningPublicKey, entries: Vec<(MessageId, OutboundSchedule)>) {
+        let peer = peer_id_of(&recipient);
+        let loaded = self.inner.db.read().and_then(|view| {
+            let mut messages = Vec::with_capacity(entries.len());
+            let mut size = 0;
+            for (id, entry) in &entries {
+                // Gone: acknowledged meanwhile (a retry overtook a slow attempt).
+                let Some(record) = view.outbound_message(id)? else { continue };
+                if !messages.is_empty() && size + record.message.len() > clawnet_protocol::limits::MAX_WIRE_MESSAGE {
+                    break; // The rest goes in the next batch.
+                }
+                size += record.message.len();
+                messages.push((*id, *entry, record.message));
+            }
+            Ok((messages, view.peer(&recipient)?))
+        });
+        let (messages, addresses) = match loaded {
+            Ok((messages, peer_record)) => (messages, addresses_of(peer_record)),
             Err(err) => {
                 tracing::error!(%err, "cannot read the outbox");
                 return;
             }
         };
-        let kind = WireMessage::kind_of(&message);
-        let outcome = self.inner.network.deliver(peer, addresses, message).await;
-        let object = format!("{kind} {id} to node {peer}");
-        let stats = &self.inner.stats;
-        // Either the message leaves the outbox (with an audit entry) or it is tried again later.
-        let done = match outcome {
-            Ok(DeliveryReply::Ack(ack)) => match check_ack(&ack, &id, &record.recipient) {
-                Ok(()) => {
-                    stats.acknowledged.fetch_add(1, Ordering::Relaxed);
-                    Some(AuditDraft::new(
-                        Actor::Node,
-                        "delivery.acknowledged",
-                        object,
-                        "signed delivery acknowledgement",
-                        Outcome::Success,
-                    ))
-                }
+        if messages.is_empty() {
+            return;
+        }
+        let batch = DeliveryBatch { messages: messages.iter().map(|(_, _, bytes)| bytes.clone()).collect() };
+        let outcomes = match self.inner.network.deliver(peer, addresses, batch).await {
+            Ok(reply) => match check_reply(&reply, &messages, &recipient) {
+                Ok(outcomes) => outcomes,
                 Err(reason) => {
-                    tracing::warn!(%peer, %reason, "bad delivery acknowledgement");
-                    None
+                    tracing::warn!(%peer, %reason, "bad delivery reply");
+                    vec![Settle::Retry; messages.len()]
                 }
             },
-            Ok(DeliveryReply::Refused { reason, retry: false }) => {
-                stats.refused.fetch_add(1, Ordering::Relaxed);
-                Some(AuditDraft::new(
-                    Actor::Node,
-                    "delivery.refused",
-                    object,
-                    "receiver's answer",
-                    Outcome::Failed(reason),
-                ))
-            }
-            Ok(DeliveryReply::Refused { reason, retry: true }) => {
-                tracing::debug!(%peer, %reason, "delivery deferred by the receiver");
-                None
-            }
             Err(err) => {
                 tracing::debug!(%peer, %err, "delivery attempt failed");
-                None
+                vec![Settle::Retry; messages.len()]
             }
         };
-        let settles = done.is_some();
-        let change = match done {
-            Some(audit) => Change::new(move |txn| txn.acknowledge_outbound(&id).map(drop)).with_audit(audit),
-            None => {
-                stats.retried.fetch_add(1, Ordering::Relaxed);
-                let attempts = record.attempts.saturating_add(1);
-                let next = Timestamp::now().plus(backoff(attempts));
-                Change::new(move |txn| txn.reschedule_outbound(&id, attempts, next))
+        let recorded = outcomes.iter().filter(|outcome| **outcome == Settle::Recorded).count() as u64;
+        if recorded > 0 {
+            self.inner.acknowledged.send_modify(|count| *count += recorded);
+        }
+        self.settle(peer, &messages, outcomes).await;
+    }
+
+    /// Records what became of each message of a batch, in one commit.
+    async fn settle(&self, peer: PeerId, messages: &[(MessageId, OutboundSchedule, Vec<u8>)], outcomes: Vec<Settle>) {
+        let stats = &self.inner.stats;
+        let now = Timestamp::now();
+        let mut removed = Vec::new();
+        let mut retried = Vec::new();
+        let mut audits = Vec::new();
+        let mut acknowledged = Vec::new();
+        for ((id, entry, bytes), outcome) in messages.iter().zip(outcomes) {
+            match outcome {
+                Settle::Recorded => {
+                    removed.push(*id);
+                    acknowledged.push(format!("{} {}", WireMessage::kind_of(bytes), &id.0.to_hex()[..16]));
+                }
+                Settle::Refused(reason) => {
+                    removed.push(*id);
+                    let object = format!("{} {id} to node {peer}", WireMessage::kind_of(bytes));
+                    audits.push(AuditDraft::new(
+                        Actor::Node,
+                        "delivery.refused",
+                        object,
+                        "receiver's answer",
+                        Outcome::Failed(reason),
+                    ));
+                }
+                Settle::Retry => {
+                    let attempts = entry.attempts.saturating_add(1);
+                    retried.push((*id, attempts, now.plus(backoff(attempts))));
+                }
             }
-        };
-        let committed = crate::node::commit(&self.inner.db, change).await.map(drop);
-        match committed {
-            Ok(()) if settles => {
-                self.inner.settled.send_modify(|count| *count += 1);
+        }
+        if !acknowledged.is_empty() {
+            let object = format!("{} to node {peer}: {}", acknowledged.len(), acknowledged.join(", "));
+            audits.push(AuditDraft::new(
+                Actor::Node,
+                "delivery.acknowledged",
+                object,
+                "signed delivery acknowledgement",
+                Outcome::Success,
+            ));
+        }
+        stats.acknowledged.fetch_add(acknowledged.len() as u64, Ordering::Relaxed);
+        stats.refused.fetch_add((removed.len() - acknowledged.len()) as u64, Ordering::Relaxed);
+        stats.retried.fetch_add(retried.len() as u64, Ordering::Relaxed);
+        let settled = removed.len() as u64;
+        let mut change = Change::new(move |txn| {
+            for id in &removed {
+                txn.acknowledge_outbound(id)?;
             }
-            Ok(()) => {}
-            Err(err) => tracing::error!(%err, "cannot record a delivery outcome"),
+            for (id, attempts, next) in &retried {
+                txn.reschedule_outbound(id, *attempts, *next)?;
+            }
+            Ok(())
+        });
+        for audit in audits {
+            change = change.with_audit(audit);
+        }
+        match crate::node::commit(&self.inner.db, change).await {
+            Ok(_) if settled > 0 => self.inner.settled.send_modify(|count| *count += settled),
+            Ok(_) => {}
+            Err(err) => tracing::error!(%err, "cannot record delivery outcomes"),
         }
     }
+}
+
+/// What to do with one message after an attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Settle {
+    /// The receiver recorded it (and signed for it): done.
+    Recorded,
+    /// The receiver refused it for good: done, audited as failed.
+    Refused(String),
+    /// Try again later.
+    Retry,
+}
+
+/// Checks the reply against the batch: one outcome per message, and every message reported
+/// recorded listed in an acknowledgement signed by the receiving node.
+fn check_reply(
+    reply: &DeliveryReply,
+    messages: &[(MessageId, OutboundSchedule, Vec<u8>)],
+    recipient: &SigningPublicKey,
+) -> Result<Vec<Settle>, String> {
+    if reply.outcomes.len() != messages.len() {
+        return Err(format!("{} outcomes for {} messages", reply.outcomes.len(), messages.len()));
+    }
+    let acknowledged = match &reply.ack {
+        Some(ack) => ack.verify_signed_by(recipient).map_err(|err| err.to_string())?.into_value().messages,
+        None => Vec::new(),
+    };
+    Ok(messages
+        .iter()
+        .zip(&reply.outcomes)
+        .map(|((id, _, _), outcome)| match outcome {
+            MessageOutcome::Recorded if acknowledged.contains(id) => Settle::Recorded,
+            // Claimed recorded without a signature for it: not proof, send it again.
+            MessageOutcome::Recorded => Settle::Retry,
+            MessageOutcome::Refused { reason, retry: false } => Settle::Refused(reason.clone()),
+            MessageOutcome::Refused { retry: true, .. } => Settle::Retry,
+        })
+        .collect())
 }
 
 fn addresses_of(peer: Option<PeerRecord>) -> Vec<Multiaddr> {
@@ -238,14 +336,6 @@ fn backoff(attempts: u32) -> Duration {
     base + Duration::from_millis(jitter)
 }
 
-fn check_ack(ack: &Signed<DeliveryAck>, id: &MessageId, recipient: &SigningPublicKey) -> Result<(), String> {
-    let ack = ack.verify_signed_by(recipient).map_err(|err| err.to_string())?;
-    if &ack.message != id {
-        return Err("acknowledges another message".into());
-    }
-    Ok(())
-}
-
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poison| poison.into_inner())
 }
@@ -253,6 +343,48 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clawnet_crypto::{Signed, SigningSecret};
+    use clawnet_protocol::wire::DeliveryAck;
+
+    fn batch(n: u8) -> Vec<(MessageId, OutboundSchedule, Vec<u8>)> {
+        let recipient = SigningSecret::from_bytes(&[1; 32]).public_key();
+        (0..n)
+            .map(|i| {
+                let schedule =
+                    OutboundSchedule { recipient, attempts: 0, next_attempt_at: Timestamp(0), queued_at: Timestamp(0) };
+                (MessageId::of(&[i]), schedule, vec![i])
+            })
+            .collect()
+    }
+
+    fn ack(by: &SigningSecret, messages: Vec<MessageId>) -> Option<Signed<DeliveryAck>> {
+        Some(Signed::sign(&DeliveryAck { messages, device: by.public_key(), received_at: Timestamp(0) }, by))
+    }
+
+    #[test]
+    fn replies_are_checked_against_the_batch_and_the_signed_ack() {
+        let receiver = SigningSecret::from_bytes(&[1; 32]);
+        let messages = batch(3);
+        let ids: Vec<MessageId> = messages.iter().map(|(id, _, _)| *id).collect();
+        let recipient = receiver.public_key();
+        let outcomes = vec![MessageOutcome::Recorded, MessageOutcome::refused("no"), MessageOutcome::Recorded];
+
+        // Both recorded ones are signed for: settled; the refusal is final.
+        let reply = DeliveryReply { outcomes: outcomes.clone(), ack: ack(&receiver, vec![ids[0], ids[2]]) };
+        assert_eq!(
+            check_reply(&reply, &messages, &recipient).unwrap(),
+            vec![Settle::Recorded, Settle::Refused("no".into()), Settle::Recorded]
+        );
+        // "Recorded" without a signature for it is sent again.
+        let reply = DeliveryReply { outcomes: outcomes.clone(), ack: ack(&receiver, vec![ids[0]]) };
+        assert_eq!(check_reply(&reply, &messages, &recipient).unwrap()[2], Settle::Retry);
+        // An ack signed by another node, or the wrong number of outcomes, is no answer at all.
+        let impostor = SigningSecret::from_bytes(&[2; 32]);
+        let reply = DeliveryReply { outcomes: outcomes.clone(), ack: ack(&impostor, ids.clone()) };
+        assert!(check_reply(&reply, &messages, &recipient).is_err());
+        let reply = DeliveryReply { outcomes: outcomes[..2].to_vec(), ack: ack(&receiver, ids) };
+        assert!(check_reply(&reply, &messages, &recipient).is_err());
+    }
 
     #[test]
     fn backoff_doubles_and_is_capped() {

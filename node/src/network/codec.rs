@@ -1,12 +1,11 @@
 //! The `/clawnet/deliver/1` stream format: one length-prefixed frame each way. The request is
-//! an encoded `WireMessage`, the response an encoded `DeliveryReply`; both are size-checked
+//! an encoded `DeliveryBatch`, the response an encoded `DeliveryReply`; frames are size-checked
 //! before anything is allocated.
 
 use std::io;
 
 use clawnet_crypto::{WireFormat, encoding};
-use clawnet_protocol::limits::MAX_WIRE_MESSAGE;
-use clawnet_protocol::wire::DeliveryReply;
+use clawnet_protocol::wire::{DeliveryBatch, DeliveryReply};
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
 use libp2p::request_response::Codec;
@@ -20,14 +19,15 @@ pub(crate) struct DeliverCodec;
 
 impl Codec for DeliverCodec {
     type Protocol = StreamProtocol;
-    type Request = Vec<u8>;
+    type Request = DeliveryBatch;
     type Response = DeliveryReply;
 
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<DeliveryBatch>
     where
         T: AsyncRead + Unpin + Send,
     {
-        read_frame(io, MAX_WIRE_MESSAGE).await
+        let frame = read_frame(io, DeliveryBatch::MAX_LEN).await?;
+        DeliveryBatch::decode(&frame).map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<DeliveryReply>
@@ -38,11 +38,11 @@ impl Codec for DeliverCodec {
         encoding::decode(&frame).map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))
     }
 
-    async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, request: Vec<u8>) -> io::Result<()>
+    async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, request: DeliveryBatch) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
-        write_frame(io, &request).await
+        write_frame(io, &request.encode()).await
     }
 
     async fn write_response<T>(&mut self, _: &StreamProtocol, io: &mut T, response: DeliveryReply) -> io::Result<()>

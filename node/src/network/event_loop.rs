@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 
-use clawnet_protocol::wire::DeliveryReply;
+use clawnet_protocol::wire::{DeliveryBatch, DeliveryReply};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use libp2p::core::transport::ListenerId;
@@ -26,7 +26,7 @@ pub(super) enum Command {
     Deliver {
         peer: PeerId,
         addresses: Vec<Multiaddr>,
-        message: Vec<u8>,
+        batch: DeliveryBatch,
         reply: oneshot::Sender<Result<DeliveryReply, NetworkError>>,
     },
     Publish {
@@ -56,7 +56,7 @@ pub(super) enum Command {
 /// How often lost relay reservations are retried.
 const RELAY_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
-type ReplyFuture = Pin<Box<dyn Future<Output = (ResponseChannel<DeliveryReply>, Option<DeliveryReply>)> + Send>>;
+type ReplyFuture = Pin<Box<dyn Future<Output = (ResponseChannel<DeliveryReply>, usize, Option<DeliveryReply>)> + Send>>;
 
 pub(super) struct EventLoop {
     swarm: Swarm<Behaviour>,
@@ -153,8 +153,8 @@ impl EventLoop {
                     Some(command) => self.on_command(command),
                     None => break,
                 },
-                Some((channel, reply)) = self.replies.next(), if !self.replies.is_empty() => {
-                    let reply = reply.unwrap_or_else(|| DeliveryReply::try_later("the node is shutting down"));
+                Some((channel, count, reply)) = self.replies.next(), if !self.replies.is_empty() => {
+                    let reply = reply.unwrap_or_else(|| DeliveryReply::try_later(count, "the node is shutting down"));
                     // The peer may have gone; nothing to do about it here.
                     let _ = self.swarm.behaviour_mut().deliver.send_response(channel, reply);
                 }
@@ -165,7 +165,7 @@ impl EventLoop {
 
     fn on_command(&mut self, command: Command) {
         match command {
-            Command::Deliver { peer, addresses, message, reply } => {
+            Command::Deliver { peer, addresses, batch, reply } => {
                 for address in addresses {
                     self.swarm.add_peer_address(peer, address);
                 }
@@ -173,7 +173,7 @@ impl EventLoop {
                     // Ask the DHT too, in case the addresses we have are stale.
                     self.swarm.behaviour_mut().kad.get_closest_peers(peer);
                 }
-                let request_id = self.swarm.behaviour_mut().deliver.send_request(&peer, message);
+                let request_id = self.swarm.behaviour_mut().deliver.send_request(&peer, batch);
                 self.pending_deliveries.insert(request_id, (peer, reply));
             }
             Command::Publish { topic, data, reply } => {
@@ -280,15 +280,16 @@ impl EventLoop {
         }
     }
 
-    fn on_deliver_event(&mut self, event: request_response::Event<Vec<u8>, DeliveryReply>) {
+    fn on_deliver_event(&mut self, event: request_response::Event<DeliveryBatch, DeliveryReply>) {
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request { request, channel, .. } => {
                     let (reply, answer) = oneshot::channel();
-                    match self.events.try_send(NetworkEvent::Delivery { peer, message: request, reply }) {
-                        Ok(()) => self.replies.push(Box::pin(async move { (channel, answer.await.ok()) })),
+                    let count = request.messages.len();
+                    match self.events.try_send(NetworkEvent::Delivery { peer, batch: request, reply }) {
+                        Ok(()) => self.replies.push(Box::pin(async move { (channel, count, answer.await.ok()) })),
                         Err(_) => {
-                            let busy = DeliveryReply::try_later("the node is busy");
+                            let busy = DeliveryReply::try_later(count, "the node is busy");
                             let _ = self.swarm.behaviour_mut().deliver.send_response(channel, busy);
                         }
                     }

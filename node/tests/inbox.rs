@@ -1,0 +1,88 @@
+//! The receiving side of reliable delivery on a real node database: a batch gets one outcome
+//! per message and one signed acknowledgement of exactly those recorded; repeats are
+//! acknowledged without being applied again; malformed messages are refused as attacks.
+
+use clawnet_crypto::Timestamp;
+use clawnet_node::delivery::{Accepted, Handler, Inbox, Refusal};
+use clawnet_node::home::{KeyProtection, NodeHome};
+use clawnet_node::network::peer_id_of;
+use clawnet_protocol::MessageId;
+use clawnet_protocol::Nonce;
+use clawnet_protocol::audit::{Actor, AuditDraft, Outcome};
+use clawnet_protocol::contact::ContactRemoval;
+use clawnet_protocol::testkit::TestOwner;
+use clawnet_protocol::wire::{DeliveryBatch, MessageOutcome, WireMessage};
+use clawnet_storage::Change;
+use libp2p::PeerId;
+
+/// Accepts removals, refuses everything else; counts what it applied in the audit chain.
+struct OnlyRemovals;
+
+impl Handler for OnlyRemovals {
+    type FollowUp = ();
+
+    async fn handle(&self, _peer: PeerId, id: MessageId, message: WireMessage) -> Result<Accepted<()>, Refusal> {
+        match message {
+            WireMessage::ContactRemoval(_) => Ok(Accepted {
+                change: Change::new(|_txn| Ok(())).with_audit(AuditDraft::new(
+                    Actor::Node,
+                    "test.applied",
+                    id.to_string(),
+                    "test",
+                    Outcome::Success,
+                )),
+                follow_up: (),
+                hold: None,
+            }),
+            other => Err(Refusal::plain(format!("{} not wanted", other.kind()))),
+        }
+    }
+
+    async fn committed(&self, (): ()) {}
+}
+
+fn removal(owner: &TestOwner, n: u8) -> Vec<u8> {
+    let removal =
+        ContactRemoval { from: owner.id(), to: owner.id(), created_at: Timestamp::now(), nonce: Nonce([n; 16]) };
+    WireMessage::ContactRemoval(clawnet_crypto::Signed::sign(&removal, &owner.keys.signing)).encode()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_gets_one_outcome_per_message_and_one_ack_for_those_recorded() {
+    let temp = tempfile::tempdir().unwrap();
+    let home = std::sync::Arc::new(NodeHome::init(&temp.path().join("node"), "node", KeyProtection::None).unwrap());
+    let inbox = Inbox::new(home.clone(), OnlyRemovals);
+    let sender = TestOwner::new(3, &[]);
+    let peer = peer_id_of(&sender.device.public_key());
+
+    let first = removal(&sender, 1);
+    let second = removal(&sender, 2);
+    let turn = {
+        let mut other = TestOwner::new(4, &["work"]);
+        let _ = other.add_identity("home");
+        let session = clawnet_protocol::SessionId([1; 16]);
+        WireMessage::Turn(other.turn("work", session, 1, clawnet_crypto::Hash32::ZERO, "hello", None)).encode()
+    };
+    let batch = DeliveryBatch { messages: vec![first.clone(), b"\x01garbage".to_vec(), turn, second.clone()] };
+    let reply = inbox.receive(peer, batch.clone()).await;
+
+    assert_eq!(reply.outcomes.len(), 4);
+    assert_eq!(reply.outcomes[0], MessageOutcome::Recorded);
+    assert!(matches!(reply.outcomes[1], MessageOutcome::Refused { retry: false, .. }));
+    assert!(
+        matches!(&reply.outcomes[2], MessageOutcome::Refused { reason, retry: false } if reason.contains("not wanted"))
+    );
+    assert_eq!(reply.outcomes[3], MessageOutcome::Recorded);
+    let ack = reply.ack.expect("an ack for the recorded ones");
+    let ack = ack.verify_signed_by(&home.db().info().device_key).expect("signed by the receiving node").into_value();
+    assert_eq!(ack.messages, vec![MessageId::of(&first), MessageId::of(&second)]);
+
+    // The same batch again: acknowledged the same way, applied once.
+    let again = inbox.receive(peer, batch).await;
+    assert_eq!(again.outcomes[0], MessageOutcome::Recorded);
+    assert_eq!(again.outcomes[3], MessageOutcome::Recorded);
+    let entries = home.db().audit_entries().unwrap();
+    assert_eq!(entries.iter().filter(|e| e.action == "test.applied").count(), 2);
+    // The garbage was an attack, recorded each time it came.
+    assert_eq!(entries.iter().filter(|e| e.action == "security.malformed").count(), 2);
+}
