@@ -1,12 +1,15 @@
 //! The real `clawnet-bootstrap` and `clawnet` binaries as processes: two nodes reachable only
 //! through the relay become contacts with the CLI, and a contact accept queued by a sender that
-//! is then killed with SIGKILL is still delivered, exactly once, after it restarts.
+//! is then killed with SIGKILL is still delivered, exactly once, after it restarts. The owner
+//! chats with agents and edits their memory through a running node and without one, with the
+//! rule brain and with a model server named by environment variables.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use clawnet_tests::processes::{Process, binary, clawnet_ok};
+use clawnet_tests::model_server::{ModelServer, Script};
+use clawnet_tests::processes::{Process, binary, clawnet, clawnet_ok};
 
 const STARTUP: Duration = Duration::from_secs(30);
 
@@ -91,5 +94,90 @@ fn real_binaries_befriend_through_the_relay_and_survive_a_killed_sender() -> any
     assert!(clawnet_ok(&clawnet, &bob_dir, &["audit", "verify"])?.contains("Audit chain verified"));
     assert_eq!(bob.terminate()?, Some(0));
     relay.kill();
+    Ok(())
+}
+
+#[test]
+fn the_owner_chats_and_edits_memory_with_and_without_the_running_node() -> anyhow::Result<()> {
+    let clawnet_bin = binary("clawnet-node", "clawnet")?;
+    let temp = tempfile::tempdir()?;
+    let dir = temp.path().join("ada");
+    clawnet_ok(&clawnet_bin, &dir, &["init", "--name", "Ada", "--insecure-no-passphrase"])?;
+    clawnet_ok(&clawnet_bin, &dir, &["identity", "create", "work", "--description", "Ada at Initech"])?;
+    // Offline: straight on the data directory.
+    clawnet_ok(&clawnet_bin, &dir, &["memory", "add", "work", "fact", "The Falcon report is due on 14 March"])?;
+    let chat = |message: &str| -> anyhow::Result<serde_json::Value> {
+        Ok(serde_json::from_str(&clawnet_ok(&clawnet_bin, &dir, &["chat", "work", "--message", message, "--json"])?)?)
+    };
+    let turn = chat("When is the Falcon report due?")?;
+    assert!(turn["text"].as_str().unwrap_or_default().contains("14 March"), "{turn}");
+    assert_eq!(turn["brain"], "rule brain (no model)");
+
+    let dir_text = dir.to_str().unwrap_or_default();
+    let mut node = Process::spawn(
+        &clawnet_bin,
+        &["--data-dir", dir_text, "run"],
+        &[("CLAWNET_LISTEN", "/ip4/127.0.0.1/tcp/0"), ("RUST_LOG", "warn")],
+    )?;
+    node.wait_for_line("api ", STARTUP)?;
+    // Online: the same commands go through the node's API (the database is the node's now).
+    clawnet_ok(&clawnet_bin, &dir, &["memory", "add", "work", "never-share", "Initech layoffs in June"])?;
+    clawnet_ok(&clawnet_bin, &dir, &["memory", "edit", "work", "1", "The Falcon report is due on 21 March"])?;
+    let turn = chat("Remember that Bob prefers calls")?;
+    assert!(turn["text"].as_str().unwrap_or_default().contains("pattern memory"), "{turn}");
+    let turn = chat("When is the Falcon report due?")?;
+    assert!(turn["text"].as_str().unwrap_or_default().contains("21 March"), "{turn}");
+    let listed: Vec<serde_json::Value> =
+        serde_json::from_str(&clawnet_ok(&clawnet_bin, &dir, &["memory", "list", "work", "--json"])?)?;
+    let kinds: Vec<&str> = listed.iter().map(|item| item["kind"].as_str().unwrap_or_default()).collect();
+    assert_eq!(kinds, ["fact", "never-share", "pattern"]);
+    let refused = clawnet(&clawnet_bin, &dir, &["memory", "delete", "work", "9"])?;
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("has no memory entry 9"));
+    assert_eq!(node.terminate()?, Some(0), "the node did not shut down cleanly");
+
+    // Offline again: everything the node did is there, and audited.
+    let turn = chat("What do you know about Bob?")?;
+    assert!(turn["text"].as_str().unwrap_or_default().contains("Bob prefers calls"), "{turn}");
+    let export = clawnet_ok(&clawnet_bin, &dir, &["audit", "export"])?;
+    let memory_actions = export.lines().filter(|line| line.contains("\"action\":\"memory.")).count();
+    assert_eq!(memory_actions, 4, "{export}");
+    assert!(!export.contains("layoffs"), "the audit names memory entries, never their text");
+    clawnet_ok(&clawnet_bin, &dir, &["audit", "verify"])?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_thinks_with_the_model_server_its_environment_names() -> anyhow::Result<()> {
+    let server = ModelServer::start().await?;
+    server.push_all([
+        Script::tool_call("memory_recall", serde_json::json!({"query": "Falcon"})),
+        Script::stream_answer(&["The Falcon report ", "is due on 14 March."]),
+    ]);
+    let clawnet_bin = binary("clawnet-node", "clawnet")?;
+    let temp = tempfile::tempdir()?;
+    let dir = temp.path().join("ada");
+    clawnet_ok(&clawnet_bin, &dir, &["init", "--name", "Ada", "--insecure-no-passphrase"])?;
+    clawnet_ok(&clawnet_bin, &dir, &["identity", "create", "work", "--description", "Ada at Initech"])?;
+    clawnet_ok(&clawnet_bin, &dir, &["memory", "add", "work", "fact", "The Falcon report is due on 14 March"])?;
+    let base_url = server.base_url();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(&clawnet_bin)
+            .args(["--data-dir", dir.to_str().unwrap_or_default(), "chat", "work", "--message", "Falcon?"])
+            .env("CLAWNET_LLM_BASE_URL", base_url)
+            .env("CLAWNET_LLM_MODEL", "scripted")
+            .env("CLAWNET_LLM_API_KEY", "sk-from-the-environment")
+            .output()
+    })
+    .await??;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(stdout.trim(), "The Falcon report is due on 14 March.");
+    let received = server.received();
+    assert_eq!(received.len(), 2);
+    assert_eq!(received[0].header("authorization"), Some("Bearer sk-from-the-environment"));
+    let second = received[1].body.to_string();
+    assert!(second.contains("The Falcon report is due on 14 March"), "the recalled memory went back to the model");
+    assert_eq!(received[0].body["model"], "scripted");
     Ok(())
 }

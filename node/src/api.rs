@@ -63,3 +63,21 @@ pub struct Assign {
 struct ErrorBody {
     error: String,
 }
+
+/// Request body of `POST /v1/memory/{identity}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AddMemory {
+    /// `fact`, `pattern`, `never-share`, `stance` or `bottom-line`.
+    pub kind: String,
+    /// The entry.
+    pub text: String,
+}
+
+/// Request body of `POST /v1/memory/{identity}/{number}/edit`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EditMemory {
+    /// The new text.
+    pub text: String,
+    /// A new kind, if it changes.
+    pub kind: Option<String>,
+}

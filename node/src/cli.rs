@@ -2,10 +2,13 @@
 //! (exit 0 on success; otherwise a single `clawnet: error: ...` line on stderr and exit 1, or
 //! exit 2 for bad usage).
 
+mod approvals;
 mod audit;
+mod chat;
 mod contact;
 mod identity;
 mod init;
+mod memory;
 mod run;
 
 use std::path::PathBuf;
@@ -40,6 +43,17 @@ enum Command {
     /// Make, accept and manage contacts (needs the running node)
     #[command(subcommand)]
     Contact(contact::ContactCommand),
+    /// Talk with one of your agents: an identity, or your manager
+    Chat(chat::ChatArgs),
+    /// List, add, edit and delete what an identity agent remembers (factual, pattern, value)
+    #[command(subcommand)]
+    Memory(memory::MemoryCommand),
+    /// What your agents asked you to decide
+    Approvals {
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the node: network, deliveries, tag feeds and the local API, until SIGINT/SIGTERM
     Run(run::RunArgs),
     /// Run the local demo: two owners, a governed session, attacks refused, chains verified
@@ -60,6 +74,9 @@ pub fn main() -> ExitCode {
         Command::Identity(command) => runtime(false).and_then(|rt| rt.block_on(identity::run(&data_dir, command))),
         Command::Audit(command) => runtime(false).and_then(|rt| rt.block_on(audit::run(&data_dir, command))),
         Command::Contact(command) => runtime(false).and_then(|rt| rt.block_on(contact::run(&data_dir, command))),
+        Command::Chat(args) => runtime(false).and_then(|rt| rt.block_on(chat::run(&data_dir, args))),
+        Command::Memory(command) => runtime(false).and_then(|rt| rt.block_on(memory::run(&data_dir, command))),
+        Command::Approvals { json } => runtime(false).and_then(|rt| rt.block_on(approvals::run(&data_dir, json))),
     };
     match result {
         Ok(code) => code,

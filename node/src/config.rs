@@ -5,19 +5,23 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::agents::llm::LlmConfig;
 use crate::error::NodeError;
 
 /// The configuration file inside a data directory.
 pub const CONFIG_FILE: &str = "config.toml";
 
 /// Everything configurable about a running node.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NodeConfig {
     /// Peer-to-peer networking.
     pub network: NetworkSettings,
     /// The local API the `clawnet` command talks to while the node runs.
     pub api: ApiSettings,
+    /// The model server the agents think with. Absent: the rule brain, which needs no model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub llm: Option<LlmConfig>,
 }
 
 /// Peer-to-peer networking.
@@ -70,6 +74,12 @@ impl Default for ApiSettings {
 pub const LISTEN_ENV: &str = "CLAWNET_LISTEN";
 /// See [`LISTEN_ENV`].
 pub const BOOTSTRAP_ENV: &str = "CLAWNET_BOOTSTRAP";
+/// Selects a model (and so the model brain) without editing the file.
+pub const LLM_MODEL_ENV: &str = "CLAWNET_LLM_MODEL";
+/// The model server's API root (`llm.base_url`).
+pub const LLM_BASE_URL_ENV: &str = "CLAWNET_LLM_BASE_URL";
+/// The model server's API key, so it need not sit in the file.
+pub const LLM_API_KEY_ENV: &str = "CLAWNET_LLM_API_KEY";
 
 impl NodeConfig {
     /// Reads `DIR/config.toml` (defaults if it does not exist), then applies the environment.
@@ -87,12 +97,45 @@ impl NodeConfig {
         if let Ok(bootstrap) = std::env::var(BOOTSTRAP_ENV) {
             config.network.bootstrap = split_list(&bootstrap);
         }
+        config.apply_llm_env(
+            std::env::var(LLM_MODEL_ENV).ok(),
+            std::env::var(LLM_BASE_URL_ENV).ok(),
+            std::env::var(LLM_API_KEY_ENV).ok(),
+        );
         config.validate()?;
         Ok(config)
     }
 
+    /// Applies the model variables: a model or base URL turns the model brain on; a key is
+    /// added to whatever model is configured.
+    fn apply_llm_env(&mut self, model: Option<String>, base_url: Option<String>, api_key: Option<String>) {
+        let nonempty = |value: Option<String>| value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let (model, base_url, api_key) = (nonempty(model), nonempty(base_url), nonempty(api_key));
+        if model.is_some() || base_url.is_some() {
+            let llm = self.llm.get_or_insert_with(LlmConfig::default);
+            if let Some(model) = model {
+                llm.model = model;
+            }
+            if let Some(base_url) = base_url {
+                llm.base_url = base_url;
+            }
+        }
+        if let (Some(llm), Some(key)) = (self.llm.as_mut(), api_key) {
+            llm.api_key = Some(key);
+        }
+    }
+
     /// Checks values that would only fail later, at an unhelpful moment.
     pub fn validate(&self) -> Result<(), NodeError> {
+        if let Some(llm) = &self.llm {
+            if llm.model.trim().is_empty() {
+                return Err(NodeError::Config(format!(
+                    "[llm] names no model: set llm.model (for example \"qwen2.5:7b\") or {LLM_MODEL_ENV}, or remove \
+                     the [llm] section to use the rule brain"
+                )));
+            }
+            llm.validate().map_err(|err| NodeError::Config(err.to_string()))?;
+        }
         let api: SocketAddr = self.api.listen.parse().map_err(|_| {
             NodeError::Config(format!("api.listen {:?} is not an address like 127.0.0.1:0", self.api.listen))
         })?;
@@ -114,7 +157,19 @@ impl NodeConfig {
         let defaults = NodeConfig::default();
         format!(
             "# ClawNet node configuration. Environment variables {LISTEN_ENV} and {BOOTSTRAP_ENV}\n\
-             # (comma-separated) and `clawnet run` flags override these values.\n\n{}",
+             # (comma-separated) and `clawnet run` flags override these values.\n\n{}\n\
+             # The agents' brain. Without an [llm] section they use the rule brain, which needs no\n\
+             # model. To think with a model, name it; any OpenAI-compatible server works (Ollama,\n\
+             # llama.cpp's server, vLLM, hosted APIs). {LLM_MODEL_ENV}, {LLM_BASE_URL_ENV} and\n\
+             # {LLM_API_KEY_ENV} override these.\n\
+             #\n\
+             # [llm]\n\
+             # base_url = \"http://127.0.0.1:11434/v1\"   # Ollama; llama.cpp: http://127.0.0.1:8080/v1\n\
+             # model = \"qwen2.5:7b\"\n\
+             # api_key = \"...\"                         # hosted APIs only\n\
+             # timeout_secs = 120\n\
+             # max_retries = 3\n\
+             # stream = true\n",
             toml::to_string_pretty(&defaults).unwrap_or_default()
         )
     }
@@ -153,5 +208,23 @@ mod tests {
         assert!(config.validate().unwrap_err().to_string().contains("not a multiaddr"));
         assert!(toml::from_str::<NodeConfig>("[network]\nlisten = 3").is_err());
         assert!(toml::from_str::<NodeConfig>("[network]\nunknown = 1").is_err());
+        let no_model: NodeConfig = toml::from_str("[llm]\nbase_url = \"http://127.0.0.1:8080/v1\"").unwrap();
+        assert!(no_model.validate().unwrap_err().to_string().contains("names no model"));
+        let bad_url: NodeConfig = toml::from_str("[llm]\nmodel = \"m\"\nbase_url = \"ftp://x\"").unwrap();
+        assert!(bad_url.validate().unwrap_err().to_string().contains("llm.base_url"));
+    }
+
+    #[test]
+    fn model_variables_turn_the_model_brain_on() {
+        let mut config = NodeConfig::default();
+        config.apply_llm_env(None, None, Some("sk-only-a-key".into()));
+        assert_eq!(config.llm, None, "a key alone selects no model");
+        config.apply_llm_env(Some("llama3.1".into()), None, Some("sk-key".into()));
+        let llm = config.llm.clone().unwrap();
+        assert_eq!((llm.model.as_str(), llm.api_key.as_deref()), ("llama3.1", Some("sk-key")));
+        assert_eq!(llm.base_url, LlmConfig::default().base_url);
+        config.validate().unwrap();
+        let parsed: NodeConfig = toml::from_str("[llm]\nmodel = \"qwen2.5:7b\"\ntimeout_secs = 30").unwrap();
+        assert_eq!(parsed.llm.unwrap().timeout_secs, 30);
     }
 }

@@ -18,6 +18,7 @@ use clawnet_storage::invites::InviteRecord;
 
 use crate::delivery::enqueue;
 use crate::error::NodeError;
+use crate::home::NodeHome;
 use crate::node::Node;
 use crate::views::{ContactTagsView, ContactView, InviteView, TagView, contact_id, normalize_id};
 
@@ -276,8 +277,15 @@ impl Node {
 
     /// The contact `query` names: a unique prefix of their fingerprint, or their exact name.
     pub(crate) fn find_contact(&self, query: &str) -> Result<ContactRecord, NodeError> {
+        self.home.home().find_contact(query)
+    }
+}
+
+impl NodeHome {
+    /// The contact `query` names: a unique prefix of their fingerprint, or their exact name.
+    pub(crate) fn find_contact(&self, query: &str) -> Result<ContactRecord, NodeError> {
         let wanted = normalize_id(query);
-        let contacts = self.home.db().read()?.contacts()?;
+        let contacts = self.db().read()?.contacts()?;
         let matches: Vec<&ContactRecord> = contacts
             .iter()
             .filter(|c| {

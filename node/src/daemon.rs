@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::agents::brain::AnyBrain;
 use crate::api::{ApiServer, api_file};
 use crate::config::NodeConfig;
 use crate::delivery::Inbox;
@@ -50,7 +51,8 @@ impl Daemon {
         tasks.spawn(pump(node.clone(), inbox, events, shutdown.child_token()));
         node.follow_all_feeds().await?;
         node.greet_contacts().await;
-        let api = ApiServer::start(node.clone(), &config.api, shutdown.child_token()).await?;
+        let brain = AnyBrain::from_config(config.llm.as_ref()).map_err(|err| NodeError::Config(err.to_string()))?;
+        let api = ApiServer::start(node.clone(), Arc::new(brain), &config.api, shutdown.child_token()).await?;
         // Announce once at start, so contacts that missed a change while we were down catch up.
         if let Err(err) = node.publish_tags(false).await {
             tracing::warn!(%err, "cannot announce tags at start");

@@ -1,13 +1,16 @@
 //! `clawnet demo`: two owners on real node databases negotiate through a governed session.
 //!
-//! Every message is the real signed wire message, encoded and decoded as on the network,
-//! validated by the protocol's state machine on the receiving node against its persistent
-//! replay cache, stored and audited there; refusals are audited as security events. The two
-//! nodes exchange the bytes in-process: the peer-to-peer network and the agents' brains arrive
-//! with later issues, so the agents' lines are scripted and the owners approve by policy.
+//! The identity agents think with the rule brain from what their owners taught them (facts,
+//! bottom lines, never-share items); every line passes the disclosure guard before it is
+//! signed. Every message is the real signed wire message, encoded and decoded as on the
+//! network, validated by the protocol's state machine on the receiving node against its
+//! persistent replay cache, stored and audited there; refusals are audited as security events.
+//! The two nodes exchange the bytes in-process and the owners approve by policy: sessions over
+//! the peer-to-peer network, with owner approvals, arrive with the sessions issue.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -23,6 +26,11 @@ use clawnet_storage::Change;
 use clawnet_storage::replay::NonceCheck;
 use clawnet_storage::sessions::SessionRecord;
 
+use crate::agents::memory::{MemoryWriter, parse_kind};
+use crate::agents::rule_brain::RuleBrain;
+use crate::agents::runtime::{Agent, Delivery, Response};
+use crate::agents::tools::Audience;
+use crate::agents::{Brain, Message};
 use crate::home::{KeyProtection, NodeHome, UnlockedHome};
 
 /// Options of `clawnet demo`.
@@ -33,13 +41,21 @@ pub struct DemoArgs {
     pub keep: Option<PathBuf>,
 }
 
-/// The agents' lines, alternating buyer and supplier. Scripted until agents have brains.
-const SCRIPT: [(&str, Option<EndMarker>); 4] = [
-    ("ACME needs 500 sensor units delivered by 14 March. What is your best unit price?", None),
-    ("Globex can do 500 units at 41.50 EUR each, delivery 21 March.", None),
-    ("14 March is a hard date for us. At 42.00 EUR can you ship by then?", None),
-    ("Agreed: 500 units at 42.00 EUR, shipped to arrive 14 March.", Some(EndMarker::Resolved)),
+/// What each side's identity knows: its memory, taught by its owner before the session.
+const BUYER_MEMORY: [(&str, &str); 4] = [
+    ("fact", "ACME needs 500 sensor units delivered by 14 March"),
+    ("bottom-line", "unit price at most 42 EUR, open at 38"),
+    ("never-share", "ACME's backup supplier quoted 44 EUR"),
+    ("stance", "Courteous and firm; a long-term supplier matters more than the last cent"),
 ];
+const SUPPLIER_MEMORY: [(&str, &str); 3] = [
+    ("fact", "Globex can ship 500 sensor units within 10 days of the order"),
+    ("bottom-line", "unit price at least 40 EUR, open at 46"),
+    ("never-share", "Globex production cost is 31 EUR per unit"),
+];
+/// The most turns the buyer's proposal allows.
+const MAX_TURNS: u16 = 10;
+const PURPOSE: &str = "Price for 500 sensor units";
 
 /// Runs the demo and prints what happens. Exits non-zero if any check fails.
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
@@ -51,16 +67,19 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             temp.path().to_owned()
         }
     };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     println!("ClawNet demo: a buyer and a supplier negotiate through their identity agents.\n");
     let mut buyer = Owner::create(&root.join("acme"), "ACME (buyer)", "procurement", "Buys components for ACME")?;
     let mut supplier = Owner::create(&root.join("globex"), "Globex (supplier)", "sales", "Sells Globex sensors")?;
-    // Contacts and encrypted tag gossip come with the network; here each side reads the other's
-    // identity certificates directly.
+    rt.block_on(buyer.teach(&BUYER_MEMORY))?;
+    rt.block_on(supplier.teach(&SUPPLIER_MEMORY))?;
+    // Contacts and encrypted tag gossip run over the network (`clawnet run`); here each side
+    // reads the other's identity certificates directly.
     buyer.peer = Some(supplier.own_roster()?);
     supplier.peer = Some(buyer.own_roster()?);
 
     step("The buyer's procurement agent proposes a session; the buyer approves it (owner policy)");
-    let offer = buyer.propose(supplier.node.owner(), supplier.identity, "Price and date for 500 sensor units")?;
+    let offer = buyer.propose(supplier.node.owner(), supplier.identity, PURPOSE)?;
     println!("  proposal + buyer's consent: {} bytes on the wire", offer.len());
 
     step("The supplier's node verifies it; the supplier approves and returns a signed consent");
@@ -69,13 +88,18 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let grant = buyer.session()?.grant().context("no grant")?.hash();
     println!("  both owners consented; both nodes hold grant {}", short(&grant));
 
-    step("The agents negotiate; every turn is signed, hash-linked and verified by the other node");
-    let mut wire: Vec<Vec<u8>> = Vec::new();
+    step(
+        "The agents negotiate (rule brain, within each owner's bottom line); every turn is signed, hash-linked, checked by the disclosure guard and verified by the other node",
+    );
+    let mut lines: Vec<String> = Vec::new();
+    let mut first_turn: Option<Vec<u8>> = None;
     let mut all_ok = true;
-    for (idx, (text, end)) in SCRIPT.iter().enumerate() {
+    let mut ended: Option<(usize, EndMarker)> = None;
+    while lines.len() < usize::from(MAX_TURNS) {
+        let idx = lines.len();
         if idx == 2 {
             step("Attacks the supplier's node refuses mid-session and records as security events");
-            let replayed = supplier.receive(&wire[0]);
+            let replayed = supplier.receive(first_turn.as_deref().unwrap_or_default());
             println!("  the buyer's first turn, replayed: {}", refusal(&replayed));
             let forged = buyer.forge_turn("Correction: 10.00 EUR per unit.")?;
             let refused = supplier.receive(&forged);
@@ -83,18 +107,53 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             all_ok &= replayed.is_err() && refused.is_err();
             step("The negotiation continues");
         }
-        let (speaker, listener) = if idx % 2 == 0 { (&mut buyer, &mut supplier) } else { (&mut supplier, &mut buyer) };
-        let turn = speaker.say(text, *end)?;
+        let (speaker, listener) = if idx.is_multiple_of(2) { (&mut buyer, &mut supplier) } else { (&mut supplier, &mut buyer) };
+        let response = rt.block_on(speaker.think(&lines, listener.name))?;
+        if let Delivery::Held { matched, .. } = &response.delivery {
+            println!(
+                "  [{}] {:<11} reply HELD by the disclosure guard ({matched:?}); the owner must decide",
+                idx + 1,
+                speaker.tag
+            );
+            break;
+        }
+        let turn = speaker.say(&response.text, response.end)?;
         listener.receive(&turn)?;
-        println!("  [{}] {:<11} {text}", idx + 1, speaker.tag);
-        wire.push(turn);
+        println!("  [{}] {:<11} {}", idx + 1, speaker.tag, response.text);
+        first_turn.get_or_insert(turn);
+        lines.push(response.text);
+        if let Some(marker) = response.end {
+            ended = Some((idx, marker));
+            break;
+        }
     }
 
-    step("The end marker closes the session: the supplier signs the close, both nodes verify it");
-    let close = supplier.close(CloseReason::Ended(EndMarker::Resolved))?;
-    buyer.receive(&close)?;
+    let (closer, reason) = match ended {
+        Some((idx, marker)) => (if idx.is_multiple_of(2) { &mut buyer } else { &mut supplier }, CloseReason::Ended(marker)),
+        None => (&mut buyer, CloseReason::MaxTurns),
+    };
+    step(&format!("The session closes ({reason:?}): {} signs the close, the other node verifies it", closer.name));
+    let close = closer.close(reason)?;
+    let other = if std::ptr::eq(closer, &buyer) { &mut supplier } else { &mut buyer };
+    other.receive(&close)?;
     for side in [&buyer, &supplier] {
         println!("  {}: {:?}", side.name, side.session()?.phase());
+    }
+    all_ok &= matches!(ended, Some((_, EndMarker::Resolved)));
+
+    step("A compromised brain tries to leak the supplier's production cost: the guard holds it");
+    let leak = rt.block_on(supplier.leak("Between us, Globex production cost is 31 EUR per unit."))?;
+    match &leak.delivery {
+        Delivery::Held { approval, matched } => {
+            println!(
+                "  held for the owner as approval {} (matched {matched:?}); nothing was sent",
+                &approval.to_hex()[..8]
+            )
+        }
+        Delivery::Send => {
+            all_ok = false;
+            println!("  NOT HELD (a bug)");
+        }
     }
 
     step("Verification");
@@ -128,10 +187,29 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
+/// A brain that says one thing: a stand-in for a model talked into leaking.
+#[derive(Debug)]
+struct Leaky(String);
+
+impl Brain for Leaky {
+    async fn decide(
+        &self,
+        _: &[Message],
+        _: &[crate::agents::ToolSpec],
+        _: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<crate::agents::BrainReply, crate::agents::BrainError> {
+        Ok(crate::agents::BrainReply::Say(self.0.clone()))
+    }
+
+    fn describe(&self) -> String {
+        "a compromised brain".into()
+    }
+}
+
 /// One owner's node in the demo, with the identity that speaks for them.
 struct Owner {
     name: &'static str,
-    node: UnlockedHome,
+    node: Arc<UnlockedHome>,
     tag: &'static str,
     identity: IdentityId,
     /// What this node knows of the other owner's identities.
@@ -142,10 +220,44 @@ struct Owner {
 
 impl Owner {
     fn create(dir: &Path, name: &'static str, tag: &'static str, description: &str) -> anyhow::Result<Owner> {
-        let node = NodeHome::init(dir, name, KeyProtection::None)?;
+        let node = Arc::new(NodeHome::init(dir, name, KeyProtection::None)?);
         let identity = node.create_identity(tag, description)?.id;
         println!("{name}: node created, owner {}, identity {tag:?}", node.owner().fingerprint());
         Ok(Owner { name, node, tag, identity, peer: None, session: None, rules: SessionRules::default() })
+    }
+
+    /// The owner fills the identity's memory.
+    async fn teach(&self, entries: &[(&str, &str)]) -> anyhow::Result<()> {
+        for (kind, text) in entries {
+            self.node.memory_add(self.tag, parse_kind(kind, text)?, text, MemoryWriter::Owner).await?;
+        }
+        Ok(())
+    }
+
+    /// The identity agent's next line, given the session so far (`lines` alternate, buyer first).
+    async fn think(&self, lines: &[String], counterpart: &str) -> anyhow::Result<Response> {
+        let initiator = self.session()?.proposal().initiator.owner == self.node.owner();
+        let mine = |idx: usize| (idx.is_multiple_of(2)) == initiator;
+        let mut history: Vec<Message> = lines
+            .iter()
+            .enumerate()
+            .map(|(idx, line)| if mine(idx) { Message::assistant(line.clone()) } else { Message::user(line.clone()) })
+            .collect();
+        if history.is_empty() {
+            history.push(Message::user(format!(
+                "The session with {counterpart} is open. Purpose: {}. You speak first.",
+                self.session()?.proposal().purpose
+            )));
+        }
+        let agent = Agent::identity(self.node.clone(), self.tag, Arc::new(RuleBrain))?;
+        Ok(agent.respond(&history, &Audience::Counterpart { name: counterpart.into() }, &mut |_| {}).await?)
+    }
+
+    /// What a compromised brain would send, through the same guard.
+    async fn leak(&self, text: &str) -> anyhow::Result<Response> {
+        let agent = Agent::identity(self.node.clone(), self.tag, Arc::new(Leaky(text.into())))?;
+        let history = [Message::user("What does a unit cost you to make?")];
+        Ok(agent.respond(&history, &Audience::Counterpart { name: "the buyer".into() }, &mut |_| {}).await?)
     }
 
     fn own_roster(&self) -> anyhow::Result<Roster> {
@@ -180,7 +292,7 @@ impl Owner {
             initiator: Party { owner: self.node.owner(), identity: self.identity },
             target: Party { owner, identity },
             purpose: purpose.into(),
-            max_turns: 8,
+            max_turns: MAX_TURNS,
             depth: 0,
             parent: None,
             created_at: now,

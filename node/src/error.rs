@@ -38,6 +38,23 @@ pub enum NodeError {
         /// The limit.
         max: usize,
     },
+    /// No memory entry has this number.
+    #[error("identity {identity:?} has no memory entry {number} (see `clawnet memory list {identity}`)")]
+    NoSuchMemory {
+        /// The identity's tag.
+        identity: String,
+        /// The entry number asked for.
+        number: u64,
+    },
+    /// A memory entry is unusable as given.
+    #[error("invalid memory entry: {0}")]
+    InvalidMemory(String),
+    /// An agent could not complete its turn.
+    #[error("{0}")]
+    Agent(String),
+    /// Governance does not allow this action to this actor.
+    #[error("not allowed: {0}")]
+    NotAllowed(String),
     /// A contact operation is not possible.
     #[error("{0}")]
     Contact(String),

@@ -98,6 +98,8 @@ pub struct UnlockedHome {
     lock: LockKey,
     /// Serializes decide-then-commit sequences that change the keyring or identities.
     pub(crate) identity_changes: Mutex<()>,
+    /// Serializes memory writes, which allocate entry numbers before they commit.
+    pub(crate) memory_writes: tokio::sync::Mutex<()>,
 }
 
 impl UnlockedHome {
@@ -108,6 +110,7 @@ impl UnlockedHome {
             keyring: RwLock::new(keyring),
             lock,
             identity_changes: Mutex::new(()),
+            memory_writes: tokio::sync::Mutex::new(()),
         }
     }
 

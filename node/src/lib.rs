@@ -1,8 +1,12 @@
-//! The ClawNet node: the owner's data directory, unlocked keys, identity management, and the
-//! `clawnet` command line. Later issues add the network actor, agents and the local API here.
+//! The ClawNet node: the owner's data directory and unlocked keys, identities, contacts, the
+//! network actor and reliable delivery, the owner's agents, the local API and the `clawnet`
+//! command line.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod agents;
 pub mod api;
+pub mod approvals;
+pub mod chat;
 pub mod cli;
 pub mod config;
 pub mod contacts;

@@ -200,8 +200,16 @@ fn demo_runs_and_verifies() {
     assert!(out.status.success(), "{text}\n{}", stderr(&out));
     assert!(text.contains("byte-identical: true"), "{text}");
     assert_eq!(text.matches("refused (").count(), 2, "{text}");
-    // The kept nodes verify with the CLI too, and the supplier recorded the two attacks.
+    assert!(text.contains("procurement Agreed: a unit price of"), "the rule brains reach an agreement: {text}");
+    assert!(text.contains("held for the owner as approval"), "{text}");
+    // The kept nodes verify with the CLI too; the supplier recorded the two attacks and the
+    // held leak, and its owner finds the leak waiting for a decision.
     assert!(ok(clawnet(&keep.join("acme"), &["audit", "verify"])).contains("Audit chain verified"));
     let export = ok(clawnet(&keep.join("globex"), &["audit", "export"]));
-    assert_eq!(export.lines().filter(|l| l.contains("\"action\":\"security.")).count(), 2, "{export}");
+    let events: Vec<&str> = export.lines().filter(|l| l.contains("\"action\":\"security.")).collect();
+    assert_eq!(events.len(), 3, "{export}");
+    assert!(events[2].contains("\"action\":\"security.disclosure\""), "{export}");
+    assert!(!export.contains("production cost"), "the audit never quotes a never-share item");
+    let approvals = ok(clawnet(&keep.join("globex"), &["approvals"]));
+    assert!(approvals.contains("held-message") && approvals.contains("pending"), "{approvals}");
 }

@@ -79,7 +79,8 @@ impl AuditEntry {
     }
 }
 
-const SECURITY_PREFIX: &str = "security.";
+/// The action prefix of security events.
+pub const SECURITY_PREFIX: &str = "security.";
 const MAX_ACTION: usize = 64;
 const MAX_TEXT: usize = 1000;
 

@@ -236,5 +236,7 @@ fn create_tables(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(schema::INBOX).ctx(context)?;
     tx.open_table(schema::INVITES).ctx(context)?;
     tx.open_table(schema::PEERS).ctx(context)?;
+    tx.open_table(schema::MEMORY).ctx(context)?;
+    tx.open_table(schema::APPROVALS).ctx(context)?;
     Ok(())
 }

@@ -1,5 +1,5 @@
 //! The node's database: one redb file holding the keystore, identities, contacts, sessions, the
-//! replay cache, the outbox and inbox, and the signed audit chain.
+//! replay cache, the outbox and inbox, identity memory, owner approvals, and the signed audit chain.
 //!
 //! This is the only crate that touches redb. Reads go through a [`ReadView`]; every write is a
 //! [`Change`] — the records it writes plus the audit entries that describe it — committed
@@ -7,6 +7,7 @@
 //! entry are never separated by a crash. See `ARCHITECTURE.md` for the on-disk invariants.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod approvals;
 pub mod audit;
 pub mod contacts;
 mod db;
@@ -16,6 +17,7 @@ pub mod feed;
 pub mod identities;
 pub mod invites;
 pub mod keystore;
+pub mod memory;
 pub mod peers;
 pub mod replay;
 mod schema;

@@ -31,6 +31,10 @@ pub(crate) const INVITES: TableDefinition<'static, &[u8; 32], &[u8]> = TableDefi
 pub(crate) const PEERS: TableDefinition<'static, &[u8; 32], &[u8]> = TableDefinition::new("peers");
 /// Inbound deliveries recorded (for deduplication): message id → inbox record.
 pub(crate) const INBOX: TableDefinition<'static, &[u8; 32], &[u8]> = TableDefinition::new("inbox");
+/// Identity memory: (identity id, entry number) → memory record.
+pub(crate) const MEMORY: TableDefinition<'static, (&[u8; 16], u64), &[u8]> = TableDefinition::new("memory");
+/// Owner approvals, pending and decided: approval id → approval record.
+pub(crate) const APPROVALS: TableDefinition<'static, &[u8; 16], &[u8]> = TableDefinition::new("approvals");
 
 pub(crate) const META_SCHEMA: &str = "schema_version";
 pub(crate) const META_OWNER: &str = "owner";

@@ -328,3 +328,35 @@ fn pending_change_can_be_awaited() {
     // If the first poll found it unfinished, completion must have come through the waker.
     assert!(!waited || unpark.1.load(Ordering::SeqCst), "completed without waking the task");
 }
+
+#[test]
+fn memory_entries_are_numbered_per_identity() {
+    use clawnet_storage::memory::{MemoryAuthor, MemoryKind, MemoryRecord};
+    let dir = tempfile::tempdir().unwrap();
+    let (_owner, db) = create(dir.path());
+    let (work, family) = (IdentityId::random(), IdentityId::random());
+    let entry = |id: u64, text: &str| MemoryRecord {
+        id,
+        kind: MemoryKind::Fact,
+        text: text.into(),
+        author: MemoryAuthor::Owner,
+        created_at: T0,
+        updated_at: T0,
+    };
+    assert_eq!(db.read().unwrap().next_memory_id(&work).unwrap(), 1);
+    for (identity, id, text) in [(work, 1, "w1"), (work, 2, "w2"), (family, 1, "f1")] {
+        let record = entry(id, text);
+        db.commit(Change::new(move |txn| txn.put_memory(&identity, &record)).with_audit(step(id))).unwrap();
+    }
+    let read = db.read().unwrap();
+    assert_eq!(read.memories(&work).unwrap().iter().map(|r| r.text.as_str()).collect::<Vec<_>>(), ["w1", "w2"]);
+    assert_eq!(read.memories(&family).unwrap().len(), 1);
+    assert_eq!(read.next_memory_id(&work).unwrap(), 3);
+    assert_eq!(read.next_memory_id(&family).unwrap(), 2);
+    drop(read);
+
+    let deleted = db.commit(Change::new(move |txn| txn.delete_memory(&work, 1))).unwrap().0;
+    assert!(deleted);
+    assert_eq!(db.read().unwrap().memories(&work).unwrap().len(), 1);
+    assert_eq!(db.read().unwrap().memory_count().unwrap(), 2);
+}

@@ -2,6 +2,7 @@
 //! this process, and the fixed owner whose database the crash-test helper writes to.
 
 pub mod cluster;
+pub mod model_server;
 pub mod processes;
 
 use std::path::Path;

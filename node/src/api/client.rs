@@ -48,6 +48,42 @@ impl ApiClient {
         decode(response).await
     }
 
+    /// `POST path` with a JSON body, answered by newline-delimited JSON: each line is decoded
+    /// and handed to `on_line` as it arrives. No overall timeout: an agent's turn may take long.
+    pub async fn post_lines<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        mut on_line: impl FnMut(T),
+    ) -> Result<(), NodeError> {
+        let mut response = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(&self.token)
+            .timeout(Duration::from_secs(24 * 3600))
+            .json(body)
+            .send()
+            .await
+            .map_err(transport)?;
+        if !response.status().is_success() {
+            return Err(error_of(response).await);
+        }
+        let mut pending: Vec<u8> = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport)? {
+            pending.extend_from_slice(&chunk);
+            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let decoded = serde_json::from_slice(&line)
+                    .map_err(|err| NodeError::Api(format!("the running node sent an unreadable line: {err}")))?;
+                on_line(decoded);
+            }
+        }
+        Ok(())
+    }
+
     /// `GET path` as text.
     pub async fn text(&self, path: &str) -> Result<String, NodeError> {
         let response = self.http.get(self.url(path)).bearer_auth(&self.token).send().await.map_err(transport)?;

@@ -14,7 +14,13 @@ use clawnet_crypto::{Fingerprint, Hash32, HashDomain};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{AddContact, ApiAnnouncement, Assign, CreateIdentity, CreateInvite, ErrorBody, api_file};
+use super::{
+    AddContact, AddMemory, ApiAnnouncement, Assign, CreateIdentity, CreateInvite, EditMemory, ErrorBody, api_file,
+};
+use crate::agents::brain::AnyBrain;
+use crate::agents::memory::{MemoryItem, MemoryScope, MemoryWriter, parse_kind};
+use crate::approvals::ApprovalView;
+use crate::chat::{ChatLine, ChatRequest, chat_turn};
 use crate::config::ApiSettings;
 use crate::contacts::DEFAULT_INVITE_VALIDITY;
 use crate::error::NodeError;
@@ -32,6 +38,8 @@ pub struct ApiServer {
 #[derive(Debug, Clone)]
 struct ApiState {
     node: Arc<Node>,
+    /// The brain the owner's agents think with.
+    brain: Arc<AnyBrain>,
     /// Hash of the token, compared in constant time per request.
     token_hash: Hash32,
 }
@@ -40,6 +48,7 @@ impl ApiServer {
     /// Binds the loopback listener, announces it in `api.json` and serves until `shutdown`.
     pub async fn start(
         node: Arc<Node>,
+        brain: Arc<AnyBrain>,
         settings: &ApiSettings,
         shutdown: CancellationToken,
     ) -> Result<ApiServer, NodeError> {
@@ -48,7 +57,8 @@ impl ApiServer {
             .map_err(NodeError::io(format!("binding the local API on {}", settings.listen)))?;
         let address = listener.local_addr().map_err(NodeError::io("reading the local API address"))?;
         let token = hex::encode(clawnet_crypto::rng::random_bytes::<32>());
-        let state = ApiState { node: node.clone(), token_hash: Hash32::of(HashDomain::MessageId, token.as_bytes()) };
+        let state =
+            ApiState { node: node.clone(), brain, token_hash: Hash32::of(HashDomain::MessageId, token.as_bytes()) };
         announce(node.home.home().dir(), &ApiAnnouncement { address, token })?;
         let app = router(state);
         let stop = shutdown.child_token();
@@ -91,6 +101,11 @@ fn router(state: ApiState) -> Router {
         .route("/v1/contacts/{id}/remove", post(remove))
         .route("/v1/contacts/{id}/assign", post(assign))
         .route("/v1/contacts/{id}/tags", get(tags))
+        .route("/v1/memory/{identity}", get(memory).post(add_memory))
+        .route("/v1/memory/{identity}/{number}/edit", post(edit_memory))
+        .route("/v1/memory/{identity}/{number}/delete", post(delete_memory))
+        .route("/v1/approvals", get(approvals))
+        .route("/v1/chat", post(chat))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state)
 }
@@ -125,7 +140,11 @@ impl From<NodeError> for ApiError {
             | NodeError::InvalidTag(_)
             | NodeError::TagInUse(_)
             | NodeError::NoSuchIdentity(_)
-            | NodeError::DescriptionTooLong { .. } => StatusCode::BAD_REQUEST,
+            | NodeError::DescriptionTooLong { .. }
+            | NodeError::InvalidMemory(_)
+            | NodeError::NoSuchMemory { .. }
+            | NodeError::NotAllowed(_)
+            | NodeError::Agent(_) => StatusCode::BAD_REQUEST,
             NodeError::Audit(_) => StatusCode::CONFLICT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -238,6 +257,71 @@ async fn assign(
 
 async fn tags(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult<ContactTagsView> {
     Ok(Json(state.node.contact_tags(&id)?))
+}
+
+async fn memory(State(state): State<ApiState>, Path(identity): Path<String>) -> ApiResult<Vec<MemoryItem>> {
+    let home = state.node.home.home();
+    let record = home
+        .identities()?
+        .into_iter()
+        .filter(|i| i.tag.to_string() == identity)
+        .max_by_key(|i| (i.is_active(), i.created_at))
+        .ok_or(NodeError::NoSuchIdentity(identity))?;
+    Ok(Json(home.memories(MemoryScope::Identity(record.id), None)?))
+}
+
+async fn add_memory(
+    State(state): State<ApiState>,
+    Path(identity): Path<String>,
+    Json(body): Json<AddMemory>,
+) -> ApiResult<MemoryItem> {
+    let kind = parse_kind(&body.kind, &body.text)?;
+    Ok(Json(state.node.home.memory_add(&identity, kind, &body.text, MemoryWriter::Owner).await?))
+}
+
+async fn edit_memory(
+    State(state): State<ApiState>,
+    Path((identity, number)): Path<(String, u64)>,
+    Json(body): Json<EditMemory>,
+) -> ApiResult<MemoryItem> {
+    let kind = body.kind.map(|kind| parse_kind(&kind, &body.text)).transpose()?;
+    Ok(Json(state.node.home.memory_edit(&identity, number, &body.text, kind).await?))
+}
+
+async fn delete_memory(
+    State(state): State<ApiState>,
+    Path((identity, number)): Path<(String, u64)>,
+) -> ApiResult<MemoryItem> {
+    Ok(Json(state.node.home.memory_delete(&identity, number).await?))
+}
+
+async fn approvals(State(state): State<ApiState>) -> ApiResult<Vec<ApprovalView>> {
+    Ok(Json(state.node.home.home().approvals()?))
+}
+
+/// One turn of the owner's chat with an agent, streamed as newline-delimited JSON: the agent's
+/// events as they happen, then the reply (or the error). The turn runs to completion even if
+/// the caller goes away, so what the agent started is finished and audited.
+async fn chat(State(state): State<ApiState>, Json(request): Json<ChatRequest>) -> Response {
+    let (lines, receiver) = tokio::sync::mpsc::unbounded_channel::<ChatLine>();
+    tokio::spawn(async move {
+        let events = lines.clone();
+        let result = chat_turn(state.node.home.clone(), state.brain.clone(), &request, &mut |event| {
+            let _ = events.send(ChatLine::Event(event));
+        })
+        .await;
+        let _ = lines.send(match result {
+            Ok(done) => ChatLine::Done { done },
+            Err(err) => ChatLine::Failed { error: err.to_string() },
+        });
+    });
+    let stream = futures::stream::unfold(receiver, |mut receiver| async move {
+        let line = receiver.recv().await?;
+        let mut bytes = serde_json::to_vec(&line).unwrap_or_else(|err| format!("{{\"error\":\"{err}\"}}").into_bytes());
+        bytes.push(b'\n');
+        Some((Ok::<_, std::convert::Infallible>(bytes), receiver))
+    });
+    ([(header::CONTENT_TYPE, "application/x-ndjson")], axum::body::Body::from_stream(stream)).into_response()
 }
 
 /// Writes `api.json` readable only by the owner, atomically.
