@@ -97,6 +97,7 @@ async fn rule_brain_runs_a_scripted_owner_conversation_offline() {
     let dir = tempfile::tempdir().unwrap();
     let home = node(dir.path()).await;
     connected_contact(&home, "Globex", "work").await;
+    connected_contact(&home, "Grandma", "family").await;
     let brain = Arc::new(AnyBrain::Rule(RuleBrain));
     let before = audit(&home).len();
     let mut history = Vec::new();
@@ -125,6 +126,9 @@ async fn rule_brain_runs_a_scripted_owner_conversation_offline() {
     ));
     let (reply, _) = chat(&home, &brain, Some("work"), &mut history, "Work with Hooli on the merger").await;
     assert!(reply.text.contains("no contact matches"), "{}", reply.text);
+    // A contact of another identity is outside this identity's scope: refused, and audited.
+    let (reply, _) = chat(&home, &brain, Some("work"), &mut history, "Talk to Grandma about the budget").await;
+    assert!(reply.text.contains("not a connected contact assigned to identity work"), "{}", reply.text);
 
     let (reply, events) =
         chat(&home, &brain, Some("work"), &mut history, "Ask the manager about the Falcon budget").await;
@@ -138,7 +142,8 @@ async fn rule_brain_runs_a_scripted_owner_conversation_offline() {
     // Every action the agents took is in the chain, and the chain verifies.
     let entries = audit(&home);
     let added = actions(&entries[before..]);
-    assert_eq!(added, ["memory.add", "approval.request", "manager.advise"], "{added:?}");
+    assert_eq!(added, ["memory.add", "approval.request", "approval.request", "manager.advise"], "{added:?}");
+    assert!(matches!(entries[before + 2].outcome, Outcome::Denied(_)), "the out-of-scope request is denied");
     let work = home.home().identities().unwrap().into_iter().find(|i| i.tag.to_string() == "work").unwrap();
     assert!(entries[before..].iter().all(|e| e.actor == Actor::Identity(work.id) || e.actor == Actor::Manager));
     home.db().verify_audit().unwrap();
@@ -334,4 +339,69 @@ async fn hostile_model_output_ends_in_a_clear_error_never_an_unaudited_action() 
     assert_eq!(actions(&added), ["memory.add"], "only the write that happened, audited");
     assert_eq!(home.home().memories(MemoryScope::All, None).unwrap().len(), 7);
     home.db().verify_audit().unwrap();
+}
+
+#[tokio::test]
+async fn the_manager_has_no_tool_that_reaches_outside_the_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = node(dir.path()).await;
+    let manager = Agent::manager(home.clone(), Arc::new(RuleBrain));
+    let names: Vec<String> = manager.toolbox(&Audience::Owner).specs().into_iter().map(|spec| spec.name).collect();
+    assert_eq!(names, ["memory_recall", "list_identities"]);
+    // Asked by a model for a tool it does not have, it answers with an error result.
+    let call = clawnet_node::agents::ToolCall {
+        id: "1".into(),
+        name: "request_collaboration".into(),
+        arguments: json!({"contact": "Globex", "purpose": "x"}),
+    };
+    let output = manager.toolbox(&Audience::Owner).run(&call).await;
+    assert!(!output.ok && output.result["error"].as_str().unwrap().contains("there is no tool"), "{:?}", output.result);
+}
+
+/// A stand-in for the file primitives: one tool that reports who called it.
+#[derive(Debug)]
+struct WhoAmI;
+
+impl clawnet_node::agents::tools::ToolExtension for WhoAmI {
+    fn specs(&self, _: &clawnet_storage::identities::IdentityRecord) -> Vec<clawnet_node::agents::ToolSpec> {
+        vec![clawnet_node::agents::ToolSpec {
+            name: "who_am_i".into(),
+            description: "Say which identity is calling".into(),
+            parameters: json!({"type": "object", "properties": {}}),
+        }]
+    }
+
+    fn call<'a>(
+        &'a self,
+        identity: &'a clawnet_storage::identities::IdentityRecord,
+        call: &'a clawnet_node::agents::ToolCall,
+    ) -> futures::future::BoxFuture<'a, Option<clawnet_node::agents::tools::ToolOutput>> {
+        Box::pin(async move {
+            (call.name == "who_am_i")
+                .then(|| clawnet_node::agents::tools::ToolOutput::ok(json!({"identity": identity.tag.to_string()})))
+        })
+    }
+}
+
+#[tokio::test]
+async fn extensions_plug_tools_into_identity_agents_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = node(dir.path()).await;
+    let server = ModelServer::start().await.unwrap();
+    server.push_all([Script::tool_call("who_am_i", json!({})), Script::answer("done")]);
+    let agent = Agent::identity(home.clone(), "work", Arc::new(server.brain(false).unwrap()))
+        .unwrap()
+        .with_extension(Arc::new(WhoAmI));
+    let response = agent.respond(&[Message::user("who are you?")], &Audience::Owner, &mut |_| {}).await.unwrap();
+    let result = response.transcript.iter().find(|m| m.tool_call_id.is_some()).unwrap();
+    assert_eq!(result.content, r#"{"identity":"work"}"#);
+    let offered: Vec<String> = server.requests()[0]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|tool| tool["function"]["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(offered.contains(&"who_am_i".to_owned()), "{offered:?}");
+    let manager = Agent::manager(home, Arc::new(RuleBrain)).with_extension(Arc::new(WhoAmI));
+    assert!(!manager.toolbox(&Audience::Owner).specs().iter().any(|spec| spec.name == "who_am_i"));
 }

@@ -97,15 +97,21 @@ fn real_binaries_befriend_through_the_relay_and_survive_a_killed_sender() -> any
     Ok(())
 }
 
+/// A node "Ada" in `root` with identity "work", which knows one fact.
+fn ada_with_a_work_identity(clawnet_bin: &Path, root: &Path) -> anyhow::Result<std::path::PathBuf> {
+    let dir = root.join("ada");
+    clawnet_ok(clawnet_bin, &dir, &["init", "--name", "Ada", "--insecure-no-passphrase"])?;
+    clawnet_ok(clawnet_bin, &dir, &["identity", "create", "work", "--description", "Ada at Initech"])?;
+    clawnet_ok(clawnet_bin, &dir, &["memory", "add", "work", "fact", "The Falcon report is due on 14 March"])?;
+    Ok(dir)
+}
+
 #[test]
 fn the_owner_chats_and_edits_memory_with_and_without_the_running_node() -> anyhow::Result<()> {
     let clawnet_bin = binary("clawnet-node", "clawnet")?;
     let temp = tempfile::tempdir()?;
-    let dir = temp.path().join("ada");
-    clawnet_ok(&clawnet_bin, &dir, &["init", "--name", "Ada", "--insecure-no-passphrase"])?;
-    clawnet_ok(&clawnet_bin, &dir, &["identity", "create", "work", "--description", "Ada at Initech"])?;
     // Offline: straight on the data directory.
-    clawnet_ok(&clawnet_bin, &dir, &["memory", "add", "work", "fact", "The Falcon report is due on 14 March"])?;
+    let dir = ada_with_a_work_identity(&clawnet_bin, temp.path())?;
     let chat = |message: &str| -> anyhow::Result<serde_json::Value> {
         Ok(serde_json::from_str(&clawnet_ok(&clawnet_bin, &dir, &["chat", "work", "--message", message, "--json"])?)?)
     };
@@ -156,10 +162,7 @@ async fn the_cli_thinks_with_the_model_server_its_environment_names() -> anyhow:
     ]);
     let clawnet_bin = binary("clawnet-node", "clawnet")?;
     let temp = tempfile::tempdir()?;
-    let dir = temp.path().join("ada");
-    clawnet_ok(&clawnet_bin, &dir, &["init", "--name", "Ada", "--insecure-no-passphrase"])?;
-    clawnet_ok(&clawnet_bin, &dir, &["identity", "create", "work", "--description", "Ada at Initech"])?;
-    clawnet_ok(&clawnet_bin, &dir, &["memory", "add", "work", "fact", "The Falcon report is due on 14 March"])?;
+    let dir = ada_with_a_work_identity(&clawnet_bin, temp.path())?;
     let base_url = server.base_url();
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new(&clawnet_bin)

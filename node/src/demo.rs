@@ -107,7 +107,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             all_ok &= replayed.is_err() && refused.is_err();
             step("The negotiation continues");
         }
-        let (speaker, listener) = if idx.is_multiple_of(2) { (&mut buyer, &mut supplier) } else { (&mut supplier, &mut buyer) };
+        let (speaker, listener) =
+            if idx.is_multiple_of(2) { (&mut buyer, &mut supplier) } else { (&mut supplier, &mut buyer) };
         let response = rt.block_on(speaker.think(&lines, listener.name))?;
         if let Delivery::Held { matched, .. } = &response.delivery {
             println!(
@@ -129,7 +130,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
 
     let (closer, reason) = match ended {
-        Some((idx, marker)) => (if idx.is_multiple_of(2) { &mut buyer } else { &mut supplier }, CloseReason::Ended(marker)),
+        Some((idx, marker)) => {
+            (if idx.is_multiple_of(2) { &mut buyer } else { &mut supplier }, CloseReason::Ended(marker))
+        }
         None => (&mut buyer, CloseReason::MaxTurns),
     };
     step(&format!("The session closes ({reason:?}): {} signs the close, the other node verifies it", closer.name));

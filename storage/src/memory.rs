@@ -192,7 +192,8 @@ impl MemoryRecord {
 impl WireFormat for MemoryRecord {
     const NAME: &'static str = "memory entry";
     const VERSION: u8 = 1;
-    const MAX_LEN: usize = 4 * 1024;
+    // Text, plus a bottom line's subject and unit cut from that text.
+    const MAX_LEN: usize = 3 * MAX_MEMORY_TEXT + 256;
 }
 
 impl ReadView {

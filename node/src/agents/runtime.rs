@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use clawnet_protocol::audit::{Actor, AuditDraft, Outcome, SECURITY_PREFIX};
+use clawnet_protocol::limits::MAX_TURN_TEXT;
 use clawnet_protocol::session::EndMarker;
 use clawnet_storage::Change;
 use clawnet_storage::approvals::{ApprovalId, ApprovalRequest};
@@ -20,6 +21,9 @@ use super::memory::{LexicalRetriever, MemoryItem, MemoryScope, Retriever};
 use super::tools::{Advice, Advisor, AgentEvent, AgentRole, Audience, ToolExtension, Toolbox};
 use crate::error::NodeError;
 use crate::home::UnlockedHome;
+
+/// Never-share items a held message's approval names at most.
+const MAX_ITEMS_SHOWN: usize = 8;
 
 /// Limits of one turn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +57,9 @@ pub enum AgentError {
     /// The brain gave an empty answer.
     #[error("the agent gave an empty answer")]
     EmptyReply,
+    /// The reply is too long for one turn.
+    #[error("the agent's reply is {0} bytes; one turn carries at most {MAX_TURN_TEXT}")]
+    TooLong(usize),
     /// The node failed (database, unknown identity).
     #[error(transparent)]
     Node(#[from] NodeError),
@@ -82,6 +89,7 @@ pub struct Response {
     /// How the agent ended the conversation, if it did.
     pub end: Option<EndMarker>,
     /// The messages this turn added after the history: tool calls, results and the reply.
+    /// Tool results quote memory: the transcript stays inside the node; only `text` is sent.
     pub transcript: Vec<Message>,
     /// Brain calls made.
     pub steps: usize,
@@ -258,6 +266,9 @@ impl<B: Brain + 'static> Agent<B> {
         if text.is_empty() && end.is_none() {
             return Err(AgentError::EmptyReply);
         }
+        if matches!(audience, Audience::Counterpart { .. }) && text.len() > MAX_TURN_TEXT {
+            return Err(AgentError::TooLong(text.len()));
+        }
         let delivery = match (&self.role, audience) {
             (AgentRole::Identity(identity), Audience::Counterpart { name }) => {
                 self.guard_outbound(identity, name, &text, on_event).await?
@@ -285,8 +296,9 @@ impl<B: Brain + 'static> Agent<B> {
             "disclosure guard",
             Outcome::Denied(format!("held for the owner: it contains {} never-share item(s)", matched.len())),
         );
-        let request =
-            ApprovalRequest::HeldMessage { recipient: recipient.into(), text: text.into(), matched: matched.clone() };
+        // The record keeps the first few items matched (enough for the owner to see why).
+        let shown = matched.iter().take(MAX_ITEMS_SHOWN).cloned().collect();
+        let request = ApprovalRequest::HeldMessage { recipient: recipient.into(), text: text.into(), matched: shown };
         let approval = self.home.request_approval(identity.id, request, vec![event]).await?;
         on_event(AgentEvent::Held { approval: approval.id.to_hex(), matched: matched.clone() });
         Ok(Delivery::Held { approval: approval.id, matched })
