@@ -35,6 +35,9 @@ pub struct Daemon {
 impl Daemon {
     /// Starts a node on `home` with `config`.
     pub async fn start(home: UnlockedHome, config: NodeConfig) -> Result<Daemon, NodeError> {
+        // The agents' brain first: a bad [llm] section fails before anything starts.
+        let brain = AnyBrain::from_config(config.llm.as_ref()).map_err(|err| NodeError::Config(err.to_string()))?;
+        let brain = Arc::new(brain);
         let home = Arc::new(home);
         let shutdown = CancellationToken::new();
         let device = clawnet_crypto::SigningSecret::from_bytes(&home.keys().device.to_bytes());
@@ -51,8 +54,7 @@ impl Daemon {
         tasks.spawn(pump(node.clone(), inbox, events, shutdown.child_token()));
         node.follow_all_feeds().await?;
         node.greet_contacts().await;
-        let brain = AnyBrain::from_config(config.llm.as_ref()).map_err(|err| NodeError::Config(err.to_string()))?;
-        let api = ApiServer::start(node.clone(), Arc::new(brain), &config.api, shutdown.child_token()).await?;
+        let api = ApiServer::start(node.clone(), brain, &config.api, shutdown.child_token()).await?;
         // Announce once at start, so contacts that missed a change while we were down catch up.
         if let Err(err) = node.publish_tags(false).await {
             tracing::warn!(%err, "cannot announce tags at start");

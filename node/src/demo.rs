@@ -129,15 +129,14 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         }
     }
 
-    let (closer, reason) = match ended {
-        Some((idx, marker)) => {
-            (if idx.is_multiple_of(2) { &mut buyer } else { &mut supplier }, CloseReason::Ended(marker))
-        }
-        None => (&mut buyer, CloseReason::MaxTurns),
+    // The owner whose agent ended the session closes it (the buyer, at the turn limit).
+    let (buyer_closes, reason) = match ended {
+        Some((idx, marker)) => (idx.is_multiple_of(2), CloseReason::Ended(marker)),
+        None => (true, CloseReason::MaxTurns),
     };
+    let (closer, other) = if buyer_closes { (&mut buyer, &mut supplier) } else { (&mut supplier, &mut buyer) };
     step(&format!("The session closes ({reason:?}): {} signs the close, the other node verifies it", closer.name));
     let close = closer.close(reason)?;
-    let other = if std::ptr::eq(closer, &buyer) { &mut supplier } else { &mut buyer };
     other.receive(&close)?;
     for side in [&buyer, &supplier] {
         println!("  {}: {:?}", side.name, side.session()?.phase());

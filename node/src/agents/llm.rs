@@ -12,6 +12,7 @@
 //! brain never sends it again. The API key is sent only as a bearer token: it is not printed by
 //! `Debug`, is removed from every error, and is never sent in clear to a host off this machine.
 
+mod request;
 mod sse;
 mod wire;
 
@@ -263,7 +264,7 @@ impl LlmBrain {
     ) -> Result<BrainReply, BrainError> {
         let rules = CallRules { tools, turn: conversation.len() };
         let mut tool_choice = !tools.is_empty() && self.offers_tool_choice();
-        let mut body = wire::request_body(&self.config, conversation, tools, tool_choice)?;
+        let mut body = request::request_body(&self.config, conversation, tools, tool_choice)?;
         let timeout = Duration::from_secs(self.config.timeout_secs);
         let mut attempts = 0u32;
         let mut retries = 0u32;
@@ -279,7 +280,7 @@ impl LlmBrain {
                 tracing::info!(endpoint = %self.endpoint, "the model server refuses tool_choice; no longer sending it");
                 self.offer_tool_choice.store(false, Ordering::Relaxed);
                 tool_choice = false;
-                body = wire::request_body(&self.config, conversation, tools, false)?;
+                body = request::request_body(&self.config, conversation, tools, false)?;
                 continue;
             }
             let transient = refusal.status == StatusCode::TOO_MANY_REQUESTS || refusal.status.is_server_error();

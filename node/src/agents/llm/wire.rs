@@ -1,5 +1,5 @@
-//! The chat-completions JSON: the request the model brain sends, and a tolerant reading of what
-//! servers answer, whole or streamed, into a [`BrainReply`].
+//! The chat-completions answers: a tolerant reading of what servers send, whole or streamed,
+//! into a [`BrainReply`] (the request is in `request.rs`).
 //!
 //! Tolerated: `content` null, missing or an array of text parts; tool-call `arguments` as a JSON
 //! string, an object, a doubly encoded string, or empty/null for a call without arguments;
@@ -8,15 +8,13 @@
 //! `index`, by `id`, or by neither (continuing the last call). Refused: a body that is not a
 //! completion, a call naming no tool or a tool not offered, arguments that are not a JSON object.
 
-use std::borrow::Cow;
 use std::collections::HashSet;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::LlmConfig;
 use crate::agents::brain::{BrainError, BrainReply};
-use crate::agents::conversation::{Message, Role, ToolCall, ToolSpec};
+use crate::agents::conversation::{ToolCall, ToolSpec};
 
 /// Most tool calls one answer may carry.
 pub(super) const MAX_TOOL_CALLS: usize = 64;
@@ -24,26 +22,6 @@ pub(super) const MAX_TOOL_CALLS: usize = 64;
 const MAX_CALL_ID_LEN: usize = 128;
 /// Longest tool name quoted in an error.
 const MAX_QUOTED_NAME: usize = 64;
-
-/// The request body for `conversation` with `tools` on offer. `tool_choice` adds
-/// `"tool_choice": "auto"` when tools are offered (some servers refuse the field).
-pub(super) fn request_body(
-    config: &LlmConfig,
-    conversation: &[Message],
-    tools: &[ToolSpec],
-    tool_choice: bool,
-) -> Result<Vec<u8>, BrainError> {
-    let request = ChatRequest {
-        model: config.model.trim(),
-        messages: conversation.iter().map(RequestMessage::from).collect(),
-        tools: tools.iter().map(RequestTool::from).collect(),
-        tool_choice: (tool_choice && !tools.is_empty()).then_some("auto"),
-        stream: config.stream,
-        temperature: config.temperature,
-        max_tokens: config.max_tokens,
-    };
-    serde_json::to_vec(&request).map_err(|err| BrainError::Config(format!("cannot encode the request: {err}")))
-}
 
 /// What the tool calls of an answer are checked against.
 #[derive(Debug, Clone, Copy)]
@@ -360,96 +338,6 @@ fn too_many_calls() -> BrainError {
     malformed(format!("the answer asks for more than {MAX_TOOL_CALLS} tool calls"))
 }
 
-// ---- Request shapes ----
-
-#[derive(Debug, Serialize)]
-struct ChatRequest<'a> {
-    model: &'a str,
-    messages: Vec<RequestMessage<'a>>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    tools: Vec<RequestTool<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tool_choice: Option<&'static str>,
-    stream: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    temperature: Option<f32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max_tokens: Option<u32>,
-}
-
-#[derive(Debug, Serialize)]
-struct RequestMessage<'a> {
-    role: Role,
-    /// Always a string, empty beside tool calls: some servers' templates refuse `null`.
-    content: &'a str,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    tool_calls: Vec<RequestCall<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tool_call_id: Option<&'a str>,
-}
-
-impl<'a> From<&'a Message> for RequestMessage<'a> {
-    fn from(message: &'a Message) -> RequestMessage<'a> {
-        RequestMessage {
-            role: message.role,
-            content: &message.content,
-            tool_calls: message
-                .tool_calls
-                .iter()
-                .map(|call| RequestCall {
-                    id: &call.id,
-                    kind: "function",
-                    function: RequestFunction { name: &call.name, arguments: call.arguments.to_string() },
-                })
-                .collect(),
-            tool_call_id: message.tool_call_id.as_deref(),
-        }
-    }
-}
-
-#[derive(Debug, Serialize)]
-struct RequestCall<'a> {
-    id: &'a str,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    function: RequestFunction<'a>,
-}
-
-#[derive(Debug, Serialize)]
-struct RequestFunction<'a> {
-    name: &'a str,
-    /// The arguments as JSON text, as the OpenAI API has them.
-    arguments: String,
-}
-
-#[derive(Debug, Serialize)]
-struct RequestTool<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    function: RequestToolFunction<'a>,
-}
-
-#[derive(Debug, Serialize)]
-struct RequestToolFunction<'a> {
-    name: &'a str,
-    description: &'a str,
-    parameters: Cow<'a, Value>,
-}
-
-impl<'a> From<&'a ToolSpec> for RequestTool<'a> {
-    fn from(tool: &'a ToolSpec) -> RequestTool<'a> {
-        let parameters = match &tool.parameters {
-            // Servers want a schema even for a tool without arguments.
-            Value::Null => Cow::Owned(serde_json::json!({"type": "object", "properties": {}})),
-            schema => Cow::Borrowed(schema),
-        };
-        RequestTool {
-            kind: "function",
-            function: RequestToolFunction { name: &tool.name, description: &tool.description, parameters },
-        }
-    }
-}
-
 // ---- Answer shapes (whole completions and stream chunks share them) ----
 
 #[derive(Debug, Deserialize)]
@@ -502,10 +390,6 @@ mod tests {
             .collect()
     }
 
-    fn config() -> LlmConfig {
-        LlmConfig { model: "qwen2.5".into(), ..LlmConfig::default() }
-    }
-
     fn read(body: Value) -> Result<BrainReply, BrainError> {
         let tools = tools();
         read_completion(body.to_string().as_bytes(), CallRules { tools: &tools, turn: 3 })
@@ -531,63 +415,6 @@ mod tests {
             Err(BrainError::Malformed(message)) => message,
             other => panic!("expected a malformed answer, got {other:?}"),
         }
-    }
-
-    #[test]
-    fn request_carries_the_conversation_in_openai_shape() {
-        let call = ToolCall { id: "c1".into(), name: "recall".into(), arguments: json!({"query": "dentist"}) };
-        let conversation = vec![
-            Message::system("be brief"),
-            Message::user("when is the dentist?"),
-            Message::calls("", vec![call.clone()]),
-            Message::tool_result(&call, "tuesday"),
-        ];
-        let mut config = config();
-        config.temperature = Some(0.5);
-        config.max_tokens = Some(256);
-        let body: Value =
-            serde_json::from_slice(&request_body(&config, &conversation, &tools(), true).unwrap()).unwrap();
-        assert_eq!(
-            body,
-            json!({
-                "model": "qwen2.5",
-                "messages": [
-                    {"role": "system", "content": "be brief"},
-                    {"role": "user", "content": "when is the dentist?"},
-                    {"role": "assistant", "content": "", "tool_calls": [
-                        {"id": "c1", "type": "function", "function": {"name": "recall", "arguments": "{\"query\":\"dentist\"}"}}
-                    ]},
-                    {"role": "tool", "content": "tuesday", "tool_call_id": "c1"},
-                ],
-                "tools": [
-                    {"type": "function", "function": {"name": "recall", "description": "recall a memory",
-                        "parameters": {"type": "object", "properties": {"query": {"type": "string"}}}}},
-                    {"type": "function", "function": {"name": "store", "description": "store a memory",
-                        "parameters": {"type": "object", "properties": {"query": {"type": "string"}}}}},
-                ],
-                "tool_choice": "auto",
-                "stream": true,
-                "temperature": 0.5,
-                "max_tokens": 256,
-            })
-        );
-    }
-
-    #[test]
-    fn request_without_tools_omits_tools_and_tool_choice() {
-        let body: Value =
-            serde_json::from_slice(&request_body(&config(), &[Message::user("hi")], &[], true).unwrap()).unwrap();
-        assert_eq!(body, json!({"model": "qwen2.5", "messages": [{"role": "user", "content": "hi"}], "stream": true}));
-        let body: Value =
-            serde_json::from_slice(&request_body(&config(), &[Message::user("hi")], &tools(), false).unwrap()).unwrap();
-        assert!(body.get("tools").is_some() && body.get("tool_choice").is_none());
-    }
-
-    #[test]
-    fn a_tool_without_parameters_gets_an_empty_schema() {
-        let tool = ToolSpec { name: "end".into(), description: "end".into(), parameters: Value::Null };
-        let body: Value = serde_json::from_slice(&request_body(&config(), &[], &[tool], false).unwrap()).unwrap();
-        assert_eq!(body["tools"][0]["function"]["parameters"], json!({"type": "object", "properties": {}}));
     }
 
     #[test]
