@@ -250,7 +250,7 @@ impl Brain for Says {
 async fn the_disclosure_guard_holds_never_share_items_however_spelled_and_passes_innocent_ones() {
     let dir = tempfile::tempdir().unwrap();
     let home = node(dir.path()).await;
-    let counterpart = Audience::Counterpart { name: "Globex".into() };
+    let counterpart = Audience::Counterpart { name: "Globex".into(), session: None };
     let history = [Message::user("Anything new at Initech?")];
     for leak in [
         "Between us: Initech layoffs in June.",
@@ -288,7 +288,7 @@ async fn the_rule_brain_negotiates_with_a_counterpart_within_its_bottom_line() {
     let dir = tempfile::tempdir().unwrap();
     let home = node(dir.path()).await;
     let agent = Agent::identity(home.clone(), "work", Arc::new(RuleBrain)).unwrap();
-    let counterpart = Audience::Counterpart { name: "Globex".into() };
+    let counterpart = Audience::Counterpart { name: "Globex".into(), session: None };
     let mut history = vec![Message::user("Globex here. Our price for 500 sensors is 46 EUR per unit.")];
     let response = agent.respond(&history, &counterpart, &mut |_| {}).await.unwrap();
     assert_eq!(response.text, "46.00 EUR is too high for us. We can offer 38.00 EUR.");

@@ -15,6 +15,7 @@ pub mod llm;
 pub mod memory;
 pub mod rule_brain;
 pub mod runtime;
+pub mod scripted;
 pub mod tools;
 
 pub use brain::{Brain, BrainError, BrainReply};

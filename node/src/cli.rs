@@ -1,6 +1,8 @@
 //! The `clawnet` command line: argument parsing, dispatch, and the one-line error contract
 //! (exit 0 on success; otherwise a single `clawnet: error: ...` line on stderr and exit 1, or
-//! exit 2 for bad usage).
+//! exit 2 for bad usage). Commands that need the network or live sessions (contacts, decisions,
+//! sessions, watching) talk to the running node through its local API; the others open the data
+//! directory themselves when no node runs.
 
 mod approvals;
 mod audit;
@@ -10,12 +12,15 @@ mod identity;
 mod init;
 mod memory;
 mod run;
+mod session;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use crate::api::ApiClient;
 use crate::data_dir::default_data_dir;
 
 /// ClawNet: your identity agents, working with other people's agents under your signed consent.
@@ -48,12 +53,15 @@ enum Command {
     /// List, add, edit and delete what an identity agent remembers (factual, pattern, value)
     #[command(subcommand)]
     Memory(memory::MemoryCommand),
-    /// What your agents asked you to decide
-    Approvals {
-        /// Print JSON instead of a table
-        #[arg(long)]
-        json: bool,
-    },
+    /// What your agents asked you to decide; --watch follows what happens live
+    Approvals(approvals::ApprovalsArgs),
+    /// Approve a pending request: your signed consent goes out (needs the running node)
+    Approve(approvals::ApproveArgs),
+    /// Reject a pending request, optionally saying why (needs the running node)
+    Reject(approvals::RejectArgs),
+    /// List, show and stop collaboration sessions (needs the running node)
+    #[command(subcommand)]
+    Session(session::SessionCommand),
     /// Run the node: network, deliveries, tag feeds and the local API, until SIGINT/SIGTERM
     Run(run::RunArgs),
     /// Run the local demo: two owners, a governed session, attacks refused, chains verified
@@ -76,7 +84,10 @@ pub fn main() -> ExitCode {
         Command::Contact(command) => runtime(false).and_then(|rt| rt.block_on(contact::run(&data_dir, command))),
         Command::Chat(args) => runtime(false).and_then(|rt| rt.block_on(chat::run(&data_dir, args))),
         Command::Memory(command) => runtime(false).and_then(|rt| rt.block_on(memory::run(&data_dir, command))),
-        Command::Approvals { json } => runtime(false).and_then(|rt| rt.block_on(approvals::run(&data_dir, json))),
+        Command::Approvals(args) => runtime(false).and_then(|rt| rt.block_on(approvals::list(&data_dir, args))),
+        Command::Approve(args) => runtime(false).and_then(|rt| rt.block_on(approvals::approve(&data_dir, args))),
+        Command::Reject(args) => runtime(false).and_then(|rt| rt.block_on(approvals::reject(&data_dir, args))),
+        Command::Session(command) => runtime(false).and_then(|rt| rt.block_on(session::run(&data_dir, command))),
     };
     match result {
         Ok(code) => code,
@@ -86,6 +97,16 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The API of the node running on `data_dir`, or an error that says `why` the command needs it.
+async fn running_node(data_dir: &Path, why: &str) -> anyhow::Result<ApiClient> {
+    ApiClient::discover(data_dir).await.with_context(|| format!("the node is not running: {why}"))
+}
+
+/// The first 8 characters of an id, as lists show it (commands accept any unique prefix).
+fn short(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
 }
 
 /// The async runtime for one command: a multi-threaded one for the node, a single thread for a

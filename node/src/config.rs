@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::agents::llm::LlmConfig;
 use crate::error::NodeError;
+use crate::sessions::{OwnerPolicy, SessionSettings};
 
 /// The configuration file inside a data directory.
 pub const CONFIG_FILE: &str = "config.toml";
@@ -22,6 +23,12 @@ pub struct NodeConfig {
     /// The model server the agents think with. Absent: the rule brain, which needs no model.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub llm: Option<LlmConfig>,
+    /// Bounds on collaboration sessions.
+    pub sessions: SessionSettings,
+    /// Standing owner decisions (`[[policy]]`); without one, every collaboration waits for the
+    /// owner.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub policy: Vec<OwnerPolicy>,
 }
 
 /// Peer-to-peer networking.
@@ -127,6 +134,12 @@ impl NodeConfig {
 
     /// Checks values that would only fail later, at an unhelpful moment.
     pub fn validate(&self) -> Result<(), NodeError> {
+        self.sessions.validate()?;
+        for policy in &self.policy {
+            if policy.contact.trim().is_empty() || policy.identity.trim().is_empty() {
+                return Err(NodeError::Config("every [[policy]] names a contact and an identity".into()));
+            }
+        }
         if let Some(llm) = &self.llm {
             if llm.model.trim().is_empty() {
                 return Err(NodeError::Config(format!(
@@ -169,7 +182,16 @@ impl NodeConfig {
              # api_key = \"...\"                         # hosted APIs only\n\
              # timeout_secs = 120\n\
              # max_retries = 3\n\
-             # stream = true\n",
+             # stream = true\n\n\
+             # Standing decisions: approve collaboration between one identity and one contact\n\
+             # without asking (default: every session waits for `clawnet approve`).\n\
+             #\n\
+             # [[policy]]\n\
+             # contact = \"Globex\"          # name or fingerprint prefix\n\
+             # identity = \"procurement\"\n\
+             # direction = \"both\"          # outgoing | incoming | both\n\
+             # max_turns = 12\n\
+             # recursion = false\n",
             toml::to_string_pretty(&defaults).unwrap_or_default()
         )
     }

@@ -37,13 +37,21 @@ impl Daemon {
     pub async fn start(home: UnlockedHome, config: NodeConfig) -> Result<Daemon, NodeError> {
         // The agents' brain first: a bad [llm] section fails before anything starts.
         let brain = AnyBrain::from_config(config.llm.as_ref()).map_err(|err| NodeError::Config(err.to_string()))?;
-        let brain = Arc::new(brain);
+        Daemon::start_with_brain(home, config, Arc::new(brain)).await
+    }
+
+    /// Starts a node whose agents think with `brain` instead of the configured one.
+    pub async fn start_with_brain(
+        home: UnlockedHome,
+        config: NodeConfig,
+        brain: Arc<AnyBrain>,
+    ) -> Result<Daemon, NodeError> {
         let home = Arc::new(home);
         let shutdown = CancellationToken::new();
         let device = clawnet_crypto::SigningSecret::from_bytes(&home.keys().device.to_bytes());
         let (network, events, network_task) = Network::start(&device, &config.network, shutdown.child_token()).await?;
         drop(device);
-        let node = Node::new(home, network);
+        let node = Node::new(home, network, brain.clone(), &config)?;
         let inbox = Inbox::new(node.home.clone(), Governance::new(node.clone()));
 
         let mut tasks = JoinSet::new();
@@ -54,6 +62,9 @@ impl Daemon {
         tasks.spawn(pump(node.clone(), inbox, events, shutdown.child_token()));
         node.follow_all_feeds().await?;
         node.greet_contacts().await;
+        // Sessions that were waiting for this node when it stopped: decisions a policy now
+        // covers, and turns that are ours to speak.
+        node.resume_sessions().await;
         let api = ApiServer::start(node.clone(), brain, &config.api, shutdown.child_token()).await?;
         // Announce once at start, so contacts that missed a change while we were down catch up.
         if let Err(err) = node.publish_tags(false).await {
@@ -76,6 +87,7 @@ impl Daemon {
     /// workers; the database closes when the last task lets go of it.
     pub async fn shutdown(mut self) {
         self.api.stop().await;
+        self.node.stop_background(SHUTDOWN_GRACE).await;
         self.shutdown.cancel();
         let drain = async { while self.tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {

@@ -8,17 +8,18 @@
 mod inbox;
 mod outbox;
 
-use clawnet_crypto::{SigningPublicKey, Timestamp};
+use clawnet_crypto::{Hash32, HashDomain, SigningPublicKey, Timestamp};
 use clawnet_protocol::MessageId;
 use clawnet_protocol::wire::WireMessage;
 use clawnet_storage::deliveries::OutboundRecord;
 use clawnet_storage::{StoreError, Txn};
 
-pub use inbox::{Accepted, Handler, Inbox, Refusal};
+pub use inbox::{Accepted, Handler, Hold, Inbox, Refusal};
 pub use outbox::{Outbox, OutboxStats};
 
 /// Queues `message` for the node with `recipient` device key, inside a change's transaction.
-/// Returns its id; queuing the same message twice queues it once.
+/// Returns its id; queuing the same message twice for one recipient queues it once. The same
+/// message for several recipients (a tag announcement sealed to a group) is queued once each.
 pub fn enqueue(
     txn: &mut Txn<'_>,
     recipient: SigningPublicKey,
@@ -28,6 +29,11 @@ pub fn enqueue(
     let bytes = message.encode();
     let id = MessageId::of(&bytes);
     let record = OutboundRecord::new(recipient, bytes, now);
-    txn.enqueue_outbound(&id, &record)?;
+    txn.enqueue_outbound(&outbox_key(&recipient, &id), &record)?;
     Ok(id)
+}
+
+/// Where a message for `recipient` sits in the outbox: its id bound to the recipient.
+fn outbox_key(recipient: &SigningPublicKey, id: &MessageId) -> MessageId {
+    MessageId(Hash32::of_parts(HashDomain::MessageId, &[recipient.as_bytes(), id.0.as_bytes()]))
 }

@@ -252,14 +252,18 @@ impl Owner {
             )));
         }
         let agent = Agent::identity(self.node.clone(), self.tag, Arc::new(RuleBrain))?;
-        Ok(agent.respond(&history, &Audience::Counterpart { name: counterpart.into() }, &mut |_| {}).await?)
+        Ok(agent
+            .respond(&history, &Audience::Counterpart { name: counterpart.into(), session: None }, &mut |_| {})
+            .await?)
     }
 
     /// What a compromised brain would send, through the same guard.
     async fn leak(&self, text: &str) -> anyhow::Result<Response> {
         let agent = Agent::identity(self.node.clone(), self.tag, Arc::new(Leaky(text.into())))?;
         let history = [Message::user("What does a unit cost you to make?")];
-        Ok(agent.respond(&history, &Audience::Counterpart { name: "the buyer".into() }, &mut |_| {}).await?)
+        Ok(agent
+            .respond(&history, &Audience::Counterpart { name: "the buyer".into(), session: None }, &mut |_| {})
+            .await?)
     }
 
     fn own_roster(&self) -> anyhow::Result<Roster> {

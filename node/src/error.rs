@@ -58,6 +58,9 @@ pub enum NodeError {
     /// A contact operation is not possible.
     #[error("{0}")]
     Contact(String),
+    /// A session or approval operation is not possible.
+    #[error("{0}")]
+    Session(String),
     /// The network failed.
     #[error(transparent)]
     Network(#[from] crate::network::NetworkError),

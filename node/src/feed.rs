@@ -156,11 +156,10 @@ impl Node {
             Err(err) => return Err(TagsRefused::Invalid(err.to_string())),
         };
         let previous = record.their_feed;
-        let stored_seq = record.their_tags.as_ref().and_then(|t| t.decode_unverified().ok()).map(|a| (a.feed, a.seq));
-        let newer = match stored_seq {
-            Some((feed, seq)) => feed != announcement.feed || announcement.seq > seq,
-            None => true,
-        };
+        // Sequence numbers keep counting across feed rotations, so an announcement from an old
+        // feed (a delayed retry, a replay) is older than the one we hold and must not replace it.
+        let stored_seq = record.their_tags.as_ref().and_then(|t| t.decode_unverified().ok()).map(|a| a.seq);
+        let newer = stored_seq.is_none_or(|seq| announcement.seq > seq);
         if !newer {
             return Ok(FeedChange { previous, current: previous });
         }

@@ -1,7 +1,7 @@
 //! What inbound messages may do to this node. Every message is checked against who sent it (the
 //! Noise-authenticated peer must be the node the message's signer certified), the contact state
 //! machine, invites and the replay cache; a refusal that indicates an attack is recorded as a
-//! security event. Session messages are refused until sessions are implemented.
+//! security event. Session messages are handled in `sessions/inbound.rs`.
 
 use std::sync::Arc;
 
@@ -19,7 +19,7 @@ use clawnet_storage::invites::InviteRecord;
 use clawnet_storage::replay::NonceCheck;
 use libp2p::PeerId;
 
-use crate::delivery::{Accepted, Handler, Refusal};
+use crate::delivery::{Accepted, Handler, Hold, Refusal};
 use crate::feed::{FeedChange, TagsRefused};
 use crate::network::device_key_of;
 use crate::node::Node;
@@ -36,6 +36,19 @@ pub enum FollowUp {
     },
     /// Follow a contact's new feed.
     Follow(FeedChangeBox),
+    /// Carry a session on.
+    Session(SessionWork),
+}
+
+/// What a session change leads to once durable.
+#[derive(Debug, Default)]
+pub struct SessionWork {
+    /// Events for the owner.
+    pub(crate) events: Vec<crate::sessions::NodeEvent>,
+    /// Sessions where our agent may have a turn to speak.
+    pub(crate) speak: Vec<clawnet_protocol::SessionId>,
+    /// A new approval may be covered by an owner policy.
+    pub(crate) policies: bool,
 }
 
 /// A contact's feed change, opaque outside this crate.
@@ -45,7 +58,7 @@ pub struct FeedChangeBox(FeedChange);
 /// The node's inbound message policy.
 #[derive(Debug, Clone)]
 pub struct Governance {
-    node: Arc<Node>,
+    pub(crate) node: Arc<Node>,
 }
 
 impl Governance {
@@ -114,7 +127,7 @@ impl Governance {
             txn.record_nonces(&nonces)
         })
         .with_audit(audit);
-        Ok(Accepted { change, follow_up: FollowUp::None, hold: Some(hold) })
+        Ok(Accepted { change, follow_up: FollowUp::None, hold: Some(Hold::new(hold)) })
     }
 
     async fn contact_accept(&self, peer: PeerId, signed: Signed<ContactAccept>) -> Result<Accepted<FollowUp>, Refusal> {
@@ -154,7 +167,7 @@ impl Governance {
             txn.record_nonces(&nonces)
         })
         .with_audit(audit);
-        Ok(Accepted { change, follow_up: FollowUp::Publish { rotate: false }, hold: Some(hold) })
+        Ok(Accepted { change, follow_up: FollowUp::Publish { rotate: false }, hold: Some(Hold::new(hold)) })
     }
 
     async fn contact_removal(
@@ -189,7 +202,7 @@ impl Governance {
         if let Some(feed) = old_feed {
             let _ = node.network.unsubscribe(feed.topic()).await;
         }
-        Ok(Accepted { change, follow_up: FollowUp::Publish { rotate: true }, hold: Some(hold) })
+        Ok(Accepted { change, follow_up: FollowUp::Publish { rotate: true }, hold: Some(Hold::new(hold)) })
     }
 
     async fn tag_sync(&self, peer: PeerId, sealed: SealedTags) -> Result<Accepted<FollowUp>, Refusal> {
@@ -215,7 +228,7 @@ impl Governance {
     }
 
     /// The contact whose node is `peer`; anyone else is a stranger.
-    fn contact_of_peer(&self, peer: &PeerId, what: &str) -> Result<ContactRecord, Refusal> {
+    pub(crate) fn contact_of_peer(&self, peer: &PeerId, what: &str) -> Result<ContactRecord, Refusal> {
         let device = device_key_of(peer).ok_or_else(|| attack("stranger", Actor::Node, peer, "not an ed25519 peer"))?;
         let contact = self.node.home.db().read().and_then(|view| view.contact_by_device(&device)).map_err(busy)?;
         match contact {
@@ -235,19 +248,23 @@ impl Handler for Governance {
             WireMessage::ContactRemoval(signed) => self.contact_removal(peer, signed).await,
             WireMessage::TagSync(sealed) => self.tag_sync(peer, sealed).await,
             other => {
-                let record = self.contact_of_peer(&peer, other.kind())?;
-                if !record.is_connected() {
+                let contact = self.contact_of_peer(&peer, other.kind())?;
+                if !contact.is_connected() {
                     return Err(attack(
                         "stranger",
-                        Actor::Peer(record.owner),
+                        Actor::Peer(contact.owner),
                         peer,
                         "session message from a contact that is not connected",
                     ));
                 }
-                Err(Refusal::plain(format!(
-                    "{} refused: this node does not run collaboration sessions yet",
-                    other.kind()
-                )))
+                match other {
+                    WireMessage::Proposal(offer) => self.proposal(contact, *offer).await,
+                    WireMessage::Consent(signed) => self.consent(contact, signed).await,
+                    WireMessage::Rejection(signed) => self.rejection(contact, signed).await,
+                    WireMessage::Turn(signed) => self.turn(contact, signed).await,
+                    WireMessage::Close(signed) => self.close(contact, signed).await,
+                    unknown => Err(Refusal::plain(format!("{} is not handled by this node", unknown.kind()))),
+                }
             }
         }
     }
@@ -261,6 +278,7 @@ impl Handler for Governance {
                 }
             }
             FollowUp::Follow(FeedChangeBox(change)) => self.node.follow_feed(change).await,
+            FollowUp::Session(work) => self.node.carry_on(work),
         }
     }
 }
@@ -282,11 +300,11 @@ fn contact_refusal(err: ContactError, actor: Actor, object: &str) -> Refusal {
     }
 }
 
-fn attack(kind: &str, actor: Actor, object: impl std::fmt::Display, reason: impl Into<String>) -> Refusal {
+pub(crate) fn attack(kind: &str, actor: Actor, object: impl std::fmt::Display, reason: impl Into<String>) -> Refusal {
     Refusal::attack(kind, actor, object.to_string(), reason)
 }
 
-fn busy(err: clawnet_storage::StoreError) -> Refusal {
+pub(crate) fn busy(err: clawnet_storage::StoreError) -> Refusal {
     tracing::error!(%err, "database error while checking a delivery");
     Refusal::later("the receiving node cannot read its database")
 }

@@ -22,6 +22,7 @@ pub mod identities;
 pub mod network;
 pub mod node;
 pub mod passphrase;
+pub mod sessions;
 pub mod views;
 
 pub use error::NodeError;

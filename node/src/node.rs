@@ -1,17 +1,23 @@
-//! A running node: its unlocked home, its network, its outbox, and the lock that serializes
-//! decisions about contacts and the feed. Owner operations (`contacts.rs`, `feed.rs`) and
-//! inbound messages (`governance.rs`) are methods on it.
+//! A running node: its unlocked home, its network, its outbox, its sessions and agents' brain,
+//! and the lock that serializes decisions about contacts and the feed. Owner operations
+//! (`contacts.rs`, `feed.rs`, `sessions/owner.rs`) and inbound messages (`governance.rs`,
+//! `sessions/inbound.rs`) are methods on it.
 
 use std::sync::Arc;
 
 use clawnet_crypto::{DeviceCert, Signed};
 use clawnet_storage::{Change, CommitReceipt, NodeDb, Pending, StoreError};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, broadcast};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use crate::agents::brain::AnyBrain;
+use crate::config::NodeConfig;
 use crate::delivery::Outbox;
 use crate::error::NodeError;
 use crate::home::UnlockedHome;
 use crate::network::Network;
+use crate::sessions::{NodeEvent, OwnerPolicy, SessionBook, SessionSettings};
 
 /// The shared state of a running node.
 #[derive(Debug)]
@@ -25,13 +31,75 @@ pub struct Node {
     /// Held while deciding and committing a change to contacts or the feed, so two decisions
     /// about the same state never race.
     pub(crate) contacts_lock: Arc<Mutex<()>>,
+    /// The brain the owner's agents think with.
+    pub brain: Arc<AnyBrain>,
+    /// Every session this node takes part in.
+    pub(crate) sessions: SessionBook,
+    /// Bounds on sessions.
+    pub(crate) session_settings: SessionSettings,
+    /// The owner's standing decisions.
+    pub(crate) policies: Vec<OwnerPolicy>,
+    /// What the owner should see as it happens (approvals, turns, closes).
+    pub(crate) events: broadcast::Sender<NodeEvent>,
+    /// Background work (agents composing turns, policies deciding), stopped with the node.
+    tasks: TaskTracker,
+    stopping: CancellationToken,
 }
 
 impl Node {
-    /// A node over an unlocked home and a started network.
-    pub fn new(home: Arc<UnlockedHome>, network: Network) -> Arc<Node> {
+    /// A node over an unlocked home and a started network, with the sessions it had when it
+    /// stopped.
+    pub fn new(
+        home: Arc<UnlockedHome>,
+        network: Network,
+        brain: Arc<AnyBrain>,
+        config: &NodeConfig,
+    ) -> Result<Arc<Node>, NodeError> {
         let outbox = Outbox::new(home.db().clone(), network.clone());
-        Arc::new(Node { home, network, outbox, contacts_lock: Arc::new(Mutex::new(())) })
+        let sessions = SessionBook::load(home.db())?;
+        Ok(Arc::new(Node {
+            home,
+            network,
+            outbox,
+            contacts_lock: Arc::new(Mutex::new(())),
+            brain,
+            sessions,
+            session_settings: config.sessions,
+            policies: config.policy.clone(),
+            events: broadcast::channel(256).0,
+            tasks: TaskTracker::new(),
+            stopping: CancellationToken::new(),
+        }))
+    }
+
+    /// Runs `work` in the background until it ends or the node stops.
+    pub(crate) fn spawn(&self, work: impl Future<Output = ()> + Send + 'static) {
+        let stopping = self.stopping.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                () = stopping.cancelled() => {}
+                () = work => {}
+            }
+        });
+    }
+
+    /// Stops the background work and waits for it (at most `grace`).
+    pub async fn stop_background(&self, grace: std::time::Duration) {
+        self.stopping.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(grace, self.tasks.wait()).await.is_err() {
+            tracing::warn!("background work did not stop in time");
+        }
+    }
+
+    /// Live events for the owner (the local API streams them).
+    pub fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
+        self.events.subscribe()
+    }
+
+    pub(crate) fn notify(&self, event: NodeEvent) {
+        // Nobody listening is fine: everything is in the database too.
+        let _ = self.events.send(event);
     }
 
     /// This node's owner-signed device certificate.

@@ -21,6 +21,11 @@ impl SessionId {
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
     }
+
+    /// The first 8 hex digits, for people (commands accept any unique prefix).
+    pub fn short(&self) -> String {
+        hex::encode(&self.0[..4])
+    }
 }
 
 impl fmt::Display for SessionId {

@@ -13,7 +13,7 @@ use clawnet_crypto::{Domain, Hash32, HashDomain, IdentityId, OwnerId, Signable, 
 use serde::{Deserialize, Serialize};
 
 pub use error::SessionError;
-pub use lifecycle::{AcceptedTurn, ConsentProgress, Phase, Session, SessionRules};
+pub use lifecycle::{AcceptedTurn, ConsentProgress, Phase, Session, SessionRules, StoredSession};
 
 use crate::ids::{Nonce, SessionId};
 use crate::limits;

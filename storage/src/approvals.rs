@@ -1,13 +1,17 @@
 //! Owner approvals: decisions an agent may not take alone, queued until the owner answers.
 //!
-//! An identity agent's wish to work with a contact, and an outbound message the disclosure
-//! guard held, both wait here. Records stay after the decision, as the owner's history.
+//! An identity agent's wish to work with a contact (from a conversation with its owner or, for a
+//! child session, from inside another session), a contact's invitation to a session, and an
+//! outbound message the disclosure guard held all wait here. Records stay after the decision,
+//! as the owner's history.
 
 use std::fmt;
 use std::str::FromStr;
 
 use clawnet_crypto::rng::random_bytes;
 use clawnet_crypto::{IdentityId, OwnerId, Timestamp, WireFormat, encoding};
+use clawnet_protocol::SessionId;
+use clawnet_protocol::session::EndMarker;
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
@@ -62,6 +66,19 @@ pub enum ApprovalRequest {
         contact: OwnerId,
         /// Why, in the agent's words.
         purpose: String,
+        /// The session the agent asked from, for a child session one level deeper.
+        parent: Option<SessionId>,
+    },
+    /// A contact's identity proposes a session with ours; their owner already consented.
+    SessionInvitation {
+        /// The contact.
+        contact: OwnerId,
+        /// Why, in their agent's words.
+        purpose: String,
+        /// Turns asked for.
+        max_turns: u16,
+        /// 0 for a top-level session, more for a child of one of their sessions.
+        depth: u8,
     },
     /// The disclosure guard held a message the identity agent was about to send.
     HeldMessage {
@@ -71,6 +88,8 @@ pub enum ApprovalRequest {
         text: String,
         /// The never-share items it matched.
         matched: Vec<String>,
+        /// The end marker the message carried, in a session.
+        end: Option<EndMarker>,
     },
 }
 
@@ -79,6 +98,7 @@ impl ApprovalRequest {
     pub fn kind(&self) -> &'static str {
         match self {
             ApprovalRequest::Collaboration { .. } => "collaboration",
+            ApprovalRequest::SessionInvitation { .. } => "session-invitation",
             ApprovalRequest::HeldMessage { .. } => "held-message",
         }
     }
@@ -112,6 +132,9 @@ pub struct ApprovalRecord {
     pub identity: IdentityId,
     /// What is asked.
     pub request: ApprovalRequest,
+    /// The session it concerns: the one it proposed once approved, the invitation's, or the one a
+    /// held message was for.
+    pub session: Option<SessionId>,
     /// When it was asked.
     pub created_at: Timestamp,
     /// Where it stands.

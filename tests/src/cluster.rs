@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Parser;
 use clawnet_bootstrap::{BootstrapRelay, Cli as RelayCli};
+use clawnet_node::agents::brain::AnyBrain;
 use clawnet_node::config::{NetworkSettings, NodeConfig};
 use clawnet_node::daemon::Daemon;
 use clawnet_node::home::{KeyProtection, NodeHome};
@@ -68,16 +69,40 @@ pub struct TestNode {
     dir: PathBuf,
     _temp: Option<TempDir>,
     settings: NetworkSettings,
+    config: NodeConfig,
+    brain: Option<Arc<AnyBrain>>,
     daemon: Option<Daemon>,
+}
+
+/// How a test node is set up beyond its network: session bounds, owner policies, a brain.
+#[derive(Debug, Default)]
+pub struct Setup {
+    /// `[sessions]` and `[[policy]]`; its network part is ignored.
+    pub config: NodeConfig,
+    /// The agents' brain (default: the rule brain).
+    pub brain: Option<AnyBrain>,
 }
 
 impl TestNode {
     /// Creates a new owner and node in a temporary directory and starts it.
     pub async fn start(name: &str, settings: NetworkSettings) -> anyhow::Result<TestNode> {
+        TestNode::start_with(name, settings, Setup::default()).await
+    }
+
+    /// Like [`TestNode::start`], with sessions, policies and a brain of the test's choosing.
+    pub async fn start_with(name: &str, settings: NetworkSettings, setup: Setup) -> anyhow::Result<TestNode> {
         let temp = tempfile::tempdir()?;
         let dir = temp.path().join(name);
         NodeHome::init(&dir, name, KeyProtection::None)?;
-        let mut node = TestNode { name: name.into(), dir, _temp: Some(temp), settings, daemon: None };
+        let mut node = TestNode {
+            name: name.into(),
+            dir,
+            _temp: Some(temp),
+            settings,
+            config: setup.config,
+            brain: setup.brain.map(Arc::new),
+            daemon: None,
+        };
         node.resume().await?;
         Ok(node)
     }
@@ -103,8 +128,11 @@ impl TestNode {
     /// contacts find it where they last saw it, as a node with a fixed port would).
     pub async fn resume(&mut self) -> anyhow::Result<()> {
         let home = NodeHome::open(&self.dir)?.unlock(|| unreachable!("test nodes have no passphrase"))?;
-        let config = NodeConfig { network: self.settings.clone(), ..NodeConfig::default() };
-        self.daemon = Some(Daemon::start(home, config).await?);
+        let config = NodeConfig { network: self.settings.clone(), ..self.config.clone() };
+        self.daemon = Some(match &self.brain {
+            Some(brain) => Daemon::start_with_brain(home, config, brain.clone()).await?,
+            None => Daemon::start(home, config).await?,
+        });
         if self.settings.listen.iter().any(|a| a.ends_with("/tcp/0")) {
             let bound: Vec<String> = self
                 .addresses()

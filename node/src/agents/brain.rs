@@ -66,6 +66,8 @@ pub enum AnyBrain {
     Rule(super::rule_brain::RuleBrain),
     /// An OpenAI-compatible model.
     Llm(Box<super::llm::LlmBrain>),
+    /// Fixed lines (tests and benchmarks).
+    Scripted(super::scripted::ScriptedBrain),
 }
 
 impl AnyBrain {
@@ -88,6 +90,7 @@ impl Brain for AnyBrain {
         match self {
             AnyBrain::Rule(brain) => brain.decide(conversation, tools, on_text).await,
             AnyBrain::Llm(brain) => brain.decide(conversation, tools, on_text).await,
+            AnyBrain::Scripted(brain) => brain.decide(conversation, tools, on_text).await,
         }
     }
 
@@ -95,6 +98,7 @@ impl Brain for AnyBrain {
         match self {
             AnyBrain::Rule(brain) => brain.describe(),
             AnyBrain::Llm(brain) => brain.describe(),
+            AnyBrain::Scripted(brain) => brain.describe(),
         }
     }
 }

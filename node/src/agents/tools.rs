@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use clawnet_protocol::SessionId;
 use clawnet_protocol::audit::{Actor, AuditDraft, Outcome, SECURITY_PREFIX};
 use clawnet_protocol::session::EndMarker;
 use clawnet_storage::Change;
@@ -76,6 +77,9 @@ pub enum Audience {
     Counterpart {
         /// Who, for the owner's eyes.
         name: String,
+        /// The session this conversation is, if it is one (a held reply names it; a
+        /// collaboration asked for from inside it becomes its child).
+        session: Option<SessionId>,
     },
 }
 
@@ -253,11 +257,22 @@ impl Toolbox {
                         }),
                     ));
                 }
-                if self.audience == Audience::Owner {
+                let parent = match &self.audience {
+                    Audience::Owner => Some(None),
+                    Audience::Counterpart { session, .. } => session.map(Some),
+                };
+                if let Some(parent) = parent {
+                    let description = if parent.is_none() {
+                        "Ask your owner to approve a collaboration session with one of your contacts. Nothing \
+                         is sent until the owner approves."
+                    } else {
+                        "You need another of your contacts to answer this counterpart: ask your owner to approve \
+                         a session with them, opened from this one. Your turn here waits until it ends; what \
+                         you then tell this counterpart is your choice, within your own scope."
+                    };
                     specs.push(spec(
                         REQUEST_COLLABORATION,
-                        "Ask your owner to approve a collaboration session with one of your contacts. Nothing \
-                         is sent until the owner approves.",
+                        description,
                         json!({
                             "type": "object",
                             "properties": {
@@ -267,7 +282,8 @@ impl Toolbox {
                             "required": ["contact", "purpose"]
                         }),
                     ));
-                } else {
+                }
+                if let Audience::Counterpart { .. } = self.audience {
                     specs.push(spec(
                         END_CONVERSATION,
                         "End this conversation with the counterpart: resolved (agreement reached), deadlock \
@@ -463,8 +479,12 @@ impl Toolbox {
             "agent tool request_collaboration",
             Outcome::Success,
         );
-        let request = ApprovalRequest::Collaboration { contact: contact.owner, purpose: purpose.clone() };
-        match self.home.request_approval(identity.id, request, vec![audit]).await {
+        let parent = match &self.audience {
+            Audience::Owner => None,
+            Audience::Counterpart { session, .. } => *session,
+        };
+        let request = ApprovalRequest::Collaboration { contact: contact.owner, purpose: purpose.clone(), parent };
+        match self.home.request_approval(identity.id, request, None, vec![audit]).await {
             Ok(record) => {
                 let summary = format!("work with {} on: {purpose}", contact.display_name);
                 ToolOutput::ok(json!({

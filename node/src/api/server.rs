@@ -1,5 +1,7 @@
-//! The API server (axum on a loopback listener).
+//! The API server (axum on a loopback listener). Answers are JSON; the owner's chat with an agent
+//! (`POST /v1/chat`) and the live event feed (`GET /v1/events`) stream newline-delimited JSON.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +13,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use clawnet_crypto::{Fingerprint, Hash32, HashDomain};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -25,6 +29,7 @@ use crate::config::ApiSettings;
 use crate::contacts::DEFAULT_INVITE_VALIDITY;
 use crate::error::NodeError;
 use crate::node::Node;
+use crate::sessions::{NodeEvent, SessionDetail, SessionView};
 use crate::views::{AuditSummaryView, ContactTagsView, ContactView, IdentityView, InviteView, StatusView};
 
 /// A running API server.
@@ -42,7 +47,22 @@ struct ApiState {
     brain: Arc<AnyBrain>,
     /// Hash of the token, compared in constant time per request.
     token_hash: Hash32,
+    /// Cancelled when the API stops: ends the streams that would otherwise never finish.
+    stop: CancellationToken,
 }
+
+/// Request body of `POST /v1/approvals/{id}/reject`; the body may be left out (no reason).
+/// The CLI never builds it itself: [`super::ApiClient::reject`] does.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(super) struct RejectApproval {
+    /// Why, told to the other owner where one waits for an answer.
+    #[serde(default)]
+    pub(super) reason: String,
+}
+
+/// How long a quiet event stream waits before it sends an empty line, so that a watcher that
+/// went away is noticed (the write fails) and its subscription dropped.
+const EVENT_HEARTBEAT: Duration = Duration::from_secs(15);
 
 impl ApiServer {
     /// Binds the loopback listener, announces it in `api.json` and serves until `shutdown`.
@@ -57,11 +77,11 @@ impl ApiServer {
             .map_err(NodeError::io(format!("binding the local API on {}", settings.listen)))?;
         let address = listener.local_addr().map_err(NodeError::io("reading the local API address"))?;
         let token = hex::encode(clawnet_crypto::rng::random_bytes::<32>());
-        let state =
-            ApiState { node: node.clone(), brain, token_hash: Hash32::of(HashDomain::MessageId, token.as_bytes()) };
+        let stop = shutdown.child_token();
+        let token_hash = Hash32::of(HashDomain::MessageId, token.as_bytes());
+        let state = ApiState { node: node.clone(), brain, token_hash, stop: stop.clone() };
         announce(node.home.home().dir(), &ApiAnnouncement { address, token })?;
         let app = router(state);
-        let stop = shutdown.child_token();
         let graceful = stop.clone();
         let task = tokio::spawn(async move {
             let served =
@@ -105,6 +125,12 @@ fn router(state: ApiState) -> Router {
         .route("/v1/memory/{identity}/{number}/edit", post(edit_memory))
         .route("/v1/memory/{identity}/{number}/delete", post(delete_memory))
         .route("/v1/approvals", get(approvals))
+        .route("/v1/approvals/{id}/approve", post(approve))
+        .route("/v1/approvals/{id}/reject", post(reject_approval))
+        .route("/v1/sessions", get(sessions))
+        .route("/v1/sessions/{id}", get(session))
+        .route("/v1/sessions/{id}/stop", post(stop_session))
+        .route("/v1/events", get(events))
         .route("/v1/chat", post(chat))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .with_state(state)
@@ -144,6 +170,7 @@ impl From<NodeError> for ApiError {
             | NodeError::InvalidMemory(_)
             | NodeError::NoSuchMemory { .. }
             | NodeError::NotAllowed(_)
+            | NodeError::Session(_)
             | NodeError::Agent(_) => StatusCode::BAD_REQUEST,
             NodeError::Audit(_) => StatusCode::CONFLICT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -165,6 +192,17 @@ async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, NodeError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "the operation panicked".into()))?
+        .map_err(ApiError::from)
+}
+
+/// Runs an owner decision to the end even if the caller goes away: it signs, commits and sends,
+/// and dropping it half-way would leave that half done.
+async fn to_completion<T: Send + 'static>(
+    work: impl Future<Output = Result<T, NodeError>> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::spawn(work)
         .await
         .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "the operation panicked".into()))?
         .map_err(ApiError::from)
@@ -299,6 +337,77 @@ async fn approvals(State(state): State<ApiState>) -> ApiResult<Vec<ApprovalView>
     Ok(Json(state.node.home.home().approvals()?))
 }
 
+async fn approve(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult<ApprovalView> {
+    let node = state.node.clone();
+    Ok(Json(to_completion(async move { node.approve(&id).await }).await?))
+}
+
+async fn reject_approval(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    body: Option<Json<RejectApproval>>,
+) -> ApiResult<ApprovalView> {
+    let reason = body.map(|Json(body)| body.reason).unwrap_or_default();
+    let node = state.node.clone();
+    Ok(Json(to_completion(async move { node.reject(&id, &reason).await }).await?))
+}
+
+async fn sessions(State(state): State<ApiState>) -> ApiResult<Vec<SessionView>> {
+    let node = state.node.clone();
+    Ok(Json(blocking(move || node.session_list()).await?))
+}
+
+async fn session(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult<SessionDetail> {
+    let node = state.node.clone();
+    Ok(Json(blocking(move || node.session_detail(&id)).await?))
+}
+
+async fn stop_session(State(state): State<ApiState>, Path(id): Path<String>) -> ApiResult<SessionView> {
+    let node = state.node.clone();
+    Ok(Json(to_completion(async move { node.stop_session(&id).await }).await?))
+}
+
+/// The owner's live events as newline-delimited JSON, from now until the caller goes away or the
+/// API stops. A caller that falls behind skips the events it missed and keeps its stream.
+async fn events(State(state): State<ApiState>) -> Response {
+    let start = tokio::time::Instant::now() + EVENT_HEARTBEAT;
+    let mut heartbeat = tokio::time::interval_at(start, EVENT_HEARTBEAT);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let watch = EventWatch { events: state.node.subscribe(), stop: state.stop.clone(), heartbeat };
+    ndjson(futures::stream::unfold(watch, |mut watch| async move {
+        let line = watch.next_line().await?;
+        Some((Ok::<_, Infallible>(line), watch))
+    }))
+}
+
+/// One caller's subscription to the node's events.
+#[derive(Debug)]
+struct EventWatch {
+    events: broadcast::Receiver<NodeEvent>,
+    stop: CancellationToken,
+    heartbeat: tokio::time::Interval,
+}
+
+impl EventWatch {
+    /// The next line to send: an event, or an empty line when it has been quiet for a while;
+    /// `None` once the stream should end.
+    async fn next_line(&mut self) -> Option<Vec<u8>> {
+        loop {
+            tokio::select! {
+                () = self.stop.cancelled() => return None,
+                _ = self.heartbeat.tick() => return Some(b"\n".to_vec()),
+                received = self.events.recv() => match received {
+                    Ok(event) => return Some(json_line(&event)),
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::debug!(missed, "an event watcher fell behind; it skips what it missed");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+            }
+        }
+    }
+}
+
 /// One turn of the owner's chat with an agent, streamed as newline-delimited JSON: the agent's
 /// events as they happen, then the reply (or the error). The turn runs to completion even if
 /// the caller goes away, so what the agent started is finished and audited.
@@ -315,13 +424,22 @@ async fn chat(State(state): State<ApiState>, Json(request): Json<ChatRequest>) -
             Err(err) => ChatLine::Failed { error: err.to_string() },
         });
     });
-    let stream = futures::stream::unfold(receiver, |mut receiver| async move {
+    ndjson(futures::stream::unfold(receiver, |mut receiver| async move {
         let line = receiver.recv().await?;
-        let mut bytes = serde_json::to_vec(&line).unwrap_or_else(|err| format!("{{\"error\":\"{err}\"}}").into_bytes());
-        bytes.push(b'\n');
-        Some((Ok::<_, std::convert::Infallible>(bytes), receiver))
-    });
-    ([(header::CONTENT_TYPE, "application/x-ndjson")], axum::body::Body::from_stream(stream)).into_response()
+        Some((Ok::<_, Infallible>(json_line(&line)), receiver))
+    }))
+}
+
+/// A streamed answer of newline-delimited JSON. The stream is dropped when the caller goes away.
+fn ndjson(lines: impl futures::Stream<Item = Result<Vec<u8>, Infallible>> + Send + 'static) -> Response {
+    ([(header::CONTENT_TYPE, "application/x-ndjson")], axum::body::Body::from_stream(lines)).into_response()
+}
+
+/// `value` as one line of JSON, newline included.
+fn json_line(value: &impl Serialize) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec(value).unwrap_or_else(|err| format!("{{\"error\":\"{err}\"}}").into_bytes());
+    bytes.push(b'\n');
+    bytes
 }
 
 /// Writes `api.json` readable only by the owner, atomically.

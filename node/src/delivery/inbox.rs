@@ -13,7 +13,6 @@ use clawnet_protocol::wire::{DeliveryAck, DeliveryBatch, DeliveryReply, MessageO
 use clawnet_storage::Change;
 use clawnet_storage::deliveries::InboundRecord;
 use libp2p::PeerId;
-use tokio::sync::OwnedMutexGuard;
 
 use crate::home::UnlockedHome;
 use crate::network::device_key_of;
@@ -27,8 +26,26 @@ pub struct Accepted<F> {
     /// Work for after the commit (subscriptions, announcements, waking the outbox).
     pub follow_up: F,
     /// Held until the change is durable, so the next message that depends on the same state
-    /// is validated against it.
-    pub hold: Option<OwnedMutexGuard<()>>,
+    /// is validated against it (a lock guard: of the contacts, or of one session).
+    pub hold: Option<Hold>,
+}
+
+/// A lock guard kept until a change is durable.
+pub struct Hold {
+    _guard: Box<dyn Send>,
+}
+
+impl Hold {
+    /// Keeps `guard` until the change is durable.
+    pub fn new(guard: impl Send + 'static) -> Hold {
+        Hold { _guard: Box::new(guard) }
+    }
+}
+
+impl std::fmt::Debug for Hold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hold(..)")
+    }
 }
 
 /// A message the handler refused.

@@ -313,8 +313,9 @@ fn check_reply(
     Ok(messages
         .iter()
         .zip(&reply.outcomes)
-        .map(|((id, _, _), outcome)| match outcome {
-            MessageOutcome::Recorded if acknowledged.contains(id) => Settle::Recorded,
+        // The outbox keys a message by recipient; the receiver acknowledges it by its own id.
+        .map(|((_, _, bytes), outcome)| match outcome {
+            MessageOutcome::Recorded if acknowledged.contains(&MessageId::of(bytes)) => Settle::Recorded,
             // Claimed recorded without a signature for it: not proof, send it again.
             MessageOutcome::Recorded => Settle::Retry,
             MessageOutcome::Refused { reason, retry: false } => Settle::Refused(reason.clone()),

@@ -75,6 +75,23 @@ pub struct AcceptedTurn {
     pub limit_reached: bool,
 }
 
+/// The signed objects a node stored for one session, to [`Session::restore`] it from.
+#[derive(Debug, Clone, Copy)]
+pub struct StoredSession<'a> {
+    /// The identity-signed proposal.
+    pub proposal: &'a Signed<Proposal>,
+    /// The initiator's owner's consent, if given.
+    pub initiator_consent: Option<&'a Signed<Consent>>,
+    /// The target's owner's consent, if given.
+    pub target_consent: Option<&'a Signed<Consent>>,
+    /// Whether an owner rejected it.
+    pub rejected: bool,
+    /// The transcript, in order.
+    pub turns: &'a [Signed<Turn>],
+    /// The close, if any.
+    pub close: Option<&'a Signed<Close>>,
+}
+
 /// Which side of the session an owner or identity is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Side {
@@ -142,6 +159,63 @@ impl Session {
             phase: Phase::AwaitingConsent,
             turn_hashes: Vec::new(),
         })
+    }
+
+    /// Rebuilds a session from the signed objects a node stored when it accepted them (after a
+    /// restart). Signatures and links are checked again, so a damaged record is refused; nonces
+    /// and expiry are not, since they were checked when the objects first arrived and the nonces
+    /// are in the node's ledger.
+    pub fn restore(stored: StoredSession<'_>) -> Result<Session, SessionError> {
+        let proposal = stored.proposal.verify().map_err(|err| SessionError::from_verify(Proposal::NAME, err))?;
+        let mut session = Session {
+            hash: proposal_hash(stored.proposal),
+            proposal,
+            initiator_consent: None,
+            target_consent: None,
+            phase: Phase::AwaitingConsent,
+            turn_hashes: Vec::new(),
+        };
+        for signed in [stored.initiator_consent, stored.target_consent].into_iter().flatten() {
+            let (side, owner) = session.owner_side(Consent::NAME, signed)?;
+            let consent = signed.verify().map_err(|err| SessionError::from_verify(Consent::NAME, err))?;
+            if consent.owner != owner || consent.proposal != session.hash {
+                return Err(SessionError::ProposalMismatch { what: Consent::NAME });
+            }
+            match side {
+                Side::Initiator => session.initiator_consent = Some(consent),
+                Side::Target => session.target_consent = Some(consent),
+            }
+        }
+        if session.grant_hash().is_some() {
+            session.phase = Phase::Active;
+        }
+        for (index, signed) in stored.turns.iter().enumerate() {
+            let turn = signed.verify().map_err(|err| SessionError::from_verify(Turn::NAME, err))?;
+            let turn_no = index as u32 + 1;
+            if session.phase != Phase::Active
+                || turn.session != session.id()
+                || turn.turn_no != turn_no
+                || turn.prev != session.last_hash()
+                || turn.speaker != session.speaker_of(turn_no)
+            {
+                return Err(SessionError::WrongPreviousHash { turn_no });
+            }
+            session.turn_hashes.push(turn_hash(signed));
+            if let Some(marker) = turn.end {
+                session.phase = Phase::Ending(marker);
+            }
+        }
+        if stored.rejected {
+            session.phase = Phase::Rejected;
+        }
+        if let Some(signed) = stored.close {
+            let close = signed.verify().map_err(|err| SessionError::from_verify(Close::NAME, err))?;
+            if close.turns != session.turns() {
+                return Err(SessionError::TranscriptMismatch { their_turns: close.turns, our_turns: session.turns() });
+            }
+            session.phase = Phase::Closed(close.reason);
+        }
+        Ok(session)
     }
 
     /// Applies an owner's consent.

@@ -1,0 +1,341 @@
+//! Our identity agent speaking in a session. When the next turn is ours (the grant arrived,
+//! the counterpart spoke, a child session ended, the node restarted), the agent composes a reply
+//! from the transcript with the role prompt injected fresh and its tools; the reply passes the
+//! disclosure guard, is signed by the identity key, checked by our own state machine like any
+//! inbound turn, and committed with its audit entry and its outbox entry. The turn that ends the
+//! session (an end marker or the last granted turn) is committed together with our owner's
+//! signed close.
+
+use std::sync::Arc;
+
+use clawnet_crypto::{Signed, Timestamp};
+use clawnet_protocol::SessionId;
+use clawnet_protocol::audit::{Actor, AuditDraft, Outcome};
+use clawnet_protocol::session::{CloseReason, EndMarker, Phase, Proposal, Turn};
+use clawnet_protocol::wire::WireMessage;
+use clawnet_storage::Change;
+use clawnet_storage::approvals::{ApprovalRequest, ApprovalStatus};
+use clawnet_storage::replay::NonceCheck;
+
+use super::inbound::{describe_close, is_open};
+use super::{NodeEvent, contact_of, contact_roster, lock_session, own_roster, record_of};
+use crate::agents::Message;
+use crate::agents::runtime::{Agent, Delivery};
+use crate::agents::tools::Audience;
+use crate::delivery::enqueue;
+use crate::error::NodeError;
+use crate::node::Node;
+
+/// What one attempt to speak did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Spoke {
+    /// A turn went out.
+    Turn,
+    /// Nothing to say now (not our turn, waiting for the owner or a child session).
+    Idle,
+}
+
+impl Node {
+    /// Lets our agent speak in session `id` if the next turn is ours (in the background).
+    pub(crate) fn speak(self: &Arc<Self>, id: SessionId) {
+        let node = self.clone();
+        self.spawn(async move {
+            loop {
+                // One composer per session; whoever holds it re-checks after speaking, so a turn
+                // that arrived meanwhile is answered.
+                if !node.sessions.start_speaking(id) {
+                    return;
+                }
+                let spoke = node.speak_once(id).await;
+                node.sessions.done_speaking(&id);
+                match spoke {
+                    Ok(Spoke::Turn) => continue,
+                    Ok(Spoke::Idle) => return,
+                    Err(err) => {
+                        tracing::warn!(session = %id, %err, "our agent could not take its turn");
+                        let audit = AuditDraft::new(
+                            Actor::Node,
+                            "session.turn-failed",
+                            format!("session {}", id.short()),
+                            "agent turn",
+                            Outcome::Failed(err.to_string()),
+                        );
+                        let _ = node.commit(Change::audit(audit)).await;
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
+    async fn speak_once(self: &Arc<Self>, id: SessionId) -> Result<Spoke, NodeError> {
+        let Some((slot, facts)) = self.sessions.get(&id) else { return Ok(Spoke::Idle) };
+        let me = self.home.owner();
+        let (proposal, turns_before) = {
+            let session = slot.lock().await;
+            let Some(party) = session.party_of(&me) else { return Ok(Spoke::Idle) };
+            if session.phase() != Phase::Active || session.speaker_of(session.turns() + 1) != party.identity {
+                return Ok(Spoke::Idle);
+            }
+            (session.proposal().clone(), session.turns())
+        };
+        if self.waiting_on_children_or_owner(&id).await? {
+            return Ok(Spoke::Idle);
+        }
+        let identity = self
+            .home
+            .db()
+            .read()?
+            .identity(&if proposal.initiator.owner == me {
+                proposal.initiator.identity
+            } else {
+                proposal.target.identity
+            })?
+            .ok_or_else(|| NodeError::Session("our identity in this session no longer exists".into()))?;
+        let contact = contact_of(self.home.db(), &facts.counterpart)?
+            .ok_or_else(|| NodeError::Session("the other owner is no longer a contact".into()))?;
+        let history = self.history(&proposal, &id, &contact.display_name)?;
+        let agent = Agent::identity(self.home.clone(), identity.tag.as_str(), self.brain.clone())?;
+        let audience = Audience::Counterpart { name: contact.display_name.clone(), session: Some(id) };
+        let response =
+            agent.respond(&history, &audience, &mut |_| {}).await.map_err(|err| NodeError::Agent(err.to_string()))?;
+        // The agent asked for another contact: its turn here waits for that session.
+        if self.waiting_on_children_or_owner(&id).await? {
+            self.apply_policies().await;
+            return Ok(Spoke::Idle);
+        }
+        if let Delivery::Held { approval, .. } = &response.delivery {
+            self.notify(NodeEvent::ApprovalPending {
+                id: approval.to_hex(),
+                summary: format!("a reply to {} was held by the disclosure guard", contact.display_name),
+            });
+            return Ok(Spoke::Idle);
+        }
+        let spoke = self.say_after(id, turns_before, response.text, response.end, "agent turn").await?;
+        Ok(spoke)
+    }
+
+    /// Says `text` as our next turn in `id` (an approved held reply).
+    pub(crate) async fn say(
+        self: &Arc<Self>,
+        id: SessionId,
+        text: String,
+        end: Option<EndMarker>,
+        basis: &str,
+    ) -> Result<(), NodeError> {
+        let (slot, _) =
+            self.sessions.get(&id).ok_or_else(|| NodeError::Session(format!("session {} is not known", id.short())))?;
+        let turns = slot.lock().await.turns();
+        match self.say_after(id, turns, text, end, basis).await? {
+            Spoke::Turn => Ok(()),
+            Spoke::Idle => Err(NodeError::Session(format!("session {} does not take our turn now", id.short()))),
+        }
+    }
+
+    /// Signs, checks and commits our turn, if the session is still where it was after
+    /// `turns_before` turns (the owner may have stopped it while the agent thought).
+    async fn say_after(
+        self: &Arc<Self>,
+        id: SessionId,
+        turns_before: u32,
+        text: String,
+        end: Option<EndMarker>,
+        basis: &str,
+    ) -> Result<Spoke, NodeError> {
+        let Some((slot, facts)) = self.sessions.get(&id) else { return Ok(Spoke::Idle) };
+        let contact = contact_of(self.home.db(), &facts.counterpart)?
+            .ok_or_else(|| NodeError::Session("the other owner is no longer a contact".into()))?;
+        let mut session = lock_session(&slot).await;
+        let me = self.home.owner();
+        let Some(party) = session.party_of(&me) else { return Ok(Spoke::Idle) };
+        let turn_no = session.turns() + 1;
+        if session.phase() != Phase::Active
+            || session.turns() != turns_before
+            || session.speaker_of(turn_no) != party.identity
+        {
+            return Ok(Spoke::Idle);
+        }
+        let turn = Turn {
+            session: id,
+            turn_no,
+            prev: session.last_hash(),
+            speaker: party.identity,
+            text,
+            end,
+            sent_at: Timestamp::now(),
+        };
+        let signed = self
+            .home
+            .sign_as_identity(&party.identity, &turn)
+            .ok_or_else(|| NodeError::Session("this identity's key is not on this node".into()))?;
+        let ours = own_roster(&self.home)?;
+        let theirs = contact_roster(&contact);
+        let (initiator, target) = if facts.initiator == me { (&ours, &theirs) } else { (&theirs, &ours) };
+        let rules = self.session_settings.rules();
+        let now = Timestamp::now();
+        let accepted = session
+            .apply_turn(&signed, initiator, target, &rules, now)
+            .map_err(|err| NodeError::Session(format!("our own turn does not fit the session: {err}")))?;
+        let reason = match (accepted.end, accepted.limit_reached) {
+            (Some(marker), _) => Some(CloseReason::Ended(marker)),
+            (None, true) => Some(CloseReason::MaxTurns),
+            (None, false) => None,
+        };
+        let mut messages = vec![WireMessage::Turn(signed.clone())];
+        let mut record = None;
+        let mut nonces = Vec::new();
+        let mut change_audits = vec![AuditDraft::new(
+            Actor::Identity(party.identity),
+            "session.turn",
+            format!(
+                "session {} turn {turn_no} to {} ({})",
+                id.short(),
+                contact.display_name,
+                &accepted.hash.to_hex()[..12]
+            ),
+            basis,
+            Outcome::Success,
+        )];
+        if let Some(reason) = reason {
+            let close = self.owner_close(&session, reason);
+            let view = self.home.db().read()?;
+            let mut ledger = NonceCheck::new(&view);
+            session.apply_close(&close, &rules, now, &mut ledger).map_err(|err| NodeError::Session(err.to_string()))?;
+            nonces = ledger.into_pending();
+            drop(view);
+            record = Some(record_of(&session, None, Some(close.clone())));
+            messages.push(WireMessage::Close(close));
+            change_audits.push(AuditDraft::new(
+                Actor::Owner,
+                "session.close",
+                format!(
+                    "session {} with {}: {} after {turn_no} turns",
+                    id.short(),
+                    contact.display_name,
+                    describe_close(reason)
+                ),
+                "owner policy: close when the agents end or the turn limit is reached",
+                Outcome::Success,
+            ));
+        }
+        let device = contact.device_key;
+        let change = change_audits.into_iter().fold(
+            Change::new(move |txn| {
+                txn.put_turn(&id, turn_no, &signed)?;
+                if let Some(record) = &record {
+                    txn.put_session(&id, record)?;
+                    txn.record_nonces(&nonces)?;
+                }
+                for message in &messages {
+                    enqueue(txn, device, message, now)?;
+                }
+                Ok(())
+            }),
+            Change::with_audit,
+        );
+        self.commit(change).await?;
+        drop(session);
+        self.outbox.wake();
+        self.notify(NodeEvent::Turn { session: id.to_hex(), turn_no, speaker: "us".into(), text: turn.text });
+        if let Some(reason) = reason {
+            self.notify(NodeEvent::SessionClosed { session: id.to_hex(), reason: describe_close(reason) });
+            if let Some(parent) = facts.parent.filter(|_| facts.initiator == me) {
+                self.speak(parent);
+            }
+            return Ok(Spoke::Idle);
+        }
+        Ok(Spoke::Turn)
+    }
+
+    /// Whether our turn in `id` waits: for a session our agent opened from it, or for an owner
+    /// decision our agent asked for in it (a collaboration, a held reply).
+    async fn waiting_on_children_or_owner(&self, id: &SessionId) -> Result<bool, NodeError> {
+        for (_, slot) in self.sessions.children(id, &self.home.owner()) {
+            if is_open(slot.lock().await.phase()) {
+                return Ok(true);
+            }
+        }
+        let approvals = self.home.db().read()?.approvals()?;
+        Ok(approvals.iter().any(|a| {
+            a.status == ApprovalStatus::Pending
+                && match &a.request {
+                    ApprovalRequest::Collaboration { parent, .. } => parent.as_ref() == Some(id),
+                    ApprovalRequest::HeldMessage { .. } => a.session.as_ref() == Some(id),
+                    ApprovalRequest::SessionInvitation { .. } => false,
+                }
+        }))
+    }
+
+    /// The conversation so far as our agent sees it: its own turns as its replies, the
+    /// counterpart's as what it was told, and a note from the node for each session it opened
+    /// from this one that has ended.
+    fn history(&self, proposal: &Proposal, id: &SessionId, counterpart: &str) -> Result<Vec<Message>, NodeError> {
+        let me = self.home.owner();
+        let view = self.home.db().read()?;
+        let turns = view.turns(id)?;
+        let mut notes: Vec<(Timestamp, String)> = Vec::new();
+        for (child, _) in self.sessions.children(id, &me) {
+            let Some(record) = view.session(&child)? else { continue };
+            notes.push(child_note(&record, &view.turns(&child)?, &me, &view)?);
+        }
+        notes.sort_by_key(|(at, _)| *at);
+        let mut history = Vec::new();
+        if proposal.initiator.owner == me {
+            history.push(Message::user(format!(
+                "The session with {counterpart} is open. Purpose: {}. You speak first.",
+                proposal.purpose
+            )));
+        }
+        let mut notes = notes.into_iter().peekable();
+        for signed in &turns {
+            let turn = signed.decode_unverified().map_err(|err| NodeError::Session(err.to_string()))?;
+            while let Some((_, note)) = notes.next_if(|(at, _)| *at <= turn.sent_at) {
+                history.push(Message::user(note));
+            }
+            let mine = turn.speaker
+                == if proposal.initiator.owner == me { proposal.initiator.identity } else { proposal.target.identity };
+            history.push(if mine { Message::assistant(turn.text) } else { Message::user(turn.text) });
+        }
+        history.extend(notes.map(|(_, note)| Message::user(note)));
+        Ok(history)
+    }
+}
+
+/// What our agent learns from a session it opened from inside another: the other party's words
+/// (it decides what to relay), dated when that session ended.
+fn child_note(
+    record: &clawnet_storage::sessions::SessionRecord,
+    turns: &[Signed<Turn>],
+    me: &clawnet_crypto::OwnerId,
+    view: &clawnet_storage::ReadView,
+) -> Result<(Timestamp, String), NodeError> {
+    let proposal = record.proposal.decode_unverified().map_err(|err| NodeError::Session(err.to_string()))?;
+    let name = view.contact(&proposal.target.owner)?.map_or_else(|| "the other contact".to_owned(), |c| c.display_name);
+    let theirs: Vec<String> = turns
+        .iter()
+        .filter_map(|t| t.decode_unverified().ok())
+        .filter(|t| t.speaker == proposal.target.identity)
+        .map(|t| t.text)
+        .collect();
+    let (at, outcome) = match (&record.close, &record.rejection) {
+        (Some(close), _) => {
+            let close = close.decode_unverified().map_err(|err| NodeError::Session(err.to_string()))?;
+            (close.closed_at, describe_close(close.reason))
+        }
+        (None, Some(rejection)) => {
+            let rejection = rejection.decode_unverified().map_err(|err| NodeError::Session(err.to_string()))?;
+            (rejection.issued_at, format!("declined: {}", rejection.reason))
+        }
+        (None, None) => (proposal.created_at, "still open".into()),
+    };
+    let _ = me;
+    let said = if theirs.is_empty() { "nothing".to_owned() } else { theirs.join(" / ") };
+    Ok((
+        at,
+        format!(
+            "[Note from your node, not from the counterpart: your session with {name} about \"{}\" ended ({outcome}). \
+             {name} said: {said}]",
+            proposal.purpose
+        ),
+    ))
+}
