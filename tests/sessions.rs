@@ -402,8 +402,10 @@ async fn a_recursive_session_is_approved_by_both_its_owners_and_the_first_owner_
     ask(&acme, "procurement", &globex, "500 units: price and delivery").await?;
     acme.node().apply_policies().await;
     let parent = only_session(&acme).await?;
-    let closed = state_is(&acme, &parent, "closed").await?;
-    assert_eq!(closed.outcome.as_deref(), Some("ended by the agents (resolved)"));
+    for node in [&acme, &globex] {
+        let closed = state_is(node, &parent, "closed").await?;
+        assert_eq!(closed.outcome.as_deref(), Some("ended by the agents (resolved)"));
+    }
 
     let child = only_session(&initech).await?;
     let seen_by_initech = state_is(&initech, &child, "closed").await?;

@@ -70,6 +70,16 @@ pub enum NodeEvent {
         /// What was said.
         text: String,
     },
+    /// Our identity agent consulted the manager during its turn: the advice, for the owner's
+    /// eyes (the agent saw it unless withheld; it never goes on the wire by itself).
+    Advice {
+        /// The session.
+        session: String,
+        /// The advice as the manager gave it.
+        text: String,
+        /// Whether it was withheld from the agent (it quoted other identities' memory).
+        withheld: bool,
+    },
     /// The session ended.
     SessionClosed {
         /// The session.

@@ -198,17 +198,21 @@ fn demo_runs_and_verifies() {
     let out = Command::new(env!("CARGO_BIN_EXE_clawnet")).args(["demo", "--keep"]).arg(&keep).output().unwrap();
     let text = stdout(&out);
     assert!(out.status.success(), "{text}\n{}", stderr(&out));
-    assert!(text.contains("byte-identical: true"), "{text}");
-    assert_eq!(text.matches("refused (").count(), 2, "{text}");
-    assert!(text.contains("procurement Agreed: a unit price of"), "the rule brains reach an agreement: {text}");
+    assert!(text.contains("All checks passed."), "{text}");
+    assert_eq!(text.matches("byte-identical: true").count(), 2, "both sessions, both sides: {text}");
+    assert!(text.contains("Initech dispatch: Initech can deliver"), "the child session ran: {text}");
+    assert!(text.contains("Globex sales: Our partner confirms: Initech can deliver"), "globex relayed it: {text}");
+    assert!(text.contains("procurement: Agreed: a unit price of"), "the rule brains reach an agreement: {text}");
     assert!(text.contains("held for the owner as approval"), "{text}");
-    // The kept nodes verify with the CLI too; the supplier recorded the two attacks and the
-    // held leak, and its owner finds the leak waiting for a decision.
-    assert!(ok(clawnet(&keep.join("acme"), &["audit", "verify"])).contains("Audit chain verified"));
+    // The kept nodes verify with the CLI too; the supplier recorded the held leak, and its owner
+    // finds it waiting for a decision.
+    for node in ["acme", "globex", "initech"] {
+        assert!(ok(clawnet(&keep.join(node), &["audit", "verify"])).contains("Audit chain verified"), "{node}");
+    }
     let export = ok(clawnet(&keep.join("globex"), &["audit", "export"]));
     let events: Vec<&str> = export.lines().filter(|l| l.contains("\"action\":\"security.")).collect();
-    assert_eq!(events.len(), 3, "{export}");
-    assert!(events[2].contains("\"action\":\"security.disclosure\""), "{export}");
+    assert_eq!(events.len(), 1, "{export}");
+    assert!(events[0].contains("\"action\":\"security.disclosure\""), "{export}");
     assert!(!export.contains("production cost"), "the audit never quotes a never-share item");
     let approvals = ok(clawnet(&keep.join("globex"), &["approvals"]));
     assert!(approvals.contains("held-message") && approvals.contains("pending"), "{approvals}");

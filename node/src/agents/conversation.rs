@@ -85,3 +85,8 @@ pub struct ToolSpec {
     /// JSON Schema of its arguments.
     pub parameters: serde_json::Value,
 }
+
+/// How a note from the node itself starts when it sits in a conversation with a counterpart
+/// (the outcome of a session the agent opened from this one): brains must not take it for the
+/// counterpart's words.
+pub const NODE_NOTE: &str = "[Note from your node, not from the counterpart:";

@@ -9,6 +9,11 @@
 //! is acceptable, never crosses the limit, and ends the conversation resolved or deadlocked.
 //! Which situation it is in follows from the tools on offer (only counterpart conversations
 //! offer `end_conversation`; only the manager has `list_identities`).
+//!
+//! In a session it also knows when to bring in another contact: a pattern entry "ask NAME about
+//! TOPIC" makes it request a session with NAME when the counterpart raises TOPIC, and once the
+//! node notes how that session ended, it relays the answer and carries on. Opening a session
+//! whose purpose is a question, it asks it and ends once answered.
 
 use clawnet_protocol::session::EndMarker;
 use clawnet_storage::memory::{Amount, Bound, Direction};
@@ -16,7 +21,7 @@ use serde_json::{Value, json};
 
 use super::amounts::find_offer;
 use super::brain::{Brain, BrainError, BrainReply};
-use super::conversation::{Message, Role, ToolCall, ToolSpec};
+use super::conversation::{Message, NODE_NOTE, Role, ToolCall, ToolSpec};
 use super::memory::terms;
 use super::tools::{
     BoundView, CONSULT_MANAGER, END_CONVERSATION, LIST_IDENTITIES, MEMORY_RECALL, MEMORY_STORE, REQUEST_COLLABORATION,
@@ -78,15 +83,109 @@ fn decide(conversation: &[Message], tools: &[ToolSpec]) -> BrainReply {
     let Some(last_user) = conversation.iter().rposition(|m| m.role == Role::User) else {
         return BrainReply::Say("Hello. What can I do for you?".into());
     };
-    let question = conversation[last_user].content.trim().to_owned();
     let done = tool_results(&conversation[last_user + 1..]);
+    // After a note from the node, the counterpart's message before it still waits for an answer.
+    let note = conversation[last_user].content.starts_with(NODE_NOTE).then(|| conversation[last_user].content.clone());
+    let asked_at = match note {
+        Some(_) => conversation[..last_user]
+            .iter()
+            .rposition(|m| m.role == Role::User && !m.content.starts_with(NODE_NOTE))
+            .unwrap_or(last_user),
+        None => last_user,
+    };
+    let question = conversation[asked_at].content.trim().to_owned();
     if done.is_empty() {
         return first_step(mode, &question, &offered);
     }
     match mode {
         Mode::Owner => answer_owner(conversation, &question, &done),
         Mode::Manager => answer_manager(&question, &done),
-        Mode::Counterpart => answer_counterpart(&conversation[..last_user], &question, &done),
+        Mode::Counterpart => {
+            let noted = conversation.iter().any(|m| m.role == Role::User && m.content.starts_with(NODE_NOTE));
+            let may_ask = offered(REQUEST_COLLABORATION) && !noted;
+            let reply = in_session(&conversation[..asked_at], &question, &done, may_ask);
+            match note.as_deref().and_then(relayed) {
+                Some(relay) => with_prefix(reply, &format!("Our partner confirms: {relay} ")),
+                None => reply,
+            }
+        }
+    }
+}
+
+/// What the counterpart hears: an answer to their question, or (when a pattern says another
+/// contact knows) a request for a session with that contact first.
+fn in_session(history: &[Message], question: &str, done: &[Done], may_ask: bool) -> BrainReply {
+    if done.iter().any(|d| d.name == REQUEST_COLLABORATION) {
+        // Not sent: the node holds our turn until that session ends.
+        return BrainReply::Say("Let me check with our partner.".into());
+    }
+    if let Some(purpose) = opening_question(question) {
+        return BrainReply::Say(purpose);
+    }
+    let opened_with_question = history
+        .iter()
+        .find(|m| m.role == Role::Assistant && m.tool_calls.is_empty())
+        .is_some_and(|m| m.content.trim_end().ends_with('?'))
+        && history.iter().find(|m| m.role == Role::User).is_some_and(|m| opening_question(&m.content).is_some());
+    if opened_with_question {
+        return end("Thank you, that answers our question.".into(), EndMarker::Resolved);
+    }
+    let patterns: Vec<&str> = done
+        .iter()
+        .filter(|d| d.arguments["layer"] == "pattern")
+        .flat_map(|d| entries(&d.result))
+        .filter_map(|e| e["text"].as_str())
+        .collect();
+    if may_ask && let Some((contact, purpose)) = patterns.iter().find_map(|p| ask_about(p, question)) {
+        return BrainReply::Call {
+            text: String::new(),
+            calls: vec![call(REQUEST_COLLABORATION, json!({ "contact": contact, "purpose": purpose }))],
+        };
+    }
+    answer_counterpart(history, question, done)
+}
+
+/// The purpose of a session we open, when it is a question (the node's opening note is "The
+/// session with X is open.\nPurpose: P\nYou speak first.").
+fn opening_question(message: &str) -> Option<String> {
+    let purpose = message.split_once("Purpose: ")?.1.strip_suffix("\nYou speak first.")?;
+    purpose.trim().ends_with('?').then(|| purpose.trim().to_owned())
+}
+
+/// A pattern "ask NAME about TOPIC" that fits `question`: the contact and what to ask them
+/// (the sentence of the question about the topic).
+fn ask_about(pattern: &str, question: &str) -> Option<(String, String)> {
+    let lower = pattern.to_lowercase();
+    let rest = lower.strip_prefix("ask ")?;
+    let at = rest.find(" about ")?;
+    let contact = pattern[4..4 + at].trim().to_owned();
+    let topic = terms(&rest[at + 7..]);
+    let related = |term: &String| {
+        topic.iter().any(|t| {
+            t == term
+                || (t.len().min(term.len()) >= 5 && (t.starts_with(term.as_str()) || term.starts_with(t.as_str())))
+        })
+    };
+    let sentence = question
+        .split(['.', '?', '!'])
+        .map(str::trim)
+        .max_by_key(|s| terms(s).iter().filter(|t| related(t)).count())
+        .filter(|s| terms(s).iter().any(related))?;
+    Some((contact, format!("Can you confirm this? {sentence}?")))
+}
+
+/// What the node's note says the other contact said.
+fn relayed(note: &str) -> Option<String> {
+    let (_, said) = note.split_once(" said: ")?;
+    let said = said.trim_end_matches(']').trim();
+    let said = said.split(" / ").next().unwrap_or(said).trim().trim_end_matches('.');
+    (!said.is_empty() && said != "nothing").then(|| format!("{said}."))
+}
+
+fn with_prefix(reply: BrainReply, prefix: &str) -> BrainReply {
+    match reply {
+        BrainReply::Say(text) => BrainReply::Say(format!("{prefix}{text}")),
+        BrainReply::Call { text, calls } => BrainReply::Call { text: format!("{prefix}{text}"), calls },
     }
 }
 
@@ -97,6 +196,7 @@ fn first_step(mode: Mode, question: &str, offered: &dyn Fn(&str) -> bool) -> Bra
         Mode::Counterpart => vec![
             call(MEMORY_RECALL, json!({ "query": "", "layer": "value", "limit": 20 })),
             call(MEMORY_RECALL, json!({ "query": question, "layer": "factual", "limit": 3 })),
+            call(MEMORY_RECALL, json!({ "query": "", "layer": "pattern", "limit": 20 })),
         ],
         Mode::Manager => {
             if terms(&advice_topic(question)).is_empty() {
@@ -507,5 +607,27 @@ mod tests {
         assert_eq!(offer_at(&seller, 40), Amount(4360));
         assert_eq!(round_toward(&seller, Amount(4001)), Amount(4010));
         assert_eq!(round_toward(&buyer, Amount(4009)), Amount(4000));
+    }
+
+    #[test]
+    fn a_pattern_names_who_to_ask_about_what() {
+        let question = "ACME needs 500 units delivered by 14 March. We propose 38.00 EUR.";
+        let (contact, purpose) = ask_about("Ask Initech about delivery dates", question).unwrap();
+        assert_eq!(contact, "Initech");
+        assert_eq!(purpose, "Can you confirm this? ACME needs 500 units delivered by 14 March?");
+        assert_eq!(ask_about("Ask Initech about delivery dates", "We propose 38.00 EUR."), None);
+        assert_eq!(ask_about("prefers short answers", question), None);
+    }
+
+    #[test]
+    fn session_openings_and_node_notes_are_read() {
+        let opening = "The session with Initech is open.\nPurpose: When can you ship?\nYou speak first.";
+        assert_eq!(opening_question(opening).as_deref(), Some("When can you ship?"));
+        assert_eq!(opening_question("The session with X is open.\nPurpose: Price\nYou speak first."), None);
+        let note = format!(
+            "{NODE_NOTE} your session with Initech about \"x\" ended (resolved). Initech said: On 11 March. / Bye]"
+        );
+        assert_eq!(relayed(&note).as_deref(), Some("On 11 March."));
+        assert_eq!(relayed(&format!("{NODE_NOTE} ... Initech said: nothing]")), None);
     }
 }

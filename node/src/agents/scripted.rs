@@ -10,11 +10,9 @@ use clawnet_protocol::session::EndMarker;
 use serde_json::json;
 
 use super::brain::{Brain, BrainError, BrainReply};
+use super::conversation::NODE_NOTE;
 use super::conversation::{Message, Role, ToolCall, ToolSpec};
 use super::tools::{END_CONVERSATION, REQUEST_COLLABORATION};
-
-/// How the node's note about a finished child session starts (see the session speaker).
-const NODE_NOTE: &str = "[Note from your node";
 
 /// One line of a script.
 #[derive(Debug, Clone, PartialEq, Eq)]

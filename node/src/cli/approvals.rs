@@ -141,6 +141,10 @@ fn describe(event: &NodeEvent) -> String {
         NodeEvent::Turn { session, turn_no, speaker, text } => {
             format!("session {} [{turn_no}] {speaker}: {text}", short(session))
         }
+        NodeEvent::Advice { session, text, withheld } => {
+            let seen = if *withheld { "shown to you only" } else { "seen by the agent" };
+            format!("session {} manager advice ({seen}): {text}", short(session))
+        }
         NodeEvent::SessionClosed { session, reason } => format!("session {} closed: {reason}", short(session)),
     }
 }

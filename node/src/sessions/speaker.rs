@@ -20,8 +20,9 @@ use clawnet_storage::replay::NonceCheck;
 use super::inbound::{describe_close, is_open};
 use super::{NodeEvent, contact_of, contact_roster, lock_session, own_roster, record_of};
 use crate::agents::Message;
+use crate::agents::conversation::NODE_NOTE;
 use crate::agents::runtime::{Agent, Delivery};
-use crate::agents::tools::Audience;
+use crate::agents::tools::{AgentEvent, Audience};
 use crate::delivery::enqueue;
 use crate::error::NodeError;
 use crate::node::Node;
@@ -97,8 +98,15 @@ impl Node {
         let history = self.history(&proposal, &id, &contact.display_name)?;
         let agent = Agent::identity(self.home.clone(), identity.tag.as_str(), self.brain.clone())?;
         let audience = Audience::Counterpart { name: contact.display_name.clone(), session: Some(id) };
+        // The owner sees the manager's advice as it is given; nothing else of the agent's
+        // thinking leaves it.
+        let mut on_event = |event: AgentEvent| {
+            if let AgentEvent::Advice { text, withheld } = event {
+                self.notify(NodeEvent::Advice { session: id.to_hex(), text, withheld });
+            }
+        };
         let response =
-            agent.respond(&history, &audience, &mut |_| {}).await.map_err(|err| NodeError::Agent(err.to_string()))?;
+            agent.respond(&history, &audience, &mut on_event).await.map_err(|err| NodeError::Agent(err.to_string()))?;
         // The agent asked for another contact: its turn here waits for that session.
         if self.waiting_on_children_or_owner(&id).await? {
             self.apply_policies().await;
@@ -282,7 +290,7 @@ impl Node {
         let mut history = Vec::new();
         if proposal.initiator.owner == me {
             history.push(Message::user(format!(
-                "The session with {counterpart} is open. Purpose: {}. You speak first.",
+                "The session with {counterpart} is open.\nPurpose: {}\nYou speak first.",
                 proposal.purpose
             )));
         }
@@ -333,8 +341,7 @@ fn child_note(
     Ok((
         at,
         format!(
-            "[Note from your node, not from the counterpart: your session with {name} about \"{}\" ended ({outcome}). \
-             {name} said: {said}]",
+            "{NODE_NOTE} your session with {name} about \"{}\" ended ({outcome}). {name} said: {said}]",
             proposal.purpose
         ),
     ))
