@@ -16,8 +16,9 @@ use clawnet_storage::Change;
 use clawnet_storage::approvals::{ApprovalId, ApprovalRecord, ApprovalRequest, ApprovalStatus};
 use clawnet_storage::contacts::ContactRecord;
 use clawnet_storage::replay::NonceCheck;
+use tokio::sync::OwnedMutexGuard;
 
-use super::{NodeEvent, contact_roster, lock_session, own_roster, record_of};
+use super::{NodeEvent, SessionFacts, SessionSlot, contact_roster, lock_session, own_roster, record_of};
 use crate::delivery::{Accepted, Hold, Refusal};
 use crate::governance::{FollowUp, Governance, SessionWork, attack, busy};
 use crate::node::Node;
@@ -114,13 +115,7 @@ impl Governance {
         let actor = Actor::Peer(contact.owner);
         let claimed =
             signed.decode_unverified().map_err(|err| attack("malformed", actor, "consent", err.to_string()))?;
-        let Some((slot, facts)) = node.sessions.by_proposal(&claimed.proposal) else {
-            return Err(attack("session", actor, "consent", "consent over a proposal this node does not know"));
-        };
-        if facts.counterpart != contact.owner {
-            return Err(attack("session", actor, "consent", "consent for a session this contact is not a party to"));
-        }
-        let mut session = lock_session(&slot).await;
+        let (mut session, _) = party_session(node.sessions.by_proposal(&claimed.proposal), &contact, "consent").await?;
         let object = format!("session {} consent from {}", session.id().short(), contact.display_name);
         let rules = node.session_settings.rules();
         let view = node.home.db().read().map_err(busy)?;
@@ -159,13 +154,8 @@ impl Governance {
         let actor = Actor::Peer(contact.owner);
         let claimed =
             signed.decode_unverified().map_err(|err| attack("malformed", actor, "rejection", err.to_string()))?;
-        let Some((slot, facts)) = node.sessions.by_proposal(&claimed.proposal) else {
-            return Err(attack("session", actor, "rejection", "rejection of a proposal this node does not know"));
-        };
-        if facts.counterpart != contact.owner {
-            return Err(attack("session", actor, "rejection", "rejection of a session this contact is not a party to"));
-        }
-        let mut session = lock_session(&slot).await;
+        let (mut session, facts) =
+            party_session(node.sessions.by_proposal(&claimed.proposal), &contact, "rejection").await?;
         let object = format!("session {} rejected by {}", session.id().short(), contact.display_name);
         let rules = node.session_settings.rules();
         let view = node.home.db().read().map_err(busy)?;
@@ -211,13 +201,7 @@ impl Governance {
         let claimed = signed.decode_unverified().map_err(|err| attack("malformed", actor, "turn", err.to_string()))?;
         let object =
             format!("session {} turn {} from {}", claimed.session.short(), claimed.turn_no, contact.display_name);
-        let Some((slot, facts)) = node.sessions.get(&claimed.session) else {
-            return Err(attack("session", actor, object, "turn for a session this node does not know"));
-        };
-        if facts.counterpart != contact.owner {
-            return Err(attack("session", actor, object, "turn for a session this contact is not a party to"));
-        }
-        let mut session = lock_session(&slot).await;
+        let (mut session, facts) = party_session(node.sessions.get(&claimed.session), &contact, &object).await?;
         let ours = own_roster(&node.home).map_err(|_| Refusal::later("cannot read our identities"))?;
         let theirs = contact_roster(&contact);
         let (initiator, target) =
@@ -256,13 +240,7 @@ impl Governance {
         let actor = Actor::Peer(contact.owner);
         let claimed = signed.decode_unverified().map_err(|err| attack("malformed", actor, "close", err.to_string()))?;
         let object = format!("session {} closed by {}", claimed.session.short(), contact.display_name);
-        let Some((slot, facts)) = node.sessions.get(&claimed.session) else {
-            return Err(attack("session", actor, object, "close of a session this node does not know"));
-        };
-        if facts.counterpart != contact.owner {
-            return Err(attack("session", actor, object, "close of a session this contact is not a party to"));
-        }
-        let mut session = lock_session(&slot).await;
+        let (mut session, facts) = party_session(node.sessions.get(&claimed.session), &contact, &object).await?;
         let rules = node.session_settings.rules();
         let view = node.home.db().read().map_err(busy)?;
         let mut ledger = NonceCheck::new(&view);
@@ -336,6 +314,22 @@ pub(crate) fn obsolete_approvals(
             a
         })
         .collect())
+}
+
+/// The session a contact's message names (`found`), locked, if the contact is its other party.
+async fn party_session(
+    found: Option<(SessionSlot, SessionFacts)>,
+    contact: &ContactRecord,
+    object: &str,
+) -> Result<(OwnedMutexGuard<Session>, SessionFacts), Refusal> {
+    let actor = Actor::Peer(contact.owner);
+    let Some((slot, facts)) = found else {
+        return Err(attack("session", actor, object, "names a session or proposal this node does not know"));
+    };
+    if facts.counterpart != contact.owner {
+        return Err(attack("session", actor, object, "for a session this contact is not a party to"));
+    }
+    Ok((lock_session(&slot).await, facts))
 }
 
 fn refusal(err: SessionError, actor: Actor, object: &str) -> Refusal {
