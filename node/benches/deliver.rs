@@ -10,6 +10,8 @@
 //!
 //! Run: `cargo bench -p clawnet-node --bench deliver` (add `-- --runs N`).
 
+mod common;
+
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,25 +26,17 @@ use clawnet_protocol::session::Turn;
 use clawnet_protocol::wire::WireMessage;
 use clawnet_protocol::{MessageId, SessionId};
 use clawnet_storage::Change;
-use futures::StreamExt;
-use libp2p::request_response::{self, ProtocolSupport};
-use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, noise, tcp, yamux};
+use common::{cpu_time, median, median_duration, micros};
+use libp2p::{Multiaddr, PeerId};
 use tokio_util::sync::CancellationToken;
 
 const LATENCY_SAMPLES: usize = 300;
 const THROUGHPUT_MESSAGES: usize = 3000;
 const IN_FLIGHT: usize = 64;
-const RAW_TABLE: redb::TableDefinition<'static, u64, &[u8]> = redb::TableDefinition::new("raw");
 
 fn main() -> anyhow::Result<()> {
-    let runs = std::env::args().skip_while(|a| a != "--runs").nth(1).and_then(|n| n.parse().ok()).unwrap_or(5);
-    if std::env::var_os("RUST_LOG").is_some() {
-        tracing_subscriber::fmt()
-            .with_writer(std::io::stderr)
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .init();
-    }
+    let runs = common::runs_arg(5);
+    common::init_tracing();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let mut results = Vec::new();
     for run in 1..=runs {
@@ -99,7 +93,11 @@ impl std::fmt::Display for RunResult {
 
 async fn run_once() -> anyhow::Result<RunResult> {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))?;
-    let (raw_commit_p50_us, raw_rtt_p50_us, raw_per_s) = raw_floors(dir.path()).await?;
+    let mut raw_db = common::RawDb::create(dir.path())?;
+    let commits = (0..LATENCY_SAMPLES).map(|_| raw_db.commit_one()).collect::<anyhow::Result<Vec<_>>>()?;
+    drop(raw_db);
+    let raw_commit_p50_us = micros(median_duration(commits));
+    let (raw_rtt_p50_us, raw_per_s) = common::raw_network(LATENCY_SAMPLES, THROUGHPUT_MESSAGES, IN_FLIGHT).await?;
     let (delivery_p50_us, settled_p50_us, delivery_per_s) = deliveries(dir.path()).await?;
     Ok(RunResult { delivery_p50_us, settled_p50_us, raw_rtt_p50_us, raw_commit_p50_us, delivery_per_s, raw_per_s })
 }
@@ -274,173 +272,4 @@ async fn wait_addresses(network: &Network) -> anyhow::Result<Vec<Multiaddr>> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     anyhow::bail!("no listen address")
-}
-
-/// Raw floors: one redb durable commit, and libp2p request-response with the same framing and
-/// message size; returns (commit p50 us, RTT p50 us, requests/s with IN_FLIGHT in flight).
-async fn raw_floors(dir: &std::path::Path) -> anyhow::Result<(f64, f64, f64)> {
-    let db = redb::Database::create(dir.join("raw.redb"))?;
-    let record = vec![7u8; 400];
-    let mut commits = Vec::with_capacity(LATENCY_SAMPLES);
-    for key in 0..LATENCY_SAMPLES as u64 {
-        let start = Instant::now();
-        let tx = db.begin_write()?;
-        tx.open_table(RAW_TABLE)?.insert(key, record.as_slice())?;
-        tx.commit()?;
-        commits.push(start.elapsed());
-    }
-
-    let mut client = raw_swarm()?;
-    let mut server = raw_swarm()?;
-    server.listen_on("/ip4/127.0.0.1/tcp/0".parse()?)?;
-    let address = loop {
-        if let SwarmEvent::NewListenAddr { address, .. } = server.select_next_some().await {
-            break address;
-        }
-    };
-    let server_peer = *server.local_peer_id();
-    tokio::spawn(async move {
-        loop {
-            if let SwarmEvent::Behaviour(request_response::Event::Message {
-                message: request_response::Message::Request { channel, .. },
-                ..
-            }) = server.select_next_some().await
-            {
-                let _ = server.behaviour_mut().send_response(channel, vec![1u8; 200]);
-            }
-        }
-    });
-    client.add_peer_address(server_peer, address);
-    let payload = vec![3u8; 400];
-    // Warm up, then one at a time.
-    raw_exchange(&mut client, server_peer, &payload, 1, 1).await;
-    let mut rtts = Vec::with_capacity(LATENCY_SAMPLES);
-    for _ in 0..LATENCY_SAMPLES {
-        let start = Instant::now();
-        raw_exchange(&mut client, server_peer, &payload, 1, 1).await;
-        rtts.push(start.elapsed());
-    }
-    let start = Instant::now();
-    raw_exchange(&mut client, server_peer, &payload, THROUGHPUT_MESSAGES, IN_FLIGHT).await;
-    let per_s = THROUGHPUT_MESSAGES as f64 / start.elapsed().as_secs_f64();
-    Ok((micros(median_duration(commits)), micros(median_duration(rtts)), per_s))
-}
-
-type RawSwarm = Swarm<request_response::Behaviour<RawCodec>>;
-
-fn raw_swarm() -> anyhow::Result<RawSwarm> {
-    Ok(libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)?
-        .with_behaviour(|_| {
-            request_response::Behaviour::new(
-                [(StreamProtocol::new("/bench/raw/1"), ProtocolSupport::Full)],
-                request_response::Config::default().with_max_concurrent_streams(512),
-            )
-        })?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build())
-}
-
-/// Sends `total` requests keeping `in_flight` outstanding; returns when all are answered.
-async fn raw_exchange(client: &mut RawSwarm, server: PeerId, payload: &[u8], total: usize, in_flight: usize) {
-    let (mut sent, mut answered) = (0, 0);
-    while answered < total {
-        while sent < total && sent - answered < in_flight {
-            client.behaviour_mut().send_request(&server, payload.to_vec());
-            sent += 1;
-        }
-        match client.select_next_some().await {
-            SwarmEvent::Behaviour(request_response::Event::Message {
-                message: request_response::Message::Response { .. },
-                ..
-            }) => answered += 1,
-            SwarmEvent::Behaviour(request_response::Event::OutboundFailure { error, .. }) => {
-                panic!("raw request failed: {error}")
-            }
-            _ => {}
-        }
-    }
-}
-
-/// Length-prefixed frames both ways, as `/clawnet/deliver/1` uses.
-#[derive(Debug, Clone, Default)]
-struct RawCodec;
-
-impl request_response::Codec for RawCodec {
-    type Protocol = StreamProtocol;
-    type Request = Vec<u8>;
-    type Response = Vec<u8>;
-
-    async fn read_request<T: futures::AsyncRead + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-    ) -> std::io::Result<Vec<u8>> {
-        read_frame(io).await
-    }
-
-    async fn read_response<T: futures::AsyncRead + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-    ) -> std::io::Result<Vec<u8>> {
-        read_frame(io).await
-    }
-
-    async fn write_request<T: futures::AsyncWrite + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        req: Vec<u8>,
-    ) -> std::io::Result<()> {
-        write_frame(io, &req).await
-    }
-
-    async fn write_response<T: futures::AsyncWrite + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        res: Vec<u8>,
-    ) -> std::io::Result<()> {
-        write_frame(io, &res).await
-    }
-}
-
-async fn read_frame<T: futures::AsyncRead + Unpin>(io: &mut T) -> std::io::Result<Vec<u8>> {
-    use futures::AsyncReadExt;
-    let mut len = [0u8; 4];
-    io.read_exact(&mut len).await?;
-    let mut frame = vec![0u8; u32::from_be_bytes(len) as usize];
-    io.read_exact(&mut frame).await?;
-    Ok(frame)
-}
-
-async fn write_frame<T: futures::AsyncWrite + Unpin>(io: &mut T, frame: &[u8]) -> std::io::Result<()> {
-    use futures::AsyncWriteExt;
-    io.write_all(&(frame.len() as u32).to_be_bytes()).await?;
-    io.write_all(frame).await?;
-    io.close().await
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
-fn median_duration(mut values: Vec<Duration>) -> Duration {
-    values.sort();
-    values[values.len() / 2]
-}
-
-fn micros(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1e6
-}
-
-/// CPU time (user + system) this process used so far, from /proc (Linux only; zero elsewhere).
-fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let ticks: u64 = fields.get(11..13).map_or(0, |f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum());
-    Duration::from_millis(ticks * 10)
 }

@@ -7,6 +7,7 @@
 //! signed close.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use clawnet_crypto::{Signed, Timestamp};
 use clawnet_protocol::SessionId;
@@ -75,7 +76,12 @@ impl Node {
         let (proposal, turns_before) = {
             let session = slot.lock().await;
             let Some(party) = session.party_of(&me) else { return Ok(Spoke::Idle) };
-            if session.phase() != Phase::Active || session.speaker_of(session.turns() + 1) != party.identity {
+            let granted = u32::from(session.proposal().max_turns);
+            if session.phase() != Phase::Active
+                || session.turns() >= granted
+                || session.speaker_of(session.turns() + 1) != party.identity
+            {
+                // Over, not our turn, or the last granted turn was theirs (their close follows).
                 return Ok(Spoke::Idle);
             }
             (session.proposal().clone(), session.turns())
@@ -234,8 +240,10 @@ impl Node {
                     txn.put_session(&id, record)?;
                     txn.record_nonces(&nonces)?;
                 }
-                for message in &messages {
-                    enqueue(txn, device, message, now)?;
+                // Queued a millisecond apart, so the outbox sends the turn before the close that
+                // follows it (the receiver would otherwise answer the close "try later").
+                for (index, message) in messages.iter().enumerate() {
+                    enqueue(txn, device, message, now.plus(Duration::from_millis(index as u64)))?;
                 }
                 Ok(())
             }),

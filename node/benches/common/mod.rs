@@ -1,0 +1,213 @@
+//! Raw baselines and statistics shared by the node benchmarks: libp2p request-response between
+//! two bare swarms and redb durable commits, measured in the same run as the figure they bound.
+//!
+//! This is `common/mod.rs` rather than `common.rs` (the house style) because Cargo would build
+//! a `benches/common.rs` as a benchmark of its own.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{PeerId, StreamProtocol, Swarm, noise, tcp, yamux};
+
+const RAW_TABLE: redb::TableDefinition<'static, u64, &[u8]> = redb::TableDefinition::new("raw");
+
+/// A bare redb database: durable commits of one 400-byte record each.
+pub(crate) struct RawDb {
+    db: redb::Database,
+    next_key: u64,
+}
+
+impl RawDb {
+    /// A new database in `dir`.
+    pub(crate) fn create(dir: &std::path::Path) -> anyhow::Result<RawDb> {
+        Ok(RawDb { db: redb::Database::create(dir.join("raw.redb"))?, next_key: 0 })
+    }
+
+    /// Commits one record durably; returns how long it took.
+    pub(crate) fn commit_one(&mut self) -> anyhow::Result<Duration> {
+        let record = [7u8; 400];
+        let start = Instant::now();
+        let tx = self.db.begin_write()?;
+        tx.open_table(RAW_TABLE)?.insert(self.next_key, record.as_slice())?;
+        tx.commit()?;
+        self.next_key += 1;
+        Ok(start.elapsed())
+    }
+}
+
+/// libp2p request-response between two bare swarms with the same framing and message size as
+/// `/clawnet/deliver/1`: `samples` round trips one at a time, then `total` requests with
+/// `in_flight` outstanding; returns (round trip p50 in microseconds, requests/s).
+pub(crate) async fn raw_network(samples: usize, total: usize, in_flight: usize) -> anyhow::Result<(f64, f64)> {
+    let mut client = raw_swarm()?;
+    let mut server = raw_swarm()?;
+    server.listen_on("/ip4/127.0.0.1/tcp/0".parse()?)?;
+    let address = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = server.select_next_some().await {
+            break address;
+        }
+    };
+    let server_peer = *server.local_peer_id();
+    let serving = tokio::spawn(async move {
+        loop {
+            if let SwarmEvent::Behaviour(request_response::Event::Message {
+                message: request_response::Message::Request { channel, .. },
+                ..
+            }) = server.select_next_some().await
+            {
+                let _ = server.behaviour_mut().send_response(channel, vec![1u8; 200]);
+            }
+        }
+    });
+    client.add_peer_address(server_peer, address);
+    let payload = vec![3u8; 400];
+    // Warm up, then one at a time.
+    raw_exchange(&mut client, server_peer, &payload, 1, 1).await;
+    let mut rtts = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let start = Instant::now();
+        raw_exchange(&mut client, server_peer, &payload, 1, 1).await;
+        rtts.push(start.elapsed());
+    }
+    let start = Instant::now();
+    raw_exchange(&mut client, server_peer, &payload, total, in_flight).await;
+    let per_s = total as f64 / start.elapsed().as_secs_f64();
+    serving.abort();
+    Ok((micros(median_duration(rtts)), per_s))
+}
+
+type RawSwarm = Swarm<request_response::Behaviour<RawCodec>>;
+
+fn raw_swarm() -> anyhow::Result<RawSwarm> {
+    Ok(libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)?
+        .with_behaviour(|_| {
+            request_response::Behaviour::new(
+                [(StreamProtocol::new("/bench/raw/1"), ProtocolSupport::Full)],
+                request_response::Config::default().with_max_concurrent_streams(512),
+            )
+        })?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build())
+}
+
+/// Sends `total` requests keeping `in_flight` outstanding; returns when all are answered.
+async fn raw_exchange(client: &mut RawSwarm, server: PeerId, payload: &[u8], total: usize, in_flight: usize) {
+    let (mut sent, mut answered) = (0, 0);
+    while answered < total {
+        while sent < total && sent - answered < in_flight {
+            client.behaviour_mut().send_request(&server, payload.to_vec());
+            sent += 1;
+        }
+        match client.select_next_some().await {
+            SwarmEvent::Behaviour(request_response::Event::Message {
+                message: request_response::Message::Response { .. },
+                ..
+            }) => answered += 1,
+            SwarmEvent::Behaviour(request_response::Event::OutboundFailure { error, .. }) => {
+                panic!("raw request failed: {error}")
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Length-prefixed frames both ways, as `/clawnet/deliver/1` uses.
+#[derive(Debug, Clone, Default)]
+struct RawCodec;
+
+impl request_response::Codec for RawCodec {
+    type Protocol = StreamProtocol;
+    type Request = Vec<u8>;
+    type Response = Vec<u8>;
+
+    async fn read_request<T: futures::AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> std::io::Result<Vec<u8>> {
+        read_frame(io).await
+    }
+
+    async fn read_response<T: futures::AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> std::io::Result<Vec<u8>> {
+        read_frame(io).await
+    }
+
+    async fn write_request<T: futures::AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Vec<u8>,
+    ) -> std::io::Result<()> {
+        write_frame(io, &req).await
+    }
+
+    async fn write_response<T: futures::AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: Vec<u8>,
+    ) -> std::io::Result<()> {
+        write_frame(io, &res).await
+    }
+}
+
+async fn read_frame<T: futures::AsyncRead + Unpin>(io: &mut T) -> std::io::Result<Vec<u8>> {
+    use futures::AsyncReadExt;
+    let mut len = [0u8; 4];
+    io.read_exact(&mut len).await?;
+    let mut frame = vec![0u8; u32::from_be_bytes(len) as usize];
+    io.read_exact(&mut frame).await?;
+    Ok(frame)
+}
+
+async fn write_frame<T: futures::AsyncWrite + Unpin>(io: &mut T, frame: &[u8]) -> std::io::Result<()> {
+    use futures::AsyncWriteExt;
+    io.write_all(&(frame.len() as u32).to_be_bytes()).await?;
+    io.write_all(frame).await?;
+    io.close().await
+}
+
+/// `--runs N` from the command line, or `default`.
+pub(crate) fn runs_arg(default: usize) -> usize {
+    std::env::args().skip_while(|a| a != "--runs").nth(1).and_then(|n| n.parse().ok()).unwrap_or(default)
+}
+
+/// Logs to stderr when `RUST_LOG` is set.
+pub(crate) fn init_tracing() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .init();
+    }
+}
+
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+pub(crate) fn median_duration(mut values: Vec<Duration>) -> Duration {
+    values.sort();
+    values[values.len() / 2]
+}
+
+pub(crate) fn micros(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e6
+}
+
+/// CPU time (user + system) this process used so far, from /proc (Linux only; zero elsewhere).
+pub(crate) fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks: u64 = fields.get(11..13).map_or(0, |f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum());
+    Duration::from_millis(ticks * 10)
+}
