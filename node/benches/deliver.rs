@@ -35,15 +35,7 @@ const THROUGHPUT_MESSAGES: usize = 3000;
 const IN_FLIGHT: usize = 64;
 
 fn main() -> anyhow::Result<()> {
-    let runs = common::runs_arg(5);
-    common::init_tracing();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let mut results = Vec::new();
-    for run in 1..=runs {
-        let result = runtime.block_on(run_once())?;
-        println!("run {run}: {result}");
-        results.push(result);
-    }
+    let results = common::repeat(5, run_once)?;
     let median = |f: &dyn Fn(&RunResult) -> f64| median(results.iter().map(f).collect());
     let p50 = median(&|r| r.delivery_p50_us);
     let rtt = median(&|r| r.raw_rtt_p50_us);
@@ -54,7 +46,7 @@ fn main() -> anyhow::Result<()> {
     let throughput = median(&|r| r.delivery_per_s);
     let raw_throughput = median(&|r| r.raw_per_s);
     let throughput_ratio = median(&|r| r.delivery_per_s / r.raw_per_s);
-    println!("\nmedian of {runs} runs (ratios are medians of each run's ratio)");
+    println!("\nmedian of {} runs (ratios are medians of each run's ratio)", results.len());
     println!("  delivery latency p50 (one in flight):       {p50:>9.1} us  (queued until signed ack verified)");
     println!("  raw request-response round trip p50:        {rtt:>9.1} us");
     println!("  raw redb durable commit p50:                {commit:>9.1} us");

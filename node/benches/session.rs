@@ -77,15 +77,7 @@ const PATIENCE: Duration = Duration::from_secs(60);
 const LINE: &str = "We can deliver 500 units at 42.00 EUR each, shipped to arrive on 14 March; payment in 30 days.";
 
 fn main() -> anyhow::Result<()> {
-    let runs = common::runs_arg(5);
-    common::init_tracing();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let mut results = Vec::new();
-    for run in 1..=runs {
-        let result = runtime.block_on(run_once())?;
-        println!("run {run}: {result}");
-        results.push(result);
-    }
+    let results = common::repeat(5, run_once)?;
     let median = |f: &dyn Fn(&RunResult) -> f64| median(results.iter().map(f).collect());
     let turn_p50 = median(&|r| r.turn_p50_us);
     let turn_p90 = median(&|r| r.turn_p90_us);
@@ -102,7 +94,7 @@ fn main() -> anyhow::Result<()> {
     let throughput_ratio = median(&|r| r.parallel_turns_per_s / r.raw.per_s);
     let met = |ok: bool| if ok { "met" } else { "NOT MET" };
     let line = |label: &str, value: String| println!("  {label:<50} {value}");
-    println!("\nmedian of {runs} runs (ratios are medians of each run's ratio)");
+    println!("\nmedian of {} runs (ratios are medians of each run's ratio)", results.len());
     line("per-turn latency p50, one session at a time:", format!("{turn_p50:>9.1} us  ({TURNS} turns a session)"));
     line("per-turn latency p90:", format!("{turn_p90:>9.1} us"));
     line("raw request-response round trip p50:", format!("{rtt:>9.1} us"));

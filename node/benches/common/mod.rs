@@ -176,12 +176,30 @@ async fn write_frame<T: futures::AsyncWrite + Unpin>(io: &mut T, frame: &[u8]) -
 }
 
 /// `--runs N` from the command line, or `default`.
-pub(crate) fn runs_arg(default: usize) -> usize {
+/// Runs `run_once` the number of times `--runs` asks for (default `default`), with tracing set
+/// up, printing each run's result as it comes.
+pub(crate) fn repeat<R: std::fmt::Display, F: Future<Output = anyhow::Result<R>>>(
+    default: usize,
+    run_once: impl Fn() -> F,
+) -> anyhow::Result<Vec<R>> {
+    let runs = runs_arg(default);
+    init_tracing();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let mut results = Vec::new();
+    for run in 1..=runs {
+        let result = runtime.block_on(run_once())?;
+        println!("run {run}: {result}");
+        results.push(result);
+    }
+    Ok(results)
+}
+
+fn runs_arg(default: usize) -> usize {
     std::env::args().skip_while(|a| a != "--runs").nth(1).and_then(|n| n.parse().ok()).unwrap_or(default)
 }
 
 /// Logs to stderr when `RUST_LOG` is set.
-pub(crate) fn init_tracing() {
+fn init_tracing() {
     if std::env::var_os("RUST_LOG").is_some() {
         tracing_subscriber::fmt()
             .with_writer(std::io::stderr)

@@ -23,7 +23,7 @@ use super::{NodeEvent, contact_of, contact_roster, lock_session, own_roster, rec
 use crate::agents::Message;
 use crate::agents::conversation::NODE_NOTE;
 use crate::agents::runtime::{Agent, Delivery};
-use crate::agents::tools::{AgentEvent, Audience};
+use crate::agents::tools::{AgentEvent, Audience, REQUEST_COLLABORATION};
 use crate::delivery::enqueue;
 use crate::error::NodeError;
 use crate::node::Node;
@@ -113,8 +113,10 @@ impl Node {
         };
         let response =
             agent.respond(&history, &audience, &mut on_event).await.map_err(|err| NodeError::Agent(err.to_string()))?;
-        // The agent asked for another contact: its turn here waits for that session.
-        if self.waiting_on_children_or_owner(&id).await? {
+        // The agent asked for another contact: its turn here waits for that session (the tool
+        // may have refused, hence the look at what is pending).
+        let asked = response.transcript.iter().any(|m| m.tool_calls.iter().any(|c| c.name == REQUEST_COLLABORATION));
+        if asked && self.waiting_on_children_or_owner(&id).await? {
             self.apply_policies().await;
             return Ok(Spoke::Idle);
         }
@@ -292,7 +294,7 @@ impl Node {
         let mut notes: Vec<(Timestamp, String)> = Vec::new();
         for (child, _) in self.sessions.children(id, &me) {
             let Some(record) = view.session(&child)? else { continue };
-            notes.push(child_note(&record, &view.turns(&child)?, &me, &view)?);
+            notes.push(child_note(&record, &view.turns(&child)?, &view)?);
         }
         notes.sort_by_key(|(at, _)| *at);
         let mut history = Vec::new();
@@ -322,7 +324,6 @@ impl Node {
 fn child_note(
     record: &clawnet_storage::sessions::SessionRecord,
     turns: &[Signed<Turn>],
-    me: &clawnet_crypto::OwnerId,
     view: &clawnet_storage::ReadView,
 ) -> Result<(Timestamp, String), NodeError> {
     let proposal = record.proposal.decode_unverified().map_err(|err| NodeError::Session(err.to_string()))?;
@@ -344,7 +345,6 @@ fn child_note(
         }
         (None, None) => (proposal.created_at, "still open".into()),
     };
-    let _ = me;
     let said = if theirs.is_empty() { "nothing".to_owned() } else { theirs.join(" / ") };
     Ok((
         at,

@@ -36,6 +36,8 @@ pub struct SessionView {
     /// The session it was opened from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
+    /// When it was proposed (ms since the epoch).
+    pub created_at_ms: u64,
 }
 
 /// One turn, as shown.
@@ -68,19 +70,10 @@ pub struct SessionDetail {
 impl Node {
     /// Every session, newest first.
     pub fn session_list(&self) -> Result<Vec<SessionView>, NodeError> {
-        let mut views: Vec<(u64, SessionView)> = Vec::new();
-        for (id, _, _) in self.sessions.all() {
-            let view = self.session_view(&id)?;
-            let created = self
-                .home
-                .db()
-                .read()?
-                .session(&id)?
-                .map_or(0, |r| r.proposal.decode_unverified().map_or(0, |p| p.created_at.as_millis()));
-            views.push((created, view));
-        }
-        views.sort_by_key(|(created, _)| std::cmp::Reverse(*created));
-        Ok(views.into_iter().map(|(_, view)| view).collect())
+        let mut views =
+            self.sessions.all().into_iter().map(|(id, _, _)| self.session_view(&id)).collect::<Result<Vec<_>, _>>()?;
+        views.sort_by_key(|view| std::cmp::Reverse(view.created_at_ms));
+        Ok(views)
     }
 
     /// Session `query` (a unique id prefix) with its transcript, verified again from storage.
@@ -150,6 +143,7 @@ impl Node {
             max_turns: proposal.max_turns,
             depth: proposal.depth,
             parent: proposal.parent.map(|p| p.to_hex()),
+            created_at_ms: proposal.created_at.as_millis(),
         })
     }
 }
