@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::agents::llm::LlmConfig;
 use crate::error::NodeError;
+use crate::files::FolderConfig;
 use crate::sessions::{OwnerPolicy, SessionSettings};
 
 /// The configuration file inside a data directory.
@@ -29,6 +30,24 @@ pub struct NodeConfig {
     /// owner.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub policy: Vec<OwnerPolicy>,
+    /// The folders agents may work in (layer 2 of file authorization; each identity also needs
+    /// a grant, `clawnet files grant`).
+    #[serde(skip_serializing_if = "FileSettings::is_empty")]
+    pub files: FileSettings,
+}
+
+/// The node-local folder whitelist.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileSettings {
+    /// The folders (`[[files.folder]]`).
+    pub folder: Vec<FolderConfig>,
+}
+
+impl FileSettings {
+    fn is_empty(&self) -> bool {
+        self.folder.is_empty()
+    }
 }
 
 /// Peer-to-peer networking.
@@ -191,7 +210,13 @@ impl NodeConfig {
              # identity = \"procurement\"\n\
              # direction = \"both\"          # outgoing | incoming | both\n\
              # max_turns = 12\n\
-             # recursion = false\n",
+             # recursion = false\n\n\
+             # Folders identity agents may work in (each identity also needs `clawnet files grant`).\n\
+             # Links are never followed; the data directory and key folders are never reachable.\n\
+             #\n\
+             # [[files.folder]]\n\
+             # path = \"/home/me/Projects\"\n\
+             # access = \"read-write\"       # or read-only\n",
             toml::to_string_pretty(&defaults).unwrap_or_default()
         )
     }

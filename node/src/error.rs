@@ -64,6 +64,9 @@ pub enum NodeError {
     /// The network failed.
     #[error(transparent)]
     Network(#[from] crate::network::NetworkError),
+    /// A file operation failed or was denied.
+    #[error(transparent)]
+    Files(#[from] crate::files::FileError),
     /// The running node refused or failed a request (its message).
     #[error("{0}")]
     Api(String),

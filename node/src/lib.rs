@@ -16,6 +16,7 @@ pub mod delivery;
 pub mod demo;
 mod error;
 pub mod feed;
+pub mod files;
 pub mod governance;
 pub mod home;
 pub mod identities;

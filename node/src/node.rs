@@ -15,6 +15,7 @@ use crate::agents::brain::AnyBrain;
 use crate::config::NodeConfig;
 use crate::delivery::Outbox;
 use crate::error::NodeError;
+use crate::files::{self, GovernedFiles};
 use crate::home::UnlockedHome;
 use crate::network::Network;
 use crate::sessions::{NodeEvent, OwnerPolicy, SessionBook, SessionSettings};
@@ -41,6 +42,8 @@ pub struct Node {
     pub(crate) policies: Vec<OwnerPolicy>,
     /// What the owner should see as it happens (approvals, turns, closes).
     pub(crate) events: broadcast::Sender<NodeEvent>,
+    /// The owner's files, as agents reach them.
+    pub files: GovernedFiles,
     /// Background work (agents composing turns, policies deciding), stopped with the node.
     tasks: TaskTracker,
     stopping: CancellationToken,
@@ -57,6 +60,8 @@ impl Node {
     ) -> Result<Arc<Node>, NodeError> {
         let outbox = Outbox::new(home.db().clone(), network.clone());
         let sessions = SessionBook::load(home.db())?;
+        let files =
+            GovernedFiles::open(&files::endpoint_config(home.home().dir(), &config.files.folder), home.db().clone())?;
         Ok(Arc::new(Node {
             home,
             network,
@@ -67,6 +72,7 @@ impl Node {
             session_settings: config.sessions,
             policies: config.policy.clone(),
             events: broadcast::channel(256).0,
+            files,
             tasks: TaskTracker::new(),
             stopping: CancellationToken::new(),
         }))

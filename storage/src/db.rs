@@ -202,6 +202,12 @@ impl NodeDb {
         if found > schema::SCHEMA_VERSION {
             return Err(StoreError::SchemaTooNew { found, supported: schema::SCHEMA_VERSION });
         }
+        if found == 1 {
+            drop(meta);
+            drop(tx);
+            migrate_from_1(&db)?;
+            return NodeDb::from_database(db, path);
+        }
         if found != schema::SCHEMA_VERSION {
             return Err(StoreError::SchemaUnknown { found, supported: schema::SCHEMA_VERSION });
         }
@@ -238,5 +244,19 @@ fn create_tables(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(schema::PEERS).ctx(context)?;
     tx.open_table(schema::MEMORY).ctx(context)?;
     tx.open_table(schema::APPROVALS).ctx(context)?;
+    tx.open_table(schema::FILE_SCOPES).ctx(context)?;
+    tx.open_table(schema::FILE_OPS).ctx(context)?;
     Ok(())
+}
+
+/// Schema 1 → 2: the file endpoint's tables are new; nothing else changed.
+fn migrate_from_1(db: &Database) -> Result<(), StoreError> {
+    let context = "migrating the database from schema 1";
+    let tx = db.begin_write().ctx(context)?;
+    create_tables(&tx)?;
+    tx.open_table(META)
+        .ctx(context)?
+        .insert(schema::META_SCHEMA, schema::SCHEMA_VERSION.to_le_bytes().as_slice())
+        .ctx(context)?;
+    tx.commit().ctx(context)
 }

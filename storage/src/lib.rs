@@ -14,6 +14,7 @@ mod db;
 pub mod deliveries;
 mod error;
 pub mod feed;
+pub mod files;
 pub mod identities;
 pub mod invites;
 pub mod keystore;

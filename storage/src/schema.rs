@@ -7,7 +7,7 @@ use redb::TableDefinition;
 
 /// The layout this build writes and reads. Bump it, and add a migration, with any change to a
 /// table or record encoding.
-pub(crate) const SCHEMA_VERSION: u32 = 1;
+pub(crate) const SCHEMA_VERSION: u32 = 2;
 
 /// Node facts: schema version, owner, device certificate, keystore blob.
 pub(crate) const META: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("meta");
@@ -35,6 +35,11 @@ pub(crate) const INBOX: TableDefinition<'static, &[u8; 32], &[u8]> = TableDefini
 pub(crate) const MEMORY: TableDefinition<'static, (&[u8; 16], u64), &[u8]> = TableDefinition::new("memory");
 /// Owner approvals, pending and decided: approval id → approval record.
 pub(crate) const APPROVALS: TableDefinition<'static, &[u8; 16], &[u8]> = TableDefinition::new("approvals");
+/// Each identity's file scope (authorization layer 1): identity id → file scope record.
+/// Since schema 2.
+pub(crate) const FILE_SCOPES: TableDefinition<'static, &[u8; 16], &[u8]> = TableDefinition::new("file_scopes");
+/// The file endpoint's journal: operation number → file operation record. Since schema 2.
+pub(crate) const FILE_OPS: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("file_ops");
 
 pub(crate) const META_SCHEMA: &str = "schema_version";
 pub(crate) const META_OWNER: &str = "owner";
@@ -42,3 +47,4 @@ pub(crate) const META_DEVICE_CERT: &str = "device_cert";
 pub(crate) const META_NODE_NAME: &str = "node_name";
 pub(crate) const META_KEYSTORE: &str = "keystore";
 pub(crate) const META_FEED: &str = "feed";
+pub(crate) const META_FILE_OPS_SETTLED: &str = "file_ops_settled";

@@ -262,8 +262,25 @@ fn unknown_schema_version_is_refused_with_a_clear_error() {
     clawnet_storage::audit::tamper_with_schema_version(&db, 99).unwrap();
     drop(db);
     let err = NodeDb::open(&path).unwrap_err();
-    assert_eq!(err, StoreError::SchemaTooNew { found: 99, supported: 1 });
+    assert_eq!(err, StoreError::SchemaTooNew { found: 99, supported: 2 });
     assert!(err.to_string().contains("upgrade clawnet"));
+}
+
+#[test]
+fn a_schema_1_database_is_migrated_when_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.redb");
+    let (owner, db) = create(dir.path());
+    let entries_before = db.audit_head().unwrap();
+    clawnet_storage::audit::tamper_with_schema_version(&db, 1).unwrap();
+    drop(db);
+    let mut db = NodeDb::open(&path).unwrap();
+    db.unlock_writes(device(&owner)).unwrap();
+    assert_eq!(db.read().unwrap().next_file_op().unwrap(), 1, "the journal table exists and is empty");
+    assert_eq!(db.audit_head().unwrap(), entries_before, "nothing else changed");
+    drop(db);
+    // Migrated once: it now opens as the current schema.
+    NodeDb::open(&path).unwrap();
 }
 
 #[test]

@@ -1,0 +1,960 @@
+//! The file endpoint: executes directives inside the whitelist (layer 2), and journals, backs up
+//! and audits every change so it can be undone.
+//!
+//! A change runs in four steps, one at a time (changes are serialized):
+//! 1. **Prepare**: resolve every path through the whitelist, read the state of what will change
+//!    (saving the content of anything the change destroys in the blob store, durably), and stage
+//!    the new content under a temporary name beside its destination, written and synced.
+//! 2. **Commit**: the journal entry (what each path was, its backup, what it will be) and its
+//!    audit entry in one durable transaction. This decides the operation.
+//! 3. **Apply**: one atomic rename (or unlink) per path, then sync the directories.
+//! 4. The next commit marks this entry applied. If the process dies between 2 and 4, the next
+//!    start rolls the entry forward (or, if it cannot, records why), so the file system ends
+//!    in the old or the new state and the journal says which, with the backup present.
+
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use clawnet_crypto::IdentityId;
+use clawnet_crypto::Timestamp;
+use clawnet_protocol::SessionId;
+use clawnet_protocol::audit::{Actor, AuditDraft, Outcome};
+use clawnet_storage::files::{FileAccess, FileOpKind, FileOpRecord, FileOpState, Fingerprint, PathChange, SavedEntry};
+use clawnet_storage::{Change, NodeDb};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags};
+use rustix::io::Errno;
+use serde::{Deserialize, Serialize};
+
+use super::blobs::BlobStore;
+use super::entry::{self, Walk};
+use super::path::{FsPath, is_plain_name};
+use super::request::{EntryInfo, EntryKind, FileDirective, FileReply, FileRequest, WriteMode};
+use super::sandbox::{Denial, Facts, FolderConfig, Place, Whitelist, io, lstat};
+use super::{FileError, Layer};
+
+/// Largest file a write may create, and most bytes one read returns.
+pub const MAX_FILE_LEN: u64 = 64 * 1024 * 1024;
+/// Most entries a list or search returns.
+pub const MAX_LISTED: usize = 1000;
+/// How deep a search descends.
+pub const MAX_SEARCH_DEPTH: usize = 16;
+
+/// How an endpoint is set up.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointConfig {
+    /// The whitelisted folders (layer 2).
+    pub folders: Vec<FolderConfig>,
+    /// Where the backup store lives (outside every folder).
+    pub state_dir: PathBuf,
+    /// Locations that stay out of reach whatever the folders say (the node's data directory).
+    pub protected: Vec<PathBuf>,
+}
+
+/// Which journal entries a rollback (or a history) covers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollbackFilter {
+    /// Only this session's.
+    pub session: Option<SessionId>,
+    /// Only this identity's.
+    pub identity: Option<IdentityId>,
+    /// Only those at or after this time.
+    pub since: Option<Timestamp>,
+}
+
+impl RollbackFilter {
+    /// Whether `record` is covered (undo entries never are: a rollback does not redo).
+    pub fn covers(&self, record: &FileOpRecord) -> bool {
+        !matches!(record.kind, FileOpKind::Undo { .. })
+            && self.session.is_none_or(|session| record.session == Some(session))
+            && self.identity.is_none_or(|identity| record.actor == Actor::Identity(identity))
+            && self.since.is_none_or(|since| record.time >= since)
+    }
+}
+
+/// What a rollback would do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollbackPlan {
+    /// The operations to undo, newest first.
+    pub operations: Vec<u64>,
+    /// Paths that changed since, which stop the rollback (operation, path).
+    pub conflicts: Vec<(u64, String)>,
+}
+
+/// The endpoint.
+#[derive(Debug)]
+pub struct FileEndpoint {
+    whitelist: Whitelist,
+    blobs: BlobStore,
+    db: NodeDb,
+    changes: Mutex<()>,
+}
+
+/// One atomic step of applying a change.
+#[derive(Debug)]
+enum Step {
+    /// Rename the staged `temp` to `name` (replacing what is there, or only where nothing is).
+    Install { dir: OwnedFd, temp: String, name: String, replace: bool },
+    /// Rename an entry to where nothing is.
+    Move { from_dir: OwnedFd, from: String, to_dir: OwnedFd, to: String },
+    /// Rename an entry aside, then remove it.
+    Remove { dir: OwnedFd, name: String, aside: String },
+}
+
+/// A prepared change.
+#[derive(Debug)]
+struct Plan {
+    kind: FileOpKind,
+    changes: Vec<PathChange>,
+    steps: Vec<Step>,
+    /// Blobs made by linking a live file, released if the change does not happen.
+    linked: Vec<(clawnet_crypto::Hash32, usize)>,
+    /// The directory and name of each change (for releasing linked blobs).
+    places: Vec<Place>,
+    basis: String,
+}
+
+impl FileEndpoint {
+    /// Opens the endpoint and settles any change a crash interrupted.
+    pub fn open(config: &EndpointConfig, db: NodeDb) -> Result<FileEndpoint, FileError> {
+        let mut protected = config.protected.clone();
+        protected.push(config.state_dir.clone());
+        let whitelist = Whitelist::open(&config.folders, &protected)?;
+        let blobs = BlobStore::open(&config.state_dir.join("blobs"))?;
+        let endpoint = FileEndpoint { whitelist, blobs, db, changes: Mutex::new(()) };
+        endpoint.recover()?;
+        Ok(endpoint)
+    }
+
+    /// The whitelist.
+    pub fn whitelist(&self) -> &Whitelist {
+        &self.whitelist
+    }
+
+    /// The backup store.
+    pub fn blobs(&self) -> &BlobStore {
+        &self.blobs
+    }
+
+    /// Executes `directive` (layer 1 already allowed it). A layer-2 refusal is recorded as a
+    /// security event; every other outcome of a change is journaled and audited.
+    pub fn execute(&self, directive: &FileDirective) -> Result<FileReply, FileError> {
+        let result = if directive.request.is_mutation() { self.change(directive) } else { self.look(directive) };
+        if let Err(err @ FileError::Denied { .. }) = &result {
+            self.security_event(directive.actor, &directive.request, err)?;
+        }
+        result
+    }
+
+    /// The journal, oldest first, filtered.
+    pub fn history(&self, filter: &RollbackFilter) -> Result<Vec<FileOpRecord>, FileError> {
+        let records = self.db.read()?.file_ops()?;
+        Ok(records
+            .into_iter()
+            .filter(|record| {
+                filter.session.is_none_or(|session| record.session == Some(session))
+                    && filter.identity.is_none_or(|identity| record.actor == Actor::Identity(identity))
+                    && filter.since.is_none_or(|since| record.time >= since)
+            })
+            .collect())
+    }
+
+    /// Undoes operation `number`, as a new journaled operation; returns its number. Refuses if
+    /// anything it changed has changed since, and (re-checking layer 2) anything outside the
+    /// whitelist, whatever the journal says.
+    pub fn undo(&self, number: u64, actor: Actor) -> Result<u64, FileError> {
+        let _serial = self.changes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let result = self.undo_locked(number, actor);
+        if let Err(err @ FileError::Denied { .. }) = &result {
+            self.audit(AuditDraft::new(
+                actor,
+                "security.files",
+                format!("undo of operation {number}"),
+                Layer::Whitelist.label(),
+                Outcome::Denied(err.to_string()),
+            ))?;
+        }
+        result
+    }
+
+    /// What rolling back `filter` would undo, and what stands in the way.
+    pub fn plan_rollback(&self, filter: &RollbackFilter) -> Result<RollbackPlan, FileError> {
+        let records: Vec<FileOpRecord> = self.db.read()?.file_ops()?;
+        let mut operations = Vec::new();
+        let mut conflicts = Vec::new();
+        let mut touched_later: Vec<String> = Vec::new();
+        for record in records.iter().rev().filter(|record| record.state == FileOpState::Done && filter.covers(record)) {
+            operations.push(record.number);
+            for change in &record.changes {
+                if touched_later.iter().any(|later| within(&change.path, later) || within(later, &change.path)) {
+                    continue;
+                }
+                let current = self.fingerprint_at(&change.path)?;
+                if Some(&current) != change.after.as_ref() {
+                    conflicts.push((record.number, change.path.clone()));
+                }
+            }
+            touched_later.extend(record.changes.iter().map(|change| change.path.clone()));
+        }
+        Ok(RollbackPlan { operations, conflicts })
+    }
+
+    /// Undoes every operation `filter` covers, newest first; stops at the first that cannot be
+    /// undone. Returns the undo operations' numbers.
+    pub fn rollback(&self, filter: &RollbackFilter, actor: Actor) -> Result<Vec<u64>, FileError> {
+        let plan = self.plan_rollback(filter)?;
+        let mut done = Vec::new();
+        for number in plan.operations {
+            match self.undo(number, actor) {
+                Ok(undo) => done.push(undo),
+                Err(err) => {
+                    return Err(FileError::NotUndoable(format!(
+                        "rollback stopped at operation {number} after undoing {} operation(s): {err}",
+                        done.len()
+                    )));
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    // ---- reading ----
+
+    fn look(&self, directive: &FileDirective) -> Result<FileReply, FileError> {
+        let reply = match &directive.request {
+            FileRequest::Read { path, offset, max } => self.read(path, *offset, *max)?,
+            FileRequest::List { path } => self.list(path)?,
+            FileRequest::Stat { path } => {
+                let place = self.whitelist.resolve(path, FileAccess::ReadOnly)?;
+                let facts =
+                    lstat(&place.parent, place.at_name())?.ok_or_else(|| FileError::NotFound(path.to_string()))?;
+                self.whitelist.check_entry(&facts, path, place.dev)?;
+                FileReply::Entry(info(path, &facts))
+            }
+            FileRequest::Search { path, pattern } => self.search(path, pattern)?,
+            _ => return Err(FileError::Invalid("not a read".into())),
+        };
+        self.audit(AuditDraft::new(
+            directive.actor,
+            format!("files.{}", directive.request.name()),
+            directive.request.describe(),
+            format!("{}; {}", directive.basis, self.basis_l2(&directive.request)),
+            Outcome::Success,
+        ))?;
+        Ok(reply)
+    }
+
+    fn read(&self, path: &FsPath, offset: u64, max: Option<u64>) -> Result<FileReply, FileError> {
+        use std::io::{Read, Seek, SeekFrom};
+        let place = self.whitelist.resolve(path, FileAccess::ReadOnly)?;
+        if place.is_folder_itself() {
+            return Err(FileError::NotAFile(path.to_string()));
+        }
+        let mut file = entry::open_file(&place.parent, &place.name, path)?;
+        let facts = Facts::of(&rustix::fs::fstat(&file).map_err(io("reading a file"))?);
+        self.whitelist.check_entry(&facts, path, place.dev)?;
+        if facts.kind != FileType::RegularFile {
+            return Err(FileError::NotAFile(path.to_string()));
+        }
+        let limit = max.unwrap_or(MAX_FILE_LEN).min(MAX_FILE_LEN);
+        let mut bytes = Vec::new();
+        file.seek(SeekFrom::Start(offset)).map_err(FileError::std_io("reading a file"))?;
+        file.take(limit).read_to_end(&mut bytes).map_err(FileError::std_io("reading a file"))?;
+        Ok(FileReply::Content { bytes, total: facts.len })
+    }
+
+    fn list(&self, path: &FsPath) -> Result<FileReply, FileError> {
+        let place = self.whitelist.resolve(path, FileAccess::ReadOnly)?;
+        let dir = self.open_dir(&place)?;
+        let names = entry::names_in(&dir)?;
+        let truncated = names.len() > MAX_LISTED;
+        let mut entries = Vec::new();
+        for name in names.into_iter().take(MAX_LISTED) {
+            if let Some(facts) = lstat(&dir, &name)? {
+                let child = path.join(&name).map_err(|err| FileError::Invalid(err.to_string()))?;
+                entries.push(info(&child, &facts));
+            }
+        }
+        Ok(FileReply::Entries { entries, truncated })
+    }
+
+    fn search(&self, path: &FsPath, pattern: &str) -> Result<FileReply, FileError> {
+        let place = self.whitelist.resolve(path, FileAccess::ReadOnly)?;
+        let root = self.open_dir(&place)?;
+        let pattern = pattern.to_lowercase();
+        let mut found = Vec::new();
+        let mut visited = 0usize;
+        let mut queue = vec![(root, path.clone(), 0usize)];
+        let mut truncated = false;
+        while let Some((dir, at, depth)) = queue.pop() {
+            for name in entry::names_in(&dir)? {
+                visited += 1;
+                if visited > entry::MAX_TREE_ENTRIES || found.len() >= MAX_LISTED {
+                    truncated = true;
+                    break;
+                }
+                let Some(facts) = lstat(&dir, &name)? else { continue };
+                let child = at.join(&name).map_err(|err| FileError::Invalid(err.to_string()))?;
+                if matches(&pattern, &name.to_lowercase()) {
+                    found.push(info(&child, &facts));
+                }
+                // Protected folders, other file systems and links are not searched (not denied:
+                // nobody asked for them).
+                if facts.kind == FileType::Directory
+                    && depth < MAX_SEARCH_DEPTH
+                    && let Ok(next) = self.whitelist.enter(&dir, &name, &child, place.dev)
+                {
+                    queue.push((next, child, depth + 1));
+                }
+            }
+        }
+        found.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(FileReply::Entries { entries: found, truncated })
+    }
+
+    fn open_dir(&self, place: &Place) -> Result<OwnedFd, FileError> {
+        if place.is_folder_itself() {
+            return rustix::io::fcntl_dupfd_cloexec(&place.parent, 0).map_err(io("opening a directory"));
+        }
+        self.whitelist.enter(&place.parent, &place.name, &place.path, place.dev)
+    }
+
+    // ---- changing ----
+
+    fn change(&self, directive: &FileDirective) -> Result<FileReply, FileError> {
+        let _serial = self.changes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let number = self.db.read()?.next_file_op()?;
+        let plan = self.prepare(number, &directive.request, &directive.basis)?;
+        self.run(number, plan, directive.actor, directive.session, None)?;
+        Ok(FileReply::Done { op: number })
+    }
+
+    fn prepare(&self, number: u64, request: &FileRequest, basis: &str) -> Result<Plan, FileError> {
+        let basis = format!("{basis}; {}", self.basis_l2(request));
+        let temp = |index: usize| format!(".clawnet-{number}-{index}.new");
+        match request {
+            FileRequest::Write { path, content, mode } => {
+                if content.len() as u64 > MAX_FILE_LEN {
+                    return Err(FileError::TooLarge { what: format!("the content for {path}"), limit: MAX_FILE_LEN });
+                }
+                let place = self.changeable(path)?;
+                let current = lstat(&place.parent, &place.name)?;
+                let (kind, saved, prefix, file_mode) = match (mode, current) {
+                    (WriteMode::Create, None) => (FileOpKind::Create { path: path.to_string() }, None, None, 0o644),
+                    (WriteMode::Create, Some(_)) => return Err(FileError::Exists(path.to_string())),
+                    (_, None) => return Err(FileError::NotFound(path.to_string())),
+                    (_, Some(facts)) if facts.kind != FileType::RegularFile => {
+                        self.whitelist.check_entry(&facts, path, place.dev)?;
+                        return Err(FileError::NotAFile(path.to_string()));
+                    }
+                    (mode, Some(facts)) => {
+                        let mut walk = Walk::saving(&self.whitelist, place.dev, &self.blobs);
+                        let saved = walk.read(&place.parent, &place.name, path)?;
+                        let prefix = match mode {
+                            WriteMode::Append => Some(entry::open_file(&place.parent, &place.name, path)?),
+                            _ => None,
+                        };
+                        let kind = match mode {
+                            WriteMode::Append => FileOpKind::Append { path: path.to_string() },
+                            _ => FileOpKind::Overwrite { path: path.to_string() },
+                        };
+                        let linked = walk.linked;
+                        let plan_saved = Some((saved, linked));
+                        (kind, plan_saved, prefix, facts.meta.mode)
+                    }
+                };
+                if let Some(prefix) = &prefix {
+                    let total = prefix.metadata().map(|meta| meta.len()).unwrap_or(0) + content.len() as u64;
+                    if total > MAX_FILE_LEN {
+                        return Err(FileError::TooLarge {
+                            what: format!("{path} after the append"),
+                            limit: MAX_FILE_LEN,
+                        });
+                    }
+                }
+                let after = entry::stage_bytes(&place.parent, &temp(0), prefix.as_ref(), content, file_mode)?;
+                let replace = saved.is_some();
+                let (before, saved, linked) = match saved {
+                    Some((saved, linked)) => (saved.fingerprint(), Some(saved), linked),
+                    None => (Fingerprint::Absent, None, Vec::new()),
+                };
+                let dir = dup(&place.parent)?;
+                Ok(Plan {
+                    kind,
+                    changes: vec![PathChange { path: path.to_string(), before, saved, after: Some(after) }],
+                    steps: vec![Step::Install { dir, temp: temp(0), name: place.name.clone(), replace }],
+                    linked: linked.into_iter().map(|hash| (hash, 0)).collect(),
+                    places: vec![place],
+                    basis,
+                })
+            }
+            FileRequest::Mkdir { path } => {
+                let place = self.changeable(path)?;
+                if lstat(&place.parent, &place.name)?.is_some() {
+                    return Err(FileError::Exists(path.to_string()));
+                }
+                rustix::fs::mkdirat(&place.parent, temp(0).as_str(), Mode::from_raw_mode(0o755))
+                    .map_err(io("creating a directory"))?;
+                let staged = rustix::fs::openat(
+                    &place.parent,
+                    temp(0).as_str(),
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(io("creating a directory"))?;
+                entry::finish_dir(&staged, 0o755, None)?;
+                let after = Fingerprint::Dir { mode: 0o755, entries: Vec::new() };
+                let dir = dup(&place.parent)?;
+                Ok(Plan {
+                    kind: FileOpKind::Mkdir { path: path.to_string() },
+                    changes: vec![PathChange {
+                        path: path.to_string(),
+                        before: Fingerprint::Absent,
+                        saved: None,
+                        after: Some(after),
+                    }],
+                    steps: vec![Step::Install { dir, temp: temp(0), name: place.name.clone(), replace: false }],
+                    linked: Vec::new(),
+                    places: vec![place],
+                    basis,
+                })
+            }
+            FileRequest::Move { from, to } => self.prepare_move(from, to, basis),
+            FileRequest::Rename { path, name } => {
+                if !is_plain_name(name) {
+                    return Err(FileError::Invalid(format!("{name:?} is not a plain name (no '/', not '.' or '..')")));
+                }
+                let parent = parent_of(path)?;
+                let to = parent.join(name).map_err(|err| FileError::Invalid(err.to_string()))?;
+                self.prepare_move(path, &to, basis)
+            }
+            FileRequest::Copy { from, to } => {
+                let source = self.whitelist.resolve(from, FileAccess::ReadOnly)?;
+                if source.is_folder_itself() {
+                    return Err(FileError::Invalid(format!("{from} is a whitelisted folder; copy what is in it")));
+                }
+                let target = self.changeable(to)?;
+                if lstat(&target.parent, &target.name)?.is_some() {
+                    return Err(FileError::Exists(to.to_string()));
+                }
+                let mut walk = Walk::fingerprints(&self.whitelist, source.dev);
+                entry::stage_copy(&mut walk, &source.parent, &source.name, from, &target.parent, &temp(0))?;
+                let mut check = Walk::fingerprints(&self.whitelist, target.dev);
+                let after = check.fingerprint(&target.parent, &temp(0), to)?;
+                let dir = dup(&target.parent)?;
+                Ok(Plan {
+                    kind: FileOpKind::Copy { from: from.to_string(), to: to.to_string() },
+                    changes: vec![PathChange {
+                        path: to.to_string(),
+                        before: Fingerprint::Absent,
+                        saved: None,
+                        after: Some(after),
+                    }],
+                    steps: vec![Step::Install { dir, temp: temp(0), name: target.name.clone(), replace: false }],
+                    linked: Vec::new(),
+                    places: vec![target],
+                    basis,
+                })
+            }
+            FileRequest::Delete { path } => {
+                let place = self.changeable(path)?;
+                let mut walk = Walk::saving(&self.whitelist, place.dev, &self.blobs);
+                let saved = walk.read(&place.parent, &place.name, path)?;
+                if saved == SavedEntry::Absent {
+                    return Err(FileError::NotFound(path.to_string()));
+                }
+                let dir = dup(&place.parent)?;
+                Ok(Plan {
+                    kind: FileOpKind::Delete { path: path.to_string() },
+                    changes: vec![PathChange {
+                        path: path.to_string(),
+                        before: saved.fingerprint(),
+                        saved: Some(saved),
+                        after: Some(Fingerprint::Absent),
+                    }],
+                    steps: vec![Step::Remove {
+                        dir,
+                        name: place.name.clone(),
+                        aside: format!(".clawnet-{number}-0.del"),
+                    }],
+                    linked: walk.linked.into_iter().map(|hash| (hash, 0)).collect(),
+                    places: vec![place],
+                    basis,
+                })
+            }
+            FileRequest::Read { .. }
+            | FileRequest::List { .. }
+            | FileRequest::Stat { .. }
+            | FileRequest::Search { .. } => Err(FileError::Invalid("not a change".into())),
+        }
+    }
+
+    fn prepare_move(&self, from: &FsPath, to: &FsPath, basis: String) -> Result<Plan, FileError> {
+        let source = self.changeable(from)?;
+        let target = self.changeable(to)?;
+        if to.is_within(from) {
+            return Err(FileError::Invalid(format!("cannot move {from} into itself")));
+        }
+        if source.dev != target.dev {
+            return Err(FileError::Invalid(format!(
+                "{from} and {to} are on different file systems; copy, then delete"
+            )));
+        }
+        let mut walk = Walk::fingerprints(&self.whitelist, source.dev);
+        let moved = walk.fingerprint(&source.parent, &source.name, from)?;
+        if moved == Fingerprint::Absent {
+            return Err(FileError::NotFound(from.to_string()));
+        }
+        if lstat(&target.parent, &target.name)?.is_some() {
+            return Err(FileError::Exists(to.to_string()));
+        }
+        let step = Step::Move {
+            from_dir: dup(&source.parent)?,
+            from: source.name.clone(),
+            to_dir: dup(&target.parent)?,
+            to: target.name.clone(),
+        };
+        Ok(Plan {
+            kind: FileOpKind::Move { from: from.to_string(), to: to.to_string() },
+            changes: vec![
+                PathChange {
+                    path: from.to_string(),
+                    before: moved.clone(),
+                    saved: None,
+                    after: Some(Fingerprint::Absent),
+                },
+                PathChange { path: to.to_string(), before: Fingerprint::Absent, saved: None, after: Some(moved) },
+            ],
+            steps: vec![step],
+            linked: Vec::new(),
+            places: vec![source, target],
+            basis,
+        })
+    }
+
+    /// Resolves a path a change will touch: writable, not a whitelisted folder itself.
+    fn changeable(&self, path: &FsPath) -> Result<Place, FileError> {
+        let place = self.whitelist.resolve(path, FileAccess::ReadWrite)?;
+        if place.is_folder_itself() {
+            return Err(FileError::denied_l2(Denial::FolderItself));
+        }
+        Ok(place)
+    }
+
+    /// Commits `plan` as operation `number` (with the entry it undoes marked), then applies it.
+    fn run(
+        &self,
+        number: u64,
+        plan: Plan,
+        actor: Actor,
+        session: Option<SessionId>,
+        undoes: Option<FileOpRecord>,
+    ) -> Result<(), FileError> {
+        let record = FileOpRecord {
+            number,
+            time: Timestamp::now(),
+            actor,
+            session,
+            basis: plan.basis.clone(),
+            kind: plan.kind.clone(),
+            changes: plan.changes.clone(),
+            state: FileOpState::Done,
+        };
+        let audit = AuditDraft::new(
+            actor,
+            format!("files.{}", record.kind.name()),
+            format!("operation {number}: {}", record.kind.describe()),
+            record.basis.clone(),
+            Outcome::Success,
+        );
+        let stored = record.clone();
+        let commit = self.db.commit(
+            Change::new(move |txn| {
+                txn.put_file_op(&stored)?;
+                if let Some(mut undone) = undoes {
+                    undone.state = FileOpState::Undone { by: stored.number };
+                    txn.put_file_op(&undone)?;
+                }
+                txn.set_file_ops_settled(stored.number.saturating_sub(1))
+            })
+            .with_audit(audit),
+        );
+        if let Err(err) = commit {
+            self.abandon_staged(number, &plan);
+            return Err(err.into());
+        }
+        if let Err(err) = apply(&plan.steps) {
+            // Decided but not applied: say so in the journal and the audit log.
+            let mut failed = record;
+            failed.state = FileOpState::Abandoned;
+            self.abandon_staged(number, &plan);
+            self.db.commit(
+                Change::new(move |txn| {
+                    txn.put_file_op(&failed)?;
+                    txn.set_file_ops_settled(failed.number)
+                })
+                .with_audit(AuditDraft::new(
+                    actor,
+                    format!("files.{}", plan.kind.name()),
+                    format!("operation {number}: {}", plan.kind.describe()),
+                    plan.basis.clone(),
+                    Outcome::Failed(err.to_string()),
+                )),
+            )?;
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    /// Removes what a change that will not happen staged, and blobs that share a live inode.
+    fn abandon_staged(&self, number: u64, plan: &Plan) {
+        for place in &plan.places {
+            let _ = entry::remove_tree(&place.parent, &format!(".clawnet-{number}-0.new"));
+        }
+        for (hash, index) in &plan.linked {
+            if let Some(place) = plan.places.get(*index) {
+                self.blobs.release_if_live(hash, &place.parent, &place.name);
+            }
+        }
+    }
+
+    fn undo_locked(&self, number: u64, actor: Actor) -> Result<u64, FileError> {
+        let view = self.db.read()?;
+        let record = view.file_op(number)?.ok_or_else(|| FileError::NotUndoable(format!("no operation {number}")))?;
+        match record.state {
+            FileOpState::Done => {}
+            FileOpState::Undone { by } => {
+                return Err(FileError::NotUndoable(format!("operation {number} was already undone by {by}")));
+            }
+            state => {
+                return Err(FileError::NotUndoable(format!("operation {number} is {}, not done", state.name())));
+            }
+        }
+        let undo_number = view.next_file_op()?;
+        drop(view);
+        // Every path must look exactly as the operation left it.
+        for change in &record.changes {
+            let current = self.fingerprint_at(&change.path)?;
+            if Some(&current) != change.after.as_ref() {
+                return Err(FileError::Conflict { op: number, path: change.path.clone() });
+            }
+        }
+        let basis = format!("owner undo of operation {number}");
+        let plan = match as_move(&record) {
+            Some((from, to)) => {
+                let mut plan = self.prepare_move(&to, &from, basis)?;
+                plan.kind = FileOpKind::Undo { of: number };
+                plan
+            }
+            None => self.prepare_restore(undo_number, &record, basis)?,
+        };
+        self.run(undo_number, plan, actor, None, Some(record))?;
+        Ok(undo_number)
+    }
+
+    /// Puts the (single) path of `record` back as it was before it.
+    fn prepare_restore(&self, number: u64, record: &FileOpRecord, basis: String) -> Result<Plan, FileError> {
+        let [change] = record.changes.as_slice() else {
+            return Err(FileError::NotUndoable(format!("operation {} cannot be reversed", record.number)));
+        };
+        let path = parse_stored(&change.path)?;
+        let place = self.changeable(&path)?;
+        let mut walk = Walk::saving(&self.whitelist, place.dev, &self.blobs);
+        let current = walk.read(&place.parent, &place.name, &path)?;
+        let temp = format!(".clawnet-{number}-0.new");
+        let dir = dup(&place.parent)?;
+        let step = match (&change.before, &change.saved) {
+            (Fingerprint::Absent, _) => {
+                Step::Remove { dir, name: place.name.clone(), aside: format!(".clawnet-{number}-0.del") }
+            }
+            (_, Some(saved)) => {
+                entry::stage_saved(&self.blobs, &place.parent, &temp, saved)?;
+                Step::Install { dir, temp, name: place.name.clone(), replace: current != SavedEntry::Absent }
+            }
+            (_, None) => {
+                return Err(FileError::NotUndoable(format!(
+                    "operation {} kept no backup of {}",
+                    record.number, change.path
+                )));
+            }
+        };
+        let before = current.fingerprint();
+        let saved = (current != SavedEntry::Absent).then_some(current);
+        Ok(Plan {
+            kind: FileOpKind::Undo { of: record.number },
+            changes: vec![PathChange { path: change.path.clone(), before, saved, after: Some(change.before.clone()) }],
+            steps: vec![step],
+            linked: walk.linked.into_iter().map(|hash| (hash, 0)).collect(),
+            places: vec![place],
+            basis,
+        })
+    }
+
+    /// The current state at a stored path, resolved through the whitelist.
+    fn fingerprint_at(&self, text: &str) -> Result<Fingerprint, FileError> {
+        let path = parse_stored(text)?;
+        let place = match self.whitelist.resolve(&path, FileAccess::ReadOnly) {
+            Ok(place) => place,
+            Err(FileError::NotFound(_)) => return Ok(Fingerprint::Absent),
+            Err(err) => return Err(err),
+        };
+        Walk::fingerprints(&self.whitelist, place.dev).fingerprint(&place.parent, place.at_name(), &path)
+    }
+
+    // ---- recovery ----
+
+    /// Rolls forward the journal entries a crash left unapplied.
+    fn recover(&self) -> Result<(), FileError> {
+        let view = self.db.read()?;
+        let settled = view.file_ops_settled()?;
+        let last = view.next_file_op()?.saturating_sub(1);
+        if last <= settled {
+            return Ok(());
+        }
+        for number in settled + 1..=last {
+            let Some(record) = view.file_op(number)? else { continue };
+            if record.state != FileOpState::Done {
+                continue;
+            }
+            let outcome = self.roll_forward(&record);
+            let mut settled_record = record.clone();
+            let audit = match outcome {
+                Ok(()) => AuditDraft::new(
+                    Actor::Node,
+                    "files.recover",
+                    format!("operation {number}: {}", record.kind.describe()),
+                    "journal entry committed before a restart",
+                    Outcome::Success,
+                ),
+                Err(err) => {
+                    settled_record.state = FileOpState::Abandoned;
+                    AuditDraft::new(
+                        Actor::Node,
+                        "files.recover",
+                        format!("operation {number}: {}", record.kind.describe()),
+                        "journal entry committed before a restart",
+                        Outcome::Failed(err.to_string()),
+                    )
+                }
+            };
+            self.db.commit(Change::new(move |txn| txn.put_file_op(&settled_record)).with_audit(audit))?;
+        }
+        self.db.commit(Change::new(move |txn| txn.set_file_ops_settled(last)))?;
+        Ok(())
+    }
+
+    /// Brings the file system to what `record` says it did, from wherever the crash left it.
+    fn roll_forward(&self, record: &FileOpRecord) -> Result<(), FileError> {
+        let number = record.number;
+        let mut places = Vec::new();
+        for change in &record.changes {
+            let path = parse_stored(&change.path)?;
+            places.push((self.changeable(&path)?, change, path));
+        }
+        let current: Vec<Fingerprint> = places
+            .iter()
+            .map(|(place, _, path)| {
+                Walk::fingerprints(&self.whitelist, place.dev).fingerprint(&place.parent, &place.name, path)
+            })
+            .collect::<Result<_, _>>()?;
+        let applied = places.iter().zip(&current).all(|((_, change, _), now)| change.after.as_ref() == Some(now));
+        let untouched = places.iter().zip(&current).all(|((_, change, _), now)| change.before == *now);
+        let leftovers = |places: &[(Place, &PathChange, FsPath)]| {
+            for (place, _, _) in places {
+                let _ = entry::remove_tree(&place.parent, &format!(".clawnet-{number}-0.new"));
+                let _ = entry::remove_tree(&place.parent, &format!(".clawnet-{number}-0.del"));
+            }
+        };
+        if applied {
+            leftovers(&places);
+            return Ok(());
+        }
+        if !untouched {
+            leftovers(&places);
+            return Err(FileError::Invalid("the files changed in a way the journal does not explain".into()));
+        }
+        let steps = match (as_move(record), places.as_slice()) {
+            (Some(_), [(source, _, _), (target, _, _)]) => vec![Step::Move {
+                from_dir: dup(&source.parent)?,
+                from: source.name.clone(),
+                to_dir: dup(&target.parent)?,
+                to: target.name.clone(),
+            }],
+            (None, [(place, change, _)]) => {
+                let staged = format!(".clawnet-{number}-0.new");
+                match change.after {
+                    Some(Fingerprint::Absent) => vec![Step::Remove {
+                        dir: dup(&place.parent)?,
+                        name: place.name.clone(),
+                        aside: format!(".clawnet-{number}-0.del"),
+                    }],
+                    _ if lstat(&place.parent, &staged)?.is_some() => vec![Step::Install {
+                        dir: dup(&place.parent)?,
+                        temp: staged,
+                        name: place.name.clone(),
+                        replace: change.before != Fingerprint::Absent,
+                    }],
+                    _ => return Err(FileError::Invalid("the staged content is gone".into())),
+                }
+            }
+            _ => return Err(FileError::Invalid("an operation of unknown shape".into())),
+        };
+        apply(&steps)?;
+        leftovers(&places);
+        Ok(())
+    }
+
+    // ---- audit ----
+
+    fn security_event(&self, actor: Actor, request: &FileRequest, err: &FileError) -> Result<(), FileError> {
+        let FileError::Denied { layer, reason } = err else { return Ok(()) };
+        self.audit(AuditDraft::new(
+            actor,
+            "security.files",
+            format!("{} {}", request.name(), request.describe()),
+            layer.label(),
+            Outcome::Denied(reason.clone()),
+        ))
+    }
+
+    fn audit(&self, draft: AuditDraft) -> Result<(), FileError> {
+        self.db.append(draft)?;
+        Ok(())
+    }
+
+    fn basis_l2(&self, request: &FileRequest) -> String {
+        let mut folders: Vec<String> = Vec::new();
+        for (path, _) in request.accesses() {
+            if let Some(folder) = self.whitelist.folder_of(path) {
+                let line = format!("{} ({})", folder.path, folder.access.as_str());
+                if !folders.contains(&line) {
+                    folders.push(line);
+                }
+            }
+        }
+        format!("L2 folder {}", folders.join(", "))
+    }
+}
+
+/// Applies steps in order, syncing every directory touched.
+fn apply(steps: &[Step]) -> Result<(), FileError> {
+    for step in steps {
+        match step {
+            Step::Install { dir, temp, name, replace } => {
+                let flags = if *replace { RenameFlags::empty() } else { RenameFlags::NOREPLACE };
+                rename(dir, temp, dir, name, flags)?;
+                rustix::fs::fsync(dir).map_err(io("syncing a directory"))?;
+            }
+            Step::Move { from_dir, from, to_dir, to } => {
+                rename(from_dir, from, to_dir, to, RenameFlags::NOREPLACE)?;
+                rustix::fs::fsync(to_dir).map_err(io("syncing a directory"))?;
+                rustix::fs::fsync(from_dir).map_err(io("syncing a directory"))?;
+            }
+            Step::Remove { dir, name, aside } => {
+                let is_dir = lstat(dir, name)?.is_some_and(|facts| facts.kind == FileType::Directory);
+                if is_dir {
+                    // Out of sight in one atomic step; the removal of its content may take longer.
+                    rename(dir, name, dir, aside, RenameFlags::NOREPLACE)?;
+                    rustix::fs::fsync(dir).map_err(io("syncing a directory"))?;
+                    entry::remove_tree(dir, aside)?;
+                } else {
+                    rustix::fs::unlinkat(dir, name.as_str(), AtFlags::empty()).map_err(io("removing a file"))?;
+                }
+                rustix::fs::fsync(dir).map_err(io("syncing a directory"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn rename(from_dir: &OwnedFd, from: &str, to_dir: &OwnedFd, to: &str, flags: RenameFlags) -> Result<(), FileError> {
+    match rustix::fs::renameat_with(from_dir, from, to_dir, to, flags) {
+        Ok(()) => Ok(()),
+        Err(Errno::EXIST) => Err(FileError::Exists(to.to_string())),
+        Err(err) => Err(FileError::io("renaming", err)),
+    }
+}
+
+/// A move's two paths, if `record` moved one entry (a move, a rename, or the undo of one).
+fn as_move(record: &FileOpRecord) -> Option<(FsPath, FsPath)> {
+    let [from, to] = record.changes.as_slice() else { return None };
+    let moved = from.saved.is_none()
+        && from.after == Some(Fingerprint::Absent)
+        && to.before == Fingerprint::Absent
+        && to.after.as_ref() == Some(&from.before);
+    if !moved {
+        return None;
+    }
+    Some((FsPath::parse(&from.path).ok()?, FsPath::parse(&to.path).ok()?))
+}
+
+fn parse_stored(text: &str) -> Result<FsPath, FileError> {
+    FsPath::parse(text).map_err(|err| FileError::Invalid(format!("a journal path is malformed: {err}")))
+}
+
+fn parent_of(path: &FsPath) -> Result<FsPath, FileError> {
+    let parts = path.parts();
+    let Some((_, parent)) = parts.split_last() else {
+        return Err(FileError::Invalid("/ has no parent".into()));
+    };
+    FsPath::parse(&format!("/{}", parent.join("/"))).map_err(|err| FileError::Invalid(err.to_string()))
+}
+
+fn dup(fd: &OwnedFd) -> Result<OwnedFd, FileError> {
+    rustix::io::fcntl_dupfd_cloexec(fd, 0).map_err(io("duplicating a handle"))
+}
+
+fn within(path: &str, root: &str) -> bool {
+    match (FsPath::parse(path), FsPath::parse(root)) {
+        (Ok(path), Ok(root)) => path.is_within(&root),
+        _ => false,
+    }
+}
+
+fn info(path: &FsPath, facts: &Facts) -> EntryInfo {
+    let kind = match facts.kind {
+        FileType::RegularFile => EntryKind::File,
+        FileType::Directory => EntryKind::Dir,
+        FileType::Symlink => EntryKind::Symlink,
+        _ => EntryKind::Other,
+    };
+    EntryInfo { path: path.to_string(), kind, len: facts.len, mode: facts.meta.mode, modified: facts.meta.mtime_secs }
+}
+
+/// `*` matches any run of characters; without `*`, a substring match.
+fn matches(pattern: &str, name: &str) -> bool {
+    if !pattern.contains('*') {
+        return name.contains(pattern);
+    }
+    let pieces: Vec<&str> = pattern.split('*').collect();
+    let mut rest = name;
+    for (index, piece) in pieces.iter().enumerate() {
+        if piece.is_empty() {
+            continue;
+        }
+        if index == 0 {
+            let Some(tail) = rest.strip_prefix(piece) else { return false };
+            rest = tail;
+        } else if index == pieces.len() - 1 {
+            return rest.ends_with(piece);
+        } else {
+            let Some(at) = rest.find(piece) else { return false };
+            rest = &rest[at + piece.len()..];
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::matches;
+
+    #[test]
+    fn name_patterns_match_substrings_and_stars() {
+        assert!(matches("report", "q3-report.md"));
+        assert!(matches("*.md", "q3-report.md"));
+        assert!(!matches("*.md", "q3-report.txt"));
+        assert!(matches("q*rep*", "q3-report.md"));
+        assert!(!matches("x*", "q3-report.md"));
+    }
+}
