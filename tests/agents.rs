@@ -64,10 +64,11 @@ async fn chat(
 ) -> (ChatReply, Vec<AgentEvent>) {
     let request = ChatRequest { agent: agent.map(str::to_owned), history: history.clone(), message: message.into() };
     let mut events = Vec::new();
-    let reply = tokio::time::timeout(LIMIT, chat_turn(home.clone(), brain.clone(), &request, &mut |e| events.push(e)))
-        .await
-        .expect("the turn did not finish in time")
-        .unwrap_or_else(|err| panic!("{message:?} failed: {err}"));
+    let reply =
+        tokio::time::timeout(LIMIT, chat_turn(home.clone(), brain.clone(), &[], &request, &mut |e| events.push(e)))
+            .await
+            .expect("the turn did not finish in time")
+            .unwrap_or_else(|err| panic!("{message:?} failed: {err}"));
     history.extend(reply.transcript.clone());
     (reply, events)
 }
@@ -374,6 +375,7 @@ impl clawnet_node::agents::tools::ToolExtension for WhoAmI {
     fn call<'a>(
         &'a self,
         identity: &'a clawnet_storage::identities::IdentityRecord,
+        _: &'a Audience,
         call: &'a clawnet_node::agents::ToolCall,
     ) -> futures::future::BoxFuture<'a, Option<clawnet_node::agents::tools::ToolOutput>> {
         Box::pin(async move {
@@ -404,4 +406,102 @@ async fn extensions_plug_tools_into_identity_agents_only() {
     assert!(offered.contains(&"who_am_i".to_owned()), "{offered:?}");
     let manager = Agent::manager(home, Arc::new(RuleBrain)).with_extension(Arc::new(WhoAmI));
     assert!(!manager.toolbox(&Audience::Owner).specs().iter().any(|spec| spec.name == "who_am_i"));
+}
+
+/// Every file below `root`: relative path and content (directories as `None`).
+fn tree(root: &Path) -> Vec<(String, Option<Vec<u8>>)> {
+    let mut found = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let relative = path.strip_prefix(root).unwrap().display().to_string();
+            if path.is_dir() {
+                found.push((relative, None));
+                stack.push(path);
+            } else {
+                found.push((relative, Some(std::fs::read(&path).unwrap())));
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+#[tokio::test]
+async fn an_agent_organizes_a_folder_through_the_file_tools_and_the_owner_rolls_it_back() {
+    use clawnet_node::agents::file_tools::FileTools;
+    use clawnet_node::agents::tools::ToolExtension;
+    use clawnet_node::files::owner::{self, JournalQuery, RollbackRequest};
+    use clawnet_node::files::{FolderConfig, GovernedFiles, endpoint_config};
+    use clawnet_storage::files::FileAccess;
+
+    let dir = tempfile::tempdir().unwrap();
+    let home = node(dir.path()).await;
+    let inbox = std::fs::canonicalize(dir.path()).unwrap().join("inbox");
+    std::fs::create_dir(&inbox).unwrap();
+    for (name, content) in [("q3-report.pdf", "%PDF report"), ("budget.xlsx", "cells"), ("notes.txt", "call Bob")] {
+        std::fs::write(inbox.join(name), content).unwrap();
+    }
+    let before = tree(&inbox);
+    let folders = vec![FolderConfig { path: inbox.clone(), access: FileAccess::ReadWrite }];
+    let files = GovernedFiles::open(&endpoint_config(&dir.path().join("ada"), &folders), home.db().clone()).unwrap();
+    let work = home.home().identities().unwrap().into_iter().find(|i| i.tag.to_string() == "work").unwrap();
+    let root = clawnet_node::files::FsPath::parse(inbox.to_str().unwrap()).unwrap();
+    files.grant(work.id, &root, FileAccess::ReadWrite).unwrap();
+    let tools: Vec<Arc<dyn ToolExtension>> = vec![Arc::new(FileTools::new(files.clone()))];
+
+    // A scripted model: look, make folders by kind, move each file, and one step out of bounds.
+    let server = ModelServer::start().await.unwrap();
+    let at = |rel: &str| format!("{}/{rel}", inbox.display());
+    server.push_all([
+        Script::tool_call("file_list", json!({"path": at("")})),
+        Script::tool_calls(&[
+            ("file_mkdir", json!({"path": at("documents")})),
+            ("file_mkdir", json!({"path": at("spreadsheets")})),
+        ]),
+        Script::tool_calls(&[
+            ("file_move", json!({"from": at("q3-report.pdf"), "to": at("documents/q3-report.pdf")})),
+            ("file_move", json!({"from": at("budget.xlsx"), "to": at("spreadsheets/budget.xlsx")})),
+            (
+                "file_write",
+                json!({"path": at("notes.txt"), "content": "call Bob\nfiled by the agent\n", "mode": "overwrite"}),
+            ),
+            ("file_read", json!({"path": "/etc/hostname"})),
+        ]),
+        Script::answer("Sorted: documents/ and spreadsheets/, notes updated."),
+    ]);
+    let brain = Arc::new(AnyBrain::Llm(Box::new(server.brain(false).unwrap())));
+    let request = ChatRequest { agent: Some("work".into()), history: Vec::new(), message: "Tidy up my inbox".into() };
+    let mut events = Vec::new();
+    let reply = tokio::time::timeout(LIMIT, chat_turn(home.clone(), brain, &tools, &request, &mut |e| events.push(e)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(reply.text.contains("Sorted"), "{}", reply.text);
+
+    // The agent's changes are on disk...
+    assert_eq!(std::fs::read(inbox.join("documents/q3-report.pdf")).unwrap(), b"%PDF report");
+    assert_eq!(std::fs::read(inbox.join("spreadsheets/budget.xlsx")).unwrap(), b"cells");
+    assert!(!inbox.join("q3-report.pdf").exists());
+    // ...the step outside its scope was refused, shown to the owner and recorded.
+    assert!(events.iter().any(|e| matches!(e, AgentEvent::Refused { reason } if reason.contains("L1"))), "{events:?}");
+    let security: Vec<AuditEntry> = audit(&home).into_iter().filter(|e| e.action == "security.files").collect();
+    assert_eq!(security.len(), 1);
+    assert_eq!(security[0].actor, Actor::Identity(work.id));
+    assert!(security[0].object.contains("/etc/hostname"));
+
+    // The owner sees five changes by the work identity and rolls them all back.
+    let query = JournalQuery { identity: Some("work".into()), ..JournalQuery::default() };
+    let history = owner::history(home.home(), &query).unwrap();
+    let kinds: Vec<&str> = history.iter().map(|op| op.kind.as_str()).collect();
+    assert_eq!(kinds, ["mkdir", "mkdir", "move", "move", "overwrite"]);
+    let rollback = RollbackRequest { query, dry_run: false };
+    let result = owner::rollback(home.home(), &files, &rollback).unwrap();
+    assert_eq!(result.undone.len(), 5);
+    assert_eq!(tree(&inbox), before, "the folder is exactly as it was");
+    assert!(
+        owner::history(home.home(), &JournalQuery::default()).unwrap().iter().take(5).all(|op| op.state == "undone")
+    );
+    home.db().verify_audit().unwrap();
 }

@@ -10,6 +10,7 @@
 pub mod amounts;
 pub mod brain;
 pub mod conversation;
+pub mod file_tools;
 pub mod guard;
 pub mod llm;
 pub mod memory;

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::agents::brain::AnyBrain;
 use crate::agents::runtime::{Agent, Delivery, Response};
-use crate::agents::tools::{AgentEvent, AgentRole, Audience};
+use crate::agents::tools::{AgentEvent, AgentRole, Audience, ToolExtension};
 use crate::agents::{Brain, Message};
 use crate::error::NodeError;
 use crate::home::UnlockedHome;
@@ -63,6 +63,7 @@ pub enum ChatLine {
 pub async fn chat_turn(
     home: Arc<UnlockedHome>,
     brain: Arc<AnyBrain>,
+    tools: &[Arc<dyn ToolExtension>],
     request: &ChatRequest,
     on_event: &mut (dyn FnMut(AgentEvent) + Send),
 ) -> Result<ChatReply, NodeError> {
@@ -71,7 +72,9 @@ pub async fn chat_turn(
         return Err(NodeError::Agent("the message is empty".into()));
     }
     let agent = match &request.agent {
-        Some(tag) => Agent::identity(home, tag, brain.clone())?,
+        Some(tag) => tools
+            .iter()
+            .fold(Agent::identity(home, tag, brain.clone())?, |agent, tool| agent.with_extension(tool.clone())),
         None => Agent::manager(home, brain.clone()),
     };
     let mut history = request.history.clone();

@@ -8,6 +8,7 @@ mod approvals;
 mod audit;
 mod chat;
 mod contact;
+mod files;
 mod identity;
 mod init;
 mod memory;
@@ -62,6 +63,9 @@ enum Command {
     /// List, show and stop collaboration sessions (needs the running node)
     #[command(subcommand)]
     Session(session::SessionCommand),
+    /// Which folders identities may work in, what they did to files, undo and rollback
+    #[command(subcommand)]
+    Files(files::FilesCommand),
     /// Run the node: network, deliveries, tag feeds and the local API, until SIGINT/SIGTERM
     Run(run::RunArgs),
     /// Run the local demo: two owners, a governed session, attacks refused, chains verified
@@ -88,6 +92,7 @@ pub fn main() -> ExitCode {
         Command::Approve(args) => runtime(false).and_then(|rt| rt.block_on(approvals::approve(&data_dir, args))),
         Command::Reject(args) => runtime(false).and_then(|rt| rt.block_on(approvals::reject(&data_dir, args))),
         Command::Session(command) => runtime(false).and_then(|rt| rt.block_on(session::run(&data_dir, command))),
+        Command::Files(command) => runtime(false).and_then(|rt| rt.block_on(files::run(&data_dir, command))),
     };
     match result {
         Ok(code) => code,

@@ -140,7 +140,14 @@ async fn demo(root: &Path, relay_bin: Option<&Path>) -> anyhow::Result<bool> {
     }
     println!("  ACME owner> {BRIEF}");
     let request = ChatRequest { agent: Some(ACME.identity.into()), history: Vec::new(), message: BRIEF.into() };
-    let reply = chat_turn(acme.node().home.clone(), acme.node().brain.clone(), &request, &mut |_| {}).await?;
+    let reply = chat_turn(
+        acme.node().home.clone(),
+        acme.node().brain.clone(),
+        &[acme.node().file_tools()],
+        &request,
+        &mut |_| {},
+    )
+    .await?;
     println!("  ACME procurement> {}", reply.text);
     acme.node().apply_policies().await;
 

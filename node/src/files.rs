@@ -12,12 +12,16 @@
 //!   content, removing trees.
 //! - [`endpoint`]: the primitives, the journal (write-ahead: the journal commit decides an
 //!   operation, a crash after it is rolled forward at the next start), undo and rollback.
+//! - `intent`: the note of the change being prepared, so a crash before its journal commit
+//!   leaves nothing behind.
 //! - [`governed`]: the node's side: layer 1, security events, the async API.
 
 pub mod blobs;
 pub mod endpoint;
 pub mod entry;
 pub mod governed;
+mod intent;
+pub mod owner;
 pub mod path;
 pub mod request;
 pub mod sandbox;

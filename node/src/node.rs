@@ -12,6 +12,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::agents::brain::AnyBrain;
+use crate::agents::file_tools::FileTools;
+use crate::agents::tools::ToolExtension;
 use crate::config::NodeConfig;
 use crate::delivery::Outbox;
 use crate::error::NodeError;
@@ -96,6 +98,11 @@ impl Node {
         if tokio::time::timeout(grace, self.tasks.wait()).await.is_err() {
             tracing::warn!("background work did not stop in time");
         }
+    }
+
+    /// The file primitives as tools for this node's identity agents.
+    pub fn file_tools(&self) -> Arc<dyn ToolExtension> {
+        Arc::new(FileTools::new(self.files.clone()))
     }
 
     /// Live events for the owner (the local API streams them).

@@ -392,6 +392,17 @@ impl Txn<'_> {
     }
 }
 
+/// Overwrites journal entry `record.number` with `record`, bypassing the endpoint: only for tests
+/// that play an attacker with write access to the database file.
+#[cfg(any(test, feature = "tamper"))]
+pub fn tamper_with_file_op(db: &crate::NodeDb, record: &FileOpRecord) -> Result<(), StoreError> {
+    db.raw_write(|tx| {
+        let mut table = tx.open_table(FILE_OPS).ctx("tampering")?;
+        table.insert(record.number, encoding::encode(record).as_slice()).ctx("tampering")?;
+        Ok(())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

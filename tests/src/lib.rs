@@ -1,7 +1,10 @@
 //! Shared pieces of ClawNet's end-to-end tests: real nodes and relays on loopback, started in
-//! this process, and the fixed owner whose database the crash-test helper writes to.
+//! this process, the fixed owner whose database the crash-test helper writes to, and snapshots
+//! of directory trees for the file endpoint's tests.
 
 pub mod cluster;
+pub mod file_crash;
+pub mod file_tree;
 pub mod model_server;
 pub mod processes;
 

@@ -174,7 +174,12 @@ pub trait ToolExtension: Send + Sync {
 
     /// Runs `call` if it is one of its tools (`None` otherwise). It must apply its own
     /// authorization and audit its actions.
-    fn call<'a>(&'a self, identity: &'a IdentityRecord, call: &'a ToolCall) -> BoxFuture<'a, Option<ToolOutput>>;
+    fn call<'a>(
+        &'a self,
+        identity: &'a IdentityRecord,
+        audience: &'a Audience,
+        call: &'a ToolCall,
+    ) -> BoxFuture<'a, Option<ToolOutput>>;
 }
 
 /// The manager's advice to an identity agent.
@@ -357,7 +362,7 @@ impl Toolbox {
             (AgentRole::Manager, LIST_IDENTITIES) => self.list_identities(),
             (AgentRole::Identity(identity), _) => {
                 for extension in &self.extensions {
-                    if let Some(output) = extension.call(identity, call).await {
+                    if let Some(output) = extension.call(identity, &self.audience, call).await {
                         return output;
                     }
                 }

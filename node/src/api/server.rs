@@ -28,6 +28,10 @@ use crate::chat::{ChatLine, ChatRequest, chat_turn};
 use crate::config::ApiSettings;
 use crate::contacts::DEFAULT_INVITE_VALIDITY;
 use crate::error::NodeError;
+use crate::files::FileError;
+use crate::files::owner::{
+    self, FileOpView, FolderView, GrantRequest, JournalQuery, RollbackRequest, RollbackView, ScopeView,
+};
 use crate::node::Node;
 use crate::sessions::{NodeEvent, SessionDetail, SessionView};
 use crate::views::{AuditSummaryView, ContactTagsView, ContactView, IdentityView, InviteView, StatusView};
@@ -130,6 +134,13 @@ fn router(state: ApiState) -> Router {
         .route("/v1/sessions", get(sessions))
         .route("/v1/sessions/{id}", get(session))
         .route("/v1/sessions/{id}/stop", post(stop_session))
+        .route("/v1/files/folders", get(file_folders))
+        .route("/v1/files/scope/{identity}", get(file_scope))
+        .route("/v1/files/grant", post(file_grant))
+        .route("/v1/files/revoke", post(file_revoke))
+        .route("/v1/files/history", post(file_history))
+        .route("/v1/files/undo/{op}", post(file_undo))
+        .route("/v1/files/rollback", post(file_rollback))
         .route("/v1/events", get(events))
         .route("/v1/chat", post(chat))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
@@ -171,7 +182,14 @@ impl From<NodeError> for ApiError {
             | NodeError::NoSuchMemory { .. }
             | NodeError::NotAllowed(_)
             | NodeError::Session(_)
-            | NodeError::Agent(_) => StatusCode::BAD_REQUEST,
+            | NodeError::Agent(_)
+            | NodeError::Config(_) => StatusCode::BAD_REQUEST,
+            NodeError::Files(err) if err.is_denial() => StatusCode::FORBIDDEN,
+            NodeError::Files(FileError::Conflict { .. }) => StatusCode::CONFLICT,
+            NodeError::Files(FileError::Io { .. } | FileError::Store(_) | FileError::BackupCorrupt(_)) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            NodeError::Files(_) => StatusCode::BAD_REQUEST,
             NodeError::Audit(_) => StatusCode::CONFLICT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -415,9 +433,15 @@ async fn chat(State(state): State<ApiState>, Json(request): Json<ChatRequest>) -
     let (lines, receiver) = tokio::sync::mpsc::unbounded_channel::<ChatLine>();
     tokio::spawn(async move {
         let events = lines.clone();
-        let result = chat_turn(state.node.home.clone(), state.brain.clone(), &request, &mut |event| {
-            let _ = events.send(ChatLine::Event(event));
-        })
+        let result = chat_turn(
+            state.node.home.clone(),
+            state.brain.clone(),
+            &[state.node.file_tools()],
+            &request,
+            &mut |event| {
+                let _ = events.send(ChatLine::Event(event));
+            },
+        )
         .await;
         let _ = lines.send(match result {
             Ok(done) => ChatLine::Done { done },
@@ -460,4 +484,33 @@ fn announce(dir: &std::path::Path, announcement: &ApiAnnouncement) -> Result<(),
         file.write_all(text.as_bytes()).map_err(NodeError::io(format!("writing {}", partial.display())))?;
     }
     std::fs::rename(&partial, &path).map_err(NodeError::io(format!("writing {}", path.display())))
+}
+
+async fn file_folders(State(state): State<ApiState>) -> ApiResult<Vec<FolderView>> {
+    let folders = state.node.files.endpoint().whitelist().folders();
+    Ok(Json(folders.into_iter().map(|(path, access)| FolderView { path, access: access.as_str().into() }).collect()))
+}
+
+async fn file_scope(State(state): State<ApiState>, Path(identity): Path<String>) -> ApiResult<ScopeView> {
+    Ok(Json(blocking(move || owner::scope(state.node.home.home(), &identity)).await?))
+}
+
+async fn file_grant(State(state): State<ApiState>, Json(body): Json<GrantRequest>) -> ApiResult<ScopeView> {
+    Ok(Json(blocking(move || owner::grant(state.node.home.home(), &state.node.files, &body)).await?))
+}
+
+async fn file_revoke(State(state): State<ApiState>, Json(body): Json<GrantRequest>) -> ApiResult<ScopeView> {
+    Ok(Json(blocking(move || owner::revoke(state.node.home.home(), &state.node.files, &body)).await?))
+}
+
+async fn file_history(State(state): State<ApiState>, Json(query): Json<JournalQuery>) -> ApiResult<Vec<FileOpView>> {
+    Ok(Json(blocking(move || owner::history(state.node.home.home(), &query)).await?))
+}
+
+async fn file_undo(State(state): State<ApiState>, Path(op): Path<u64>) -> ApiResult<FileOpView> {
+    Ok(Json(blocking(move || owner::undo(state.node.home.home(), &state.node.files, op)).await?))
+}
+
+async fn file_rollback(State(state): State<ApiState>, Json(body): Json<RollbackRequest>) -> ApiResult<RollbackView> {
+    Ok(Json(blocking(move || owner::rollback(state.node.home.home(), &state.node.files, &body)).await?))
 }

@@ -14,10 +14,13 @@ use serde::Serialize;
 
 use crate::agents::Message;
 use crate::agents::brain::AnyBrain;
+use crate::agents::file_tools::FileTools;
 use crate::agents::tools::AgentEvent;
+use crate::agents::tools::ToolExtension;
 use crate::api::ApiClient;
 use crate::chat::{ChatLine, ChatReply, ChatRequest, chat_turn};
 use crate::config::NodeConfig;
+use crate::files::{GovernedFiles, endpoint_config};
 use crate::home::{NodeHome, UnlockedHome};
 use crate::passphrase;
 
@@ -41,7 +44,7 @@ pub(crate) struct ChatArgs {
 /// Where turns run.
 enum Runner {
     Remote(ApiClient),
-    Local { home: Arc<UnlockedHome>, brain: Arc<AnyBrain> },
+    Local { home: Arc<UnlockedHome>, brain: Arc<AnyBrain>, tools: Vec<Arc<dyn ToolExtension>> },
 }
 
 /// What `--json` prints for a turn.
@@ -59,7 +62,9 @@ pub(crate) async fn run(data_dir: &Path, args: ChatArgs) -> anyhow::Result<ExitC
             let config = NodeConfig::load(data_dir)?;
             let brain = AnyBrain::from_config(config.llm.as_ref())?;
             let home = NodeHome::open(data_dir)?.unlock(passphrase::for_unlock)?;
-            Runner::Local { home: Arc::new(home), brain: Arc::new(brain) }
+            let files = GovernedFiles::open(&endpoint_config(data_dir, &config.files.folder), home.db().clone())?;
+            let tools: Vec<Arc<dyn ToolExtension>> = vec![Arc::new(FileTools::new(files))];
+            Runner::Local { home: Arc::new(home), brain: Arc::new(brain), tools }
         }
     };
     let agent = if args.manager { None } else { args.identity.clone() };
@@ -118,7 +123,9 @@ async fn turn(
         events.push(event);
     };
     let reply = match runner {
-        Runner::Local { home, brain } => chat_turn(home.clone(), brain.clone(), &request, &mut show).await?,
+        Runner::Local { home, brain, tools } => {
+            chat_turn(home.clone(), brain.clone(), tools, &request, &mut show).await?
+        }
         Runner::Remote(api) => {
             let mut outcome: Option<Result<ChatReply, String>> = None;
             api.post_lines("/v1/chat", &request, |line: ChatLine| match line {

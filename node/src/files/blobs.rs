@@ -6,8 +6,10 @@
 //! store to the file's inode: no byte is copied, and once the original name is gone the blob is
 //! the inode's only name. The link is checked to be the very inode that was hashed; otherwise
 //! (another file system, a race) the bytes are copied. A blob is made durable (the file and the
-//! store directory synced) before the change it backs up is made. Restoring copies the blob out
-//! (never links it back, so nothing outside can ever alter a blob) and checks its hash.
+//! store directory synced) before the change it backs up is made; if the change then does not
+//! happen, a blob still linked to the live file is released, and after a crash every blob still
+//! linked is turned into a copy (`BlobStore::unshare`). Restoring copies the blob out (never
+//! links it back, so nothing outside can ever alter a blob) and checks its hash.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -82,22 +84,63 @@ impl BlobStore {
         Ok((hash, true))
     }
 
-    /// Removes blob `hash` if it is a link to the live file `name` in `parent`: a blob saved for
-    /// an operation that then did not happen must not share an inode with a file agents can
-    /// still change.
-    pub(crate) fn release_if_live(&self, hash: &Hash32, parent: &OwnedFd, name: &str) {
+    /// Removes blob `hash` if it still shares its inode with a file outside the store: a blob
+    /// saved (by linking) for a change that then did not happen must not share an inode with a
+    /// file agents can still change, and nothing refers to it. A blob that is the inode's only
+    /// name stays.
+    pub(crate) fn release(&self, hash: &Hash32) {
         let blob = hash.to_hex();
-        let stat = |dir: &OwnedFd, name: &str| {
-            rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).map(|stat| {
-                let facts = Facts::of(&stat);
-                (facts.dev, facts.ino)
-            })
-        };
-        if let (Ok(ours), Ok(live)) = (stat(&self.handle, blob.as_str()), stat(parent, name))
-            && ours == live
-        {
+        let shared = rustix::fs::statat(&self.handle, blob.as_str(), AtFlags::SYMLINK_NOFOLLOW)
+            .is_ok_and(|stat| Facts::of(&stat).nlink > 1);
+        if shared {
             let _ = rustix::fs::unlinkat(&self.handle, blob.as_str(), AtFlags::empty());
         }
+    }
+
+    /// Makes every blob the store's own, after a crash: a blob that still shares its inode with
+    /// a file outside the store (saved for a change that was then never made, or not made yet)
+    /// becomes a copy of itself, so the file is singly linked again and the backup can no longer
+    /// change with it; what an interrupted save left is removed. A blob whose content no longer
+    /// matches its name backs up nothing and is removed.
+    pub(crate) fn unshare(&self) -> Result<(), FileError> {
+        let handle = rustix::io::fcntl_dupfd_cloexec(&self.handle, 0).map_err(io("listing the backup store"))?;
+        let mut listing = rustix::fs::Dir::new(handle).map_err(io("listing the backup store"))?;
+        let mut names = Vec::new();
+        while let Some(entry) = listing.read() {
+            let entry = entry.map_err(io("listing the backup store"))?;
+            if let Ok(name) = entry.file_name().to_str() {
+                names.push(name.to_owned());
+            }
+        }
+        for name in names {
+            if name.starts_with(".incoming-") {
+                let _ = rustix::fs::unlinkat(&self.handle, name.as_str(), AtFlags::empty());
+                continue;
+            }
+            let Some(hash) = hex::decode(&name).ok().and_then(|bytes| <[u8; 32]>::try_from(bytes).ok()).map(Hash32)
+            else {
+                continue;
+            };
+            let shared = rustix::fs::statat(&self.handle, name.as_str(), AtFlags::SYMLINK_NOFOLLOW)
+                .is_ok_and(|stat| Facts::of(&stat).nlink > 1);
+            if !shared {
+                continue;
+            }
+            let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            let blob = File::from(
+                rustix::fs::openat(&self.handle, name.as_str(), flags, Mode::empty())
+                    .map_err(io("opening a backup"))?,
+            );
+            if hash_file(&blob)? != hash {
+                let _ = rustix::fs::unlinkat(&self.handle, name.as_str(), AtFlags::empty());
+                continue;
+            }
+            let temp = format!(".incoming-{}", hex::encode(random_bytes::<8>()));
+            self.copy_in(&temp, &blob, &hash)?;
+            rustix::fs::renameat(&self.handle, temp.as_str(), &self.handle, name.as_str())
+                .map_err(io("storing a backup"))?;
+        }
+        rustix::fs::fsync(&self.handle).map_err(io("syncing the backup store"))
     }
 
     /// Copies blob `hash` into `out`, checking the content still has that hash.

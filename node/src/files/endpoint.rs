@@ -11,6 +11,11 @@
 //! 4. The next commit marks this entry applied. If the process dies between 2 and 4, the next
 //!    start rolls the entry forward (or, if it cannot, records why), so the file system ends
 //!    in the old or the new state and the journal says which, with the backup present.
+//!
+//! Before step 1 the operation's number and paths are noted (synced) outside the folders
+//! (the `intent` module). If the process dies before step 2, the next start finds a note the
+//! journal never caught up with, removes what was staged beside those paths, and turns backups
+//! still linked to live files into copies: the old state, with nothing left behind.
 
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
@@ -28,6 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use super::blobs::BlobStore;
 use super::entry::{self, Walk};
+use super::intent::Intent;
 use super::path::{FsPath, is_plain_name};
 use super::request::{EntryInfo, EntryKind, FileDirective, FileReply, FileRequest, WriteMode};
 use super::sandbox::{Denial, Facts, FolderConfig, Place, Whitelist, io, lstat};
@@ -63,12 +69,16 @@ pub struct RollbackFilter {
 }
 
 impl RollbackFilter {
-    /// Whether `record` is covered (undo entries never are: a rollback does not redo).
-    pub fn covers(&self, record: &FileOpRecord) -> bool {
-        !matches!(record.kind, FileOpKind::Undo { .. })
-            && self.session.is_none_or(|session| record.session == Some(session))
+    /// Whether `record` is in the history this filter shows.
+    pub fn selects(&self, record: &FileOpRecord) -> bool {
+        self.session.is_none_or(|session| record.session == Some(session))
             && self.identity.is_none_or(|identity| record.actor == Actor::Identity(identity))
             && self.since.is_none_or(|since| record.time >= since)
+    }
+
+    /// Whether a rollback undoes `record` (undo entries never: a rollback does not redo).
+    pub fn covers(&self, record: &FileOpRecord) -> bool {
+        !matches!(record.kind, FileOpKind::Undo { .. }) && self.selects(record)
     }
 }
 
@@ -86,6 +96,8 @@ pub struct RollbackPlan {
 pub struct FileEndpoint {
     whitelist: Whitelist,
     blobs: BlobStore,
+    /// The change being prepared (cleared up after a crash before its commit).
+    intent: Intent,
     db: NodeDb,
     changes: Mutex<()>,
 }
@@ -108,8 +120,8 @@ struct Plan {
     changes: Vec<PathChange>,
     steps: Vec<Step>,
     /// Blobs made by linking a live file, released if the change does not happen.
-    linked: Vec<(clawnet_crypto::Hash32, usize)>,
-    /// The directory and name of each change (for releasing linked blobs).
+    linked: Vec<clawnet_crypto::Hash32>,
+    /// The directory and name of each change (for removing what was staged).
     places: Vec<Place>,
     basis: String,
 }
@@ -121,7 +133,8 @@ impl FileEndpoint {
         protected.push(config.state_dir.clone());
         let whitelist = Whitelist::open(&config.folders, &protected)?;
         let blobs = BlobStore::open(&config.state_dir.join("blobs"))?;
-        let endpoint = FileEndpoint { whitelist, blobs, db, changes: Mutex::new(()) };
+        let intent = Intent::open(&config.state_dir)?;
+        let endpoint = FileEndpoint { whitelist, blobs, intent, db, changes: Mutex::new(()) };
         endpoint.recover()?;
         Ok(endpoint)
     }
@@ -149,14 +162,7 @@ impl FileEndpoint {
     /// The journal, oldest first, filtered.
     pub fn history(&self, filter: &RollbackFilter) -> Result<Vec<FileOpRecord>, FileError> {
         let records = self.db.read()?.file_ops()?;
-        Ok(records
-            .into_iter()
-            .filter(|record| {
-                filter.session.is_none_or(|session| record.session == Some(session))
-                    && filter.identity.is_none_or(|identity| record.actor == Actor::Identity(identity))
-                    && filter.since.is_none_or(|since| record.time >= since)
-            })
-            .collect())
+        Ok(records.into_iter().filter(|record| filter.selects(record)).collect())
     }
 
     /// Undoes operation `number`, as a new journaled operation; returns its number. Refuses if
@@ -324,6 +330,9 @@ impl FileEndpoint {
     fn change(&self, directive: &FileDirective) -> Result<FileReply, FileError> {
         let _serial = self.changes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let number = self.db.read()?.next_file_op()?;
+        let accesses = directive.request.accesses();
+        let changed = accesses.into_iter().filter(|(_, access)| access.can_write()).map(|(path, _)| path.clone());
+        self.intent.record(number, changed.collect())?;
         let plan = self.prepare(number, &directive.request, &directive.basis)?;
         self.run(number, plan, directive.actor, directive.session, None)?;
         Ok(FileReply::Done { op: number })
@@ -339,6 +348,12 @@ impl FileEndpoint {
                 }
                 let place = self.changeable(path)?;
                 let current = lstat(&place.parent, &place.name)?;
+                if current.is_some_and(|facts| facts.kind == FileType::Symlink) {
+                    // Writing "through" a link is what an attack asks for; it is never followed.
+                    return Err(FileError::denied_l2(Denial::Symlink(path.to_string())));
+                }
+                // Blobs it links are released if this returns early (when `walk` drops).
+                let mut walk = Walk::saving(&self.whitelist, place.dev, &self.blobs);
                 let (kind, saved, prefix, file_mode) = match (mode, current) {
                     (WriteMode::Create, None) => (FileOpKind::Create { path: path.to_string() }, None, None, 0o644),
                     (WriteMode::Create, Some(_)) => return Err(FileError::Exists(path.to_string())),
@@ -348,7 +363,6 @@ impl FileEndpoint {
                         return Err(FileError::NotAFile(path.to_string()));
                     }
                     (mode, Some(facts)) => {
-                        let mut walk = Walk::saving(&self.whitelist, place.dev, &self.blobs);
                         let saved = walk.read(&place.parent, &place.name, path)?;
                         let prefix = match mode {
                             WriteMode::Append => Some(entry::open_file(&place.parent, &place.name, path)?),
@@ -358,9 +372,7 @@ impl FileEndpoint {
                             WriteMode::Append => FileOpKind::Append { path: path.to_string() },
                             _ => FileOpKind::Overwrite { path: path.to_string() },
                         };
-                        let linked = walk.linked;
-                        let plan_saved = Some((saved, linked));
-                        (kind, plan_saved, prefix, facts.meta.mode)
+                        (kind, Some(saved), prefix, facts.meta.mode)
                     }
                 };
                 if let Some(prefix) = &prefix {
@@ -374,16 +386,13 @@ impl FileEndpoint {
                 }
                 let after = entry::stage_bytes(&place.parent, &temp(0), prefix.as_ref(), content, file_mode)?;
                 let replace = saved.is_some();
-                let (before, saved, linked) = match saved {
-                    Some((saved, linked)) => (saved.fingerprint(), Some(saved), linked),
-                    None => (Fingerprint::Absent, None, Vec::new()),
-                };
+                let before = saved.as_ref().map_or(Fingerprint::Absent, SavedEntry::fingerprint);
                 let dir = dup(&place.parent)?;
                 Ok(Plan {
                     kind,
                     changes: vec![PathChange { path: path.to_string(), before, saved, after: Some(after) }],
                     steps: vec![Step::Install { dir, temp: temp(0), name: place.name.clone(), replace }],
-                    linked: linked.into_iter().map(|hash| (hash, 0)).collect(),
+                    linked: std::mem::take(&mut walk.linked),
                     places: vec![place],
                     basis,
                 })
@@ -433,6 +442,11 @@ impl FileEndpoint {
                 if source.is_folder_itself() {
                     return Err(FileError::Invalid(format!("{from} is a whitelisted folder; copy what is in it")));
                 }
+                if lstat(&source.parent, &source.name)?.is_some_and(|facts| facts.kind == FileType::Symlink) {
+                    // A copy of what a link names is a copy through the link (links inside a
+                    // copied tree are copied as links).
+                    return Err(FileError::denied_l2(Denial::Symlink(from.to_string())));
+                }
                 let target = self.changeable(to)?;
                 if lstat(&target.parent, &target.name)?.is_some() {
                     return Err(FileError::Exists(to.to_string()));
@@ -477,7 +491,7 @@ impl FileEndpoint {
                         name: place.name.clone(),
                         aside: format!(".clawnet-{number}-0.del"),
                     }],
-                    linked: walk.linked.into_iter().map(|hash| (hash, 0)).collect(),
+                    linked: std::mem::take(&mut walk.linked),
                     places: vec![place],
                     basis,
                 })
@@ -611,10 +625,8 @@ impl FileEndpoint {
         for place in &plan.places {
             let _ = entry::remove_tree(&place.parent, &format!(".clawnet-{number}-0.new"));
         }
-        for (hash, index) in &plan.linked {
-            if let Some(place) = plan.places.get(*index) {
-                self.blobs.release_if_live(hash, &place.parent, &place.name);
-            }
+        for hash in &plan.linked {
+            self.blobs.release(hash);
         }
     }
 
@@ -639,6 +651,8 @@ impl FileEndpoint {
                 return Err(FileError::Conflict { op: number, path: change.path.clone() });
             }
         }
+        let changed = record.changes.iter().filter_map(|change| parse_stored(&change.path).ok());
+        self.intent.record(undo_number, changed.collect())?;
         let basis = format!("owner undo of operation {number}");
         let plan = match as_move(&record) {
             Some((from, to)) => {
@@ -684,7 +698,7 @@ impl FileEndpoint {
             kind: FileOpKind::Undo { of: record.number },
             changes: vec![PathChange { path: change.path.clone(), before, saved, after: Some(change.before.clone()) }],
             steps: vec![step],
-            linked: walk.linked.into_iter().map(|hash| (hash, 0)).collect(),
+            linked: std::mem::take(&mut walk.linked),
             places: vec![place],
             basis,
         })
@@ -703,11 +717,27 @@ impl FileEndpoint {
 
     // ---- recovery ----
 
-    /// Rolls forward the journal entries a crash left unapplied.
+    /// Rolls forward the journal entries a crash left unapplied, and clears what a change the
+    /// crash interrupted before its journal commit left behind.
     fn recover(&self) -> Result<(), FileError> {
         let view = self.db.read()?;
         let settled = view.file_ops_settled()?;
-        let last = view.next_file_op()?.saturating_sub(1);
+        let next = view.next_file_op()?;
+        let last = next.saturating_sub(1);
+        let uncommitted = self.intent.last().filter(|(op, _)| *op >= next);
+        if last <= settled && uncommitted.is_none() {
+            return Ok(());
+        }
+        // Backups still linked to the files they saved (the change not made, or not yet) become
+        // copies first: the files are singly linked again, as the checks below expect.
+        self.blobs.unshare()?;
+        if let Some((op, paths)) = uncommitted {
+            for path in paths {
+                if let Ok(place) = self.whitelist.resolve(&path, FileAccess::ReadOnly) {
+                    let _ = entry::remove_tree(&place.parent, &format!(".clawnet-{op}-0.new"));
+                }
+            }
+        }
         if last <= settled {
             return Ok(());
         }

@@ -89,6 +89,18 @@ impl<'a> Walk<'a> {
     }
 }
 
+impl Drop for Walk<'_> {
+    /// A walk dropped with blobs still in `linked` ends a change that will not happen (the
+    /// change takes them when it is planned): they must not stay links to live files.
+    fn drop(&mut self) {
+        if let Some(blobs) = self.blobs {
+            for hash in &self.linked {
+                blobs.release(hash);
+            }
+        }
+    }
+}
+
 /// The names in a directory, sorted, without `.` and `..`; names that are not UTF-8 are refused.
 pub(crate) fn names_in(dir: &OwnedFd) -> Result<Vec<String>, FileError> {
     let handle = rustix::io::fcntl_dupfd_cloexec(dir, 0).map_err(io("listing a directory"))?;

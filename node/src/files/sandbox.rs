@@ -2,7 +2,7 @@
 //! a whitelisted folder.
 //!
 //! Each folder is opened once, as a directory handle, when the endpoint starts. A path is
-//! resolved from that handle one component at a time with `O_NOFOLLOW | O_DIRECTORY`, at the
+//! resolved from that handle one component at a time without following links, at the
 //! moment of use: `..` never reaches this far (refused by [`FsPath`]), a symbolic link anywhere
 //! in the path is refused rather than followed (whether it was there before or planted a moment
 //! ago), a directory on another file system (a mount or bind mount) is refused, and so is any
@@ -235,24 +235,26 @@ impl Whitelist {
     }
 
     /// Opens directory `name` in `dir` without following a link, checking it may be entered.
+    ///
+    /// What is there is pinned first (an `O_PATH` handle, never following a link) and judged by
+    /// that handle, so a link swapped in or out between two looks cannot make the answer wrong;
+    /// the directory is then opened through the handle itself.
     pub(crate) fn enter(&self, dir: &OwnedFd, name: &str, shown: &FsPath, dev: u64) -> Result<OwnedFd, FileError> {
-        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        match rustix::fs::openat(dir, name, flags, Mode::empty()) {
-            Ok(next) => {
-                let facts = Facts::of(&rustix::fs::fstat(&next).map_err(io("reading a directory"))?);
-                self.check_entry(&facts, shown, dev)?;
-                Ok(next)
-            }
-            Err(Errno::LOOP) | Err(Errno::NOTDIR) => match lstat(dir, name)? {
-                Some(facts) if facts.kind == FileType::Symlink => {
-                    Err(FileError::denied_l2(Denial::Symlink(shown.to_string())))
-                }
-                Some(_) => Err(FileError::NotADirectory(shown.to_string())),
-                None => Err(FileError::NotFound(shown.to_string())),
-            },
-            Err(Errno::NOENT) => Err(FileError::NotFound(shown.to_string())),
-            Err(err) => Err(FileError::io("opening a directory", err)),
+        let pinned =
+            match rustix::fs::openat(dir, name, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()) {
+                Ok(pinned) => pinned,
+                Err(Errno::NOENT) => return Err(FileError::NotFound(shown.to_string())),
+                Err(err) => return Err(FileError::io("opening a directory", err)),
+            };
+        let facts = Facts::of(&rustix::fs::fstat(&pinned).map_err(io("reading a directory"))?);
+        match facts.kind {
+            FileType::Directory => {}
+            FileType::Symlink => return Err(FileError::denied_l2(Denial::Symlink(shown.to_string()))),
+            _ => return Err(FileError::NotADirectory(shown.to_string())),
         }
+        self.check_entry(&facts, shown, dev)?;
+        rustix::fs::openat(&pinned, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+            .map_err(io("opening a directory"))
     }
 
     /// Refuses an entry that is protected, on another file system, or a multiply linked file.

@@ -102,7 +102,8 @@ impl Node {
         let contact = contact_of(self.home.db(), &facts.counterpart)?
             .ok_or_else(|| NodeError::Session("the other owner is no longer a contact".into()))?;
         let history = self.history(&proposal, &id, &contact.display_name)?;
-        let agent = Agent::identity(self.home.clone(), identity.tag.as_str(), self.brain.clone())?;
+        let agent = Agent::identity(self.home.clone(), identity.tag.as_str(), self.brain.clone())?
+            .with_extension(self.file_tools());
         let audience = Audience::Counterpart { name: contact.display_name.clone(), session: Some(id) };
         // The owner sees the manager's advice as it is given; nothing else of the agent's
         // thinking leaves it.
