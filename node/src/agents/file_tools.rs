@@ -11,7 +11,7 @@ use futures::future::BoxFuture;
 use serde_json::{Value, json};
 
 use super::conversation::{ToolCall, ToolSpec};
-use super::tools::{AgentEvent, Audience, ToolExtension, ToolOutput};
+use super::tools::{AgentEvent, Audience, ToolExtension, ToolOutput, spec};
 use crate::files::{FileError, FileReply, FileRequest, FsPath, GovernedFiles, WriteMode};
 
 /// List a directory.
@@ -198,8 +198,4 @@ fn reply_json(reply: FileReply) -> Value {
         FileReply::Entry(entry) => json!(entry),
         FileReply::Done { op } => json!({"done": true, "operation": op}),
     }
-}
-
-fn spec(name: &str, description: &str, parameters: Value) -> ToolSpec {
-    ToolSpec { name: name.into(), description: description.into(), parameters }
 }

@@ -543,7 +543,7 @@ fn end_conversation(args: &Value) -> ToolOutput {
     output
 }
 
-fn spec(name: &str, description: &str, parameters: Value) -> ToolSpec {
+pub(crate) fn spec(name: &str, description: &str, parameters: Value) -> ToolSpec {
     ToolSpec { name: name.into(), description: description.into(), parameters }
 }
 

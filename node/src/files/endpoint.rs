@@ -17,6 +17,10 @@
 //! journal never caught up with, removes what was staged beside those paths, and turns backups
 //! still linked to live files into copies: the old state, with nothing left behind.
 
+mod reading;
+mod recovery;
+mod undo;
+
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -27,17 +31,17 @@ use clawnet_protocol::SessionId;
 use clawnet_protocol::audit::{Actor, AuditDraft, Outcome};
 use clawnet_storage::files::{FileAccess, FileOpKind, FileOpRecord, FileOpState, Fingerprint, PathChange, SavedEntry};
 use clawnet_storage::{Change, NodeDb};
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags};
+use rustix::fs::{AtFlags, FileType, RenameFlags};
 use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
 
+use super::FileError;
 use super::blobs::BlobStore;
 use super::entry::{self, Walk};
 use super::intent::Intent;
 use super::path::{FsPath, is_plain_name};
-use super::request::{EntryInfo, EntryKind, FileDirective, FileReply, FileRequest, WriteMode};
-use super::sandbox::{Denial, Facts, FolderConfig, Place, Whitelist, io, lstat};
-use super::{FileError, Layer};
+use super::request::{FileDirective, FileReply, FileRequest, WriteMode};
+use super::sandbox::{Denial, FolderConfig, Place, Whitelist, io, lstat};
 
 /// Largest file a write may create, and most bytes one read returns.
 pub const MAX_FILE_LEN: u64 = 64 * 1024 * 1024;
@@ -165,166 +169,6 @@ impl FileEndpoint {
         Ok(records.into_iter().filter(|record| filter.selects(record)).collect())
     }
 
-    /// Undoes operation `number`, as a new journaled operation; returns its number. Refuses if
-    /// anything it changed has changed since, and (re-checking layer 2) anything outside the
-    /// whitelist, whatever the journal says.
-    pub fn undo(&self, number: u64, actor: Actor) -> Result<u64, FileError> {
-        let _serial = self.changes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let result = self.undo_locked(number, actor);
-        if let Err(err @ FileError::Denied { .. }) = &result {
-            self.audit(AuditDraft::new(
-                actor,
-                "security.files",
-                format!("undo of operation {number}"),
-                Layer::Whitelist.label(),
-                Outcome::Denied(err.to_string()),
-            ))?;
-        }
-        result
-    }
-
-    /// What rolling back `filter` would undo, and what stands in the way.
-    pub fn plan_rollback(&self, filter: &RollbackFilter) -> Result<RollbackPlan, FileError> {
-        let records: Vec<FileOpRecord> = self.db.read()?.file_ops()?;
-        let mut operations = Vec::new();
-        let mut conflicts = Vec::new();
-        let mut touched_later: Vec<String> = Vec::new();
-        for record in records.iter().rev().filter(|record| record.state == FileOpState::Done && filter.covers(record)) {
-            operations.push(record.number);
-            for change in &record.changes {
-                if touched_later.iter().any(|later| within(&change.path, later) || within(later, &change.path)) {
-                    continue;
-                }
-                let current = self.fingerprint_at(&change.path)?;
-                if Some(&current) != change.after.as_ref() {
-                    conflicts.push((record.number, change.path.clone()));
-                }
-            }
-            touched_later.extend(record.changes.iter().map(|change| change.path.clone()));
-        }
-        Ok(RollbackPlan { operations, conflicts })
-    }
-
-    /// Undoes every operation `filter` covers, newest first; stops at the first that cannot be
-    /// undone. Returns the undo operations' numbers.
-    pub fn rollback(&self, filter: &RollbackFilter, actor: Actor) -> Result<Vec<u64>, FileError> {
-        let plan = self.plan_rollback(filter)?;
-        let mut done = Vec::new();
-        for number in plan.operations {
-            match self.undo(number, actor) {
-                Ok(undo) => done.push(undo),
-                Err(err) => {
-                    return Err(FileError::NotUndoable(format!(
-                        "rollback stopped at operation {number} after undoing {} operation(s): {err}",
-                        done.len()
-                    )));
-                }
-            }
-        }
-        Ok(done)
-    }
-
-    // ---- reading ----
-
-    fn look(&self, directive: &FileDirective) -> Result<FileReply, FileError> {
-        let reply = match &directive.request {
-            FileRequest::Read { path, offset, max } => self.read(path, *offset, *max)?,
-            FileRequest::List { path } => self.list(path)?,
-            FileRequest::Stat { path } => {
-                let place = self.whitelist.resolve(path, FileAccess::ReadOnly)?;
-                let facts =
-                    lstat(&place.parent, place.at_name())?.ok_or_else(|| FileError::NotFound(path.to_string()))?;
-                self.whitelist.check_entry(&facts, path, place.dev)?;
-                FileReply::Entry(info(path, &facts))
-            }
-            FileRequest::Search { path, pattern } => self.search(path, pattern)?,
-            _ => return Err(FileError::Invalid("not a read".into())),
-        };
-        self.audit(AuditDraft::new(
-            directive.actor,
-            format!("files.{}", directive.request.name()),
-            directive.request.describe(),
-            format!("{}; {}", directive.basis, self.basis_l2(&directive.request)),
-            Outcome::Success,
-        ))?;
-        Ok(reply)
-    }
-
-    fn read(&self, path: &FsPath, offset: u64, max: Option<u64>) -> Result<FileReply, FileError> {
-        use std::io::{Read, Seek, SeekFrom};
-        let place = self.whitelist.resolve(path, FileAccess::ReadOnly)?;
-        if place.is_folder_itself() {
-            return Err(FileError::NotAFile(path.to_string()));
-        }
-        let mut file = entry::open_file(&place.parent, &place.name, path)?;
-        let facts = Facts::of(&rustix::fs::fstat(&file).map_err(io("reading a file"))?);
-        self.whitelist.check_entry(&facts, path, place.dev)?;
-        if facts.kind != FileType::RegularFile {
-            return Err(FileError::NotAFile(path.to_string()));
-        }
-        let limit = max.unwrap_or(MAX_FILE_LEN).min(MAX_FILE_LEN);
-        let mut bytes = Vec::new();
-        file.seek(SeekFrom::Start(offset)).map_err(FileError::std_io("reading a file"))?;
-        file.take(limit).read_to_end(&mut bytes).map_err(FileError::std_io("reading a file"))?;
-        Ok(FileReply::Content { bytes, total: facts.len })
-    }
-
-    fn list(&self, path: &FsPath) -> Result<FileReply, FileError> {
-        let place = self.whitelist.resolve(path, FileAccess::ReadOnly)?;
-        let dir = self.open_dir(&place)?;
-        let names = entry::names_in(&dir)?;
-        let truncated = names.len() > MAX_LISTED;
-        let mut entries = Vec::new();
-        for name in names.into_iter().take(MAX_LISTED) {
-            if let Some(facts) = lstat(&dir, &name)? {
-                let child = path.join(&name).map_err(|err| FileError::Invalid(err.to_string()))?;
-                entries.push(info(&child, &facts));
-            }
-        }
-        Ok(FileReply::Entries { entries, truncated })
-    }
-
-    fn search(&self, path: &FsPath, pattern: &str) -> Result<FileReply, FileError> {
-        let place = self.whitelist.resolve(path, FileAccess::ReadOnly)?;
-        let root = self.open_dir(&place)?;
-        let pattern = pattern.to_lowercase();
-        let mut found = Vec::new();
-        let mut visited = 0usize;
-        let mut queue = vec![(root, path.clone(), 0usize)];
-        let mut truncated = false;
-        while let Some((dir, at, depth)) = queue.pop() {
-            for name in entry::names_in(&dir)? {
-                visited += 1;
-                if visited > entry::MAX_TREE_ENTRIES || found.len() >= MAX_LISTED {
-                    truncated = true;
-                    break;
-                }
-                let Some(facts) = lstat(&dir, &name)? else { continue };
-                let child = at.join(&name).map_err(|err| FileError::Invalid(err.to_string()))?;
-                if matches(&pattern, &name.to_lowercase()) {
-                    found.push(info(&child, &facts));
-                }
-                // Protected folders, other file systems and links are not searched (not denied:
-                // nobody asked for them).
-                if facts.kind == FileType::Directory
-                    && depth < MAX_SEARCH_DEPTH
-                    && let Ok(next) = self.whitelist.enter(&dir, &name, &child, place.dev)
-                {
-                    queue.push((next, child, depth + 1));
-                }
-            }
-        }
-        found.sort_by(|a, b| a.path.cmp(&b.path));
-        Ok(FileReply::Entries { entries: found, truncated })
-    }
-
-    fn open_dir(&self, place: &Place) -> Result<OwnedFd, FileError> {
-        if place.is_folder_itself() {
-            return rustix::io::fcntl_dupfd_cloexec(&place.parent, 0).map_err(io("opening a directory"));
-        }
-        self.whitelist.enter(&place.parent, &place.name, &place.path, place.dev)
-    }
-
     // ---- changing ----
 
     fn change(&self, directive: &FileDirective) -> Result<FileReply, FileError> {
@@ -402,15 +246,7 @@ impl FileEndpoint {
                 if lstat(&place.parent, &place.name)?.is_some() {
                     return Err(FileError::Exists(path.to_string()));
                 }
-                rustix::fs::mkdirat(&place.parent, temp(0).as_str(), Mode::from_raw_mode(0o755))
-                    .map_err(io("creating a directory"))?;
-                let staged = rustix::fs::openat(
-                    &place.parent,
-                    temp(0).as_str(),
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(io("creating a directory"))?;
+                let staged = entry::make_dir(&place.parent, &temp(0), 0o755, "creating a directory")?;
                 entry::finish_dir(&staged, 0o755, None)?;
                 let after = Fingerprint::Dir { mode: 0o755, entries: Vec::new() };
                 let dir = dup(&place.parent)?;
@@ -630,210 +466,6 @@ impl FileEndpoint {
         }
     }
 
-    fn undo_locked(&self, number: u64, actor: Actor) -> Result<u64, FileError> {
-        let view = self.db.read()?;
-        let record = view.file_op(number)?.ok_or_else(|| FileError::NotUndoable(format!("no operation {number}")))?;
-        match record.state {
-            FileOpState::Done => {}
-            FileOpState::Undone { by } => {
-                return Err(FileError::NotUndoable(format!("operation {number} was already undone by {by}")));
-            }
-            state => {
-                return Err(FileError::NotUndoable(format!("operation {number} is {}, not done", state.name())));
-            }
-        }
-        let undo_number = view.next_file_op()?;
-        drop(view);
-        // Every path must look exactly as the operation left it.
-        for change in &record.changes {
-            let current = self.fingerprint_at(&change.path)?;
-            if Some(&current) != change.after.as_ref() {
-                return Err(FileError::Conflict { op: number, path: change.path.clone() });
-            }
-        }
-        let changed = record.changes.iter().filter_map(|change| parse_stored(&change.path).ok());
-        self.intent.record(undo_number, changed.collect())?;
-        let basis = format!("owner undo of operation {number}");
-        let plan = match as_move(&record) {
-            Some((from, to)) => {
-                let mut plan = self.prepare_move(&to, &from, basis)?;
-                plan.kind = FileOpKind::Undo { of: number };
-                plan
-            }
-            None => self.prepare_restore(undo_number, &record, basis)?,
-        };
-        self.run(undo_number, plan, actor, None, Some(record))?;
-        Ok(undo_number)
-    }
-
-    /// Puts the (single) path of `record` back as it was before it.
-    fn prepare_restore(&self, number: u64, record: &FileOpRecord, basis: String) -> Result<Plan, FileError> {
-        let [change] = record.changes.as_slice() else {
-            return Err(FileError::NotUndoable(format!("operation {} cannot be reversed", record.number)));
-        };
-        let path = parse_stored(&change.path)?;
-        let place = self.changeable(&path)?;
-        let mut walk = Walk::saving(&self.whitelist, place.dev, &self.blobs);
-        let current = walk.read(&place.parent, &place.name, &path)?;
-        let temp = format!(".clawnet-{number}-0.new");
-        let dir = dup(&place.parent)?;
-        let step = match (&change.before, &change.saved) {
-            (Fingerprint::Absent, _) => {
-                Step::Remove { dir, name: place.name.clone(), aside: format!(".clawnet-{number}-0.del") }
-            }
-            (_, Some(saved)) => {
-                entry::stage_saved(&self.blobs, &place.parent, &temp, saved)?;
-                Step::Install { dir, temp, name: place.name.clone(), replace: current != SavedEntry::Absent }
-            }
-            (_, None) => {
-                return Err(FileError::NotUndoable(format!(
-                    "operation {} kept no backup of {}",
-                    record.number, change.path
-                )));
-            }
-        };
-        let before = current.fingerprint();
-        let saved = (current != SavedEntry::Absent).then_some(current);
-        Ok(Plan {
-            kind: FileOpKind::Undo { of: record.number },
-            changes: vec![PathChange { path: change.path.clone(), before, saved, after: Some(change.before.clone()) }],
-            steps: vec![step],
-            linked: std::mem::take(&mut walk.linked),
-            places: vec![place],
-            basis,
-        })
-    }
-
-    /// The current state at a stored path, resolved through the whitelist.
-    fn fingerprint_at(&self, text: &str) -> Result<Fingerprint, FileError> {
-        let path = parse_stored(text)?;
-        let place = match self.whitelist.resolve(&path, FileAccess::ReadOnly) {
-            Ok(place) => place,
-            Err(FileError::NotFound(_)) => return Ok(Fingerprint::Absent),
-            Err(err) => return Err(err),
-        };
-        Walk::fingerprints(&self.whitelist, place.dev).fingerprint(&place.parent, place.at_name(), &path)
-    }
-
-    // ---- recovery ----
-
-    /// Rolls forward the journal entries a crash left unapplied, and clears what a change the
-    /// crash interrupted before its journal commit left behind.
-    fn recover(&self) -> Result<(), FileError> {
-        let view = self.db.read()?;
-        let settled = view.file_ops_settled()?;
-        let next = view.next_file_op()?;
-        let last = next.saturating_sub(1);
-        let uncommitted = self.intent.last().filter(|(op, _)| *op >= next);
-        if last <= settled && uncommitted.is_none() {
-            return Ok(());
-        }
-        // Backups still linked to the files they saved (the change not made, or not yet) become
-        // copies first: the files are singly linked again, as the checks below expect.
-        self.blobs.unshare()?;
-        if let Some((op, paths)) = uncommitted {
-            for path in paths {
-                if let Ok(place) = self.whitelist.resolve(&path, FileAccess::ReadOnly) {
-                    let _ = entry::remove_tree(&place.parent, &format!(".clawnet-{op}-0.new"));
-                }
-            }
-        }
-        if last <= settled {
-            return Ok(());
-        }
-        for number in settled + 1..=last {
-            let Some(record) = view.file_op(number)? else { continue };
-            if record.state != FileOpState::Done {
-                continue;
-            }
-            let outcome = self.roll_forward(&record);
-            let mut settled_record = record.clone();
-            let audit = match outcome {
-                Ok(()) => AuditDraft::new(
-                    Actor::Node,
-                    "files.recover",
-                    format!("operation {number}: {}", record.kind.describe()),
-                    "journal entry committed before a restart",
-                    Outcome::Success,
-                ),
-                Err(err) => {
-                    settled_record.state = FileOpState::Abandoned;
-                    AuditDraft::new(
-                        Actor::Node,
-                        "files.recover",
-                        format!("operation {number}: {}", record.kind.describe()),
-                        "journal entry committed before a restart",
-                        Outcome::Failed(err.to_string()),
-                    )
-                }
-            };
-            self.db.commit(Change::new(move |txn| txn.put_file_op(&settled_record)).with_audit(audit))?;
-        }
-        self.db.commit(Change::new(move |txn| txn.set_file_ops_settled(last)))?;
-        Ok(())
-    }
-
-    /// Brings the file system to what `record` says it did, from wherever the crash left it.
-    fn roll_forward(&self, record: &FileOpRecord) -> Result<(), FileError> {
-        let number = record.number;
-        let mut places = Vec::new();
-        for change in &record.changes {
-            let path = parse_stored(&change.path)?;
-            places.push((self.changeable(&path)?, change, path));
-        }
-        let current: Vec<Fingerprint> = places
-            .iter()
-            .map(|(place, _, path)| {
-                Walk::fingerprints(&self.whitelist, place.dev).fingerprint(&place.parent, &place.name, path)
-            })
-            .collect::<Result<_, _>>()?;
-        let applied = places.iter().zip(&current).all(|((_, change, _), now)| change.after.as_ref() == Some(now));
-        let untouched = places.iter().zip(&current).all(|((_, change, _), now)| change.before == *now);
-        let leftovers = |places: &[(Place, &PathChange, FsPath)]| {
-            for (place, _, _) in places {
-                let _ = entry::remove_tree(&place.parent, &format!(".clawnet-{number}-0.new"));
-                let _ = entry::remove_tree(&place.parent, &format!(".clawnet-{number}-0.del"));
-            }
-        };
-        if applied {
-            leftovers(&places);
-            return Ok(());
-        }
-        if !untouched {
-            leftovers(&places);
-            return Err(FileError::Invalid("the files changed in a way the journal does not explain".into()));
-        }
-        let steps = match (as_move(record), places.as_slice()) {
-            (Some(_), [(source, _, _), (target, _, _)]) => vec![Step::Move {
-                from_dir: dup(&source.parent)?,
-                from: source.name.clone(),
-                to_dir: dup(&target.parent)?,
-                to: target.name.clone(),
-            }],
-            (None, [(place, change, _)]) => {
-                let staged = format!(".clawnet-{number}-0.new");
-                match change.after {
-                    Some(Fingerprint::Absent) => vec![Step::Remove {
-                        dir: dup(&place.parent)?,
-                        name: place.name.clone(),
-                        aside: format!(".clawnet-{number}-0.del"),
-                    }],
-                    _ if lstat(&place.parent, &staged)?.is_some() => vec![Step::Install {
-                        dir: dup(&place.parent)?,
-                        temp: staged,
-                        name: place.name.clone(),
-                        replace: change.before != Fingerprint::Absent,
-                    }],
-                    _ => return Err(FileError::Invalid("the staged content is gone".into())),
-                }
-            }
-            _ => return Err(FileError::Invalid("an operation of unknown shape".into())),
-        };
-        apply(&steps)?;
-        leftovers(&places);
-        Ok(())
-    }
-
     // ---- audit ----
 
     fn security_event(&self, actor: Actor, request: &FileRequest, err: &FileError) -> Result<(), FileError> {
@@ -932,59 +564,4 @@ fn parent_of(path: &FsPath) -> Result<FsPath, FileError> {
 
 fn dup(fd: &OwnedFd) -> Result<OwnedFd, FileError> {
     rustix::io::fcntl_dupfd_cloexec(fd, 0).map_err(io("duplicating a handle"))
-}
-
-fn within(path: &str, root: &str) -> bool {
-    match (FsPath::parse(path), FsPath::parse(root)) {
-        (Ok(path), Ok(root)) => path.is_within(&root),
-        _ => false,
-    }
-}
-
-fn info(path: &FsPath, facts: &Facts) -> EntryInfo {
-    let kind = match facts.kind {
-        FileType::RegularFile => EntryKind::File,
-        FileType::Directory => EntryKind::Dir,
-        FileType::Symlink => EntryKind::Symlink,
-        _ => EntryKind::Other,
-    };
-    EntryInfo { path: path.to_string(), kind, len: facts.len, mode: facts.meta.mode, modified: facts.meta.mtime_secs }
-}
-
-/// `*` matches any run of characters; without `*`, a substring match.
-fn matches(pattern: &str, name: &str) -> bool {
-    if !pattern.contains('*') {
-        return name.contains(pattern);
-    }
-    let pieces: Vec<&str> = pattern.split('*').collect();
-    let mut rest = name;
-    for (index, piece) in pieces.iter().enumerate() {
-        if piece.is_empty() {
-            continue;
-        }
-        if index == 0 {
-            let Some(tail) = rest.strip_prefix(piece) else { return false };
-            rest = tail;
-        } else if index == pieces.len() - 1 {
-            return rest.ends_with(piece);
-        } else {
-            let Some(at) = rest.find(piece) else { return false };
-            rest = &rest[at + piece.len()..];
-        }
-    }
-    true
-}
-
-#[cfg(test)]
-mod tests {
-    use super::matches;
-
-    #[test]
-    fn name_patterns_match_substrings_and_stars() {
-        assert!(matches("report", "q3-report.md"));
-        assert!(matches("*.md", "q3-report.md"));
-        assert!(!matches("*.md", "q3-report.txt"));
-        assert!(matches("q*rep*", "q3-report.md"));
-        assert!(!matches("x*", "q3-report.md"));
-    }
 }

@@ -185,14 +185,7 @@ pub(crate) fn stage_saved(blobs: &BlobStore, dir: &OwnedFd, temp: &str, saved: &
             rustix::fs::symlinkat(target, dir, temp).map_err(io("recreating a link"))
         }
         SavedEntry::Dir { meta, entries } => {
-            rustix::fs::mkdirat(dir, temp, Mode::from_raw_mode(0o700)).map_err(io("recreating a directory"))?;
-            let handle = rustix::fs::openat(
-                dir,
-                temp,
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(io("recreating a directory"))?;
+            let handle = make_dir(dir, temp, 0o700, "recreating a directory")?;
             for (name, entry) in entries {
                 stage_saved(blobs, &handle, name, entry)?;
             }
@@ -227,14 +220,7 @@ pub(crate) fn stage_copy(
         }
         SavedEntry::Dir { meta, entries } => {
             let source = walk.whitelist.enter(from_dir, name, shown, walk.dev)?;
-            rustix::fs::mkdirat(to_dir, temp, Mode::from_raw_mode(0o700)).map_err(io("copying a directory"))?;
-            let target = rustix::fs::openat(
-                to_dir,
-                temp,
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(io("copying a directory"))?;
+            let target = make_dir(to_dir, temp, 0o700, "copying a directory")?;
             for (child, _) in entries {
                 let child_path = shown.join(&child).map_err(|err| FileError::Invalid(err.to_string()))?;
                 stage_copy(walk, &source, &child, &child_path, &target, &child)?;
@@ -242,6 +228,24 @@ pub(crate) fn stage_copy(
             finish_dir(&target, meta.mode, Some(&meta))
         }
     }
+}
+
+/// Creates directory `name` in `dir` (staging, the node's own names) and opens it.
+pub(crate) fn make_dir(dir: &OwnedFd, name: &str, mode: u32, context: &'static str) -> Result<OwnedFd, FileError> {
+    rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(mode as _)).map_err(io(context))?;
+    open_dir(dir, name, context)
+}
+
+/// Opens directory `name` in `dir`, never through a link. For names the endpoint made or
+/// already judged; an agent's path goes through [`super::Whitelist`] instead.
+pub(crate) fn open_dir(dir: &OwnedFd, name: &str, context: &'static str) -> Result<OwnedFd, FileError> {
+    rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(io(context))
 }
 
 /// Sets a directory's permissions (and time), and syncs it.
@@ -257,13 +261,7 @@ pub(crate) fn finish_dir(dir: &OwnedFd, mode: u32, time: Option<&EntryMeta>) -> 
 pub(crate) fn remove_tree(dir: &OwnedFd, name: &str) -> Result<(), FileError> {
     let Some(facts) = lstat(dir, name)? else { return Ok(()) };
     if facts.kind == FileType::Directory {
-        let handle = rustix::fs::openat(
-            dir,
-            name,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(io("removing a directory"))?;
+        let handle = open_dir(dir, name, "removing a directory")?;
         for child in names_in(&handle)? {
             remove_tree(&handle, &child)?;
         }

@@ -1,0 +1,132 @@
+//! Recovery at open: the journal entry a crash left decided but maybe unapplied is rolled
+//! forward (or recorded as abandoned), and what a change interrupted before its commit staged
+//! is cleared.
+
+use clawnet_protocol::audit::{Actor, AuditDraft, Outcome};
+use clawnet_storage::Change;
+use clawnet_storage::files::{FileAccess, FileOpRecord, FileOpState, Fingerprint, PathChange};
+
+use super::super::FileError;
+use super::super::entry::{self, Walk};
+use super::super::path::FsPath;
+use super::super::sandbox::{Place, lstat};
+use super::{FileEndpoint, Step, apply, as_move, dup, parse_stored};
+
+impl FileEndpoint {
+    /// Rolls forward the journal entries a crash left unapplied, and clears what a change the
+    /// crash interrupted before its journal commit left behind.
+    pub(super) fn recover(&self) -> Result<(), FileError> {
+        let view = self.db.read()?;
+        let settled = view.file_ops_settled()?;
+        let next = view.next_file_op()?;
+        let last = next.saturating_sub(1);
+        let uncommitted = self.intent.last().filter(|(op, _)| *op >= next);
+        if last <= settled && uncommitted.is_none() {
+            return Ok(());
+        }
+        // Backups still linked to the files they saved (the change not made, or not yet) become
+        // copies first: the files are singly linked again, as the checks below expect.
+        self.blobs.unshare()?;
+        if let Some((op, paths)) = uncommitted {
+            for path in paths {
+                if let Ok(place) = self.whitelist.resolve(&path, FileAccess::ReadOnly) {
+                    let _ = entry::remove_tree(&place.parent, &format!(".clawnet-{op}-0.new"));
+                }
+            }
+        }
+        if last <= settled {
+            return Ok(());
+        }
+        for number in settled + 1..=last {
+            let Some(record) = view.file_op(number)? else { continue };
+            if record.state != FileOpState::Done {
+                continue;
+            }
+            let outcome = self.roll_forward(&record);
+            let mut settled_record = record.clone();
+            let audit = match outcome {
+                Ok(()) => AuditDraft::new(
+                    Actor::Node,
+                    "files.recover",
+                    format!("operation {number}: {}", record.kind.describe()),
+                    "journal entry committed before a restart",
+                    Outcome::Success,
+                ),
+                Err(err) => {
+                    settled_record.state = FileOpState::Abandoned;
+                    AuditDraft::new(
+                        Actor::Node,
+                        "files.recover",
+                        format!("operation {number}: {}", record.kind.describe()),
+                        "journal entry committed before a restart",
+                        Outcome::Failed(err.to_string()),
+                    )
+                }
+            };
+            self.db.commit(Change::new(move |txn| txn.put_file_op(&settled_record)).with_audit(audit))?;
+        }
+        self.db.commit(Change::new(move |txn| txn.set_file_ops_settled(last)))?;
+        Ok(())
+    }
+
+    /// Brings the file system to what `record` says it did, from wherever the crash left it.
+    fn roll_forward(&self, record: &FileOpRecord) -> Result<(), FileError> {
+        let number = record.number;
+        let mut places = Vec::new();
+        for change in &record.changes {
+            let path = parse_stored(&change.path)?;
+            places.push((self.changeable(&path)?, change, path));
+        }
+        let current: Vec<Fingerprint> = places
+            .iter()
+            .map(|(place, _, path)| {
+                Walk::fingerprints(&self.whitelist, place.dev).fingerprint(&place.parent, &place.name, path)
+            })
+            .collect::<Result<_, _>>()?;
+        let applied = places.iter().zip(&current).all(|((_, change, _), now)| change.after.as_ref() == Some(now));
+        let untouched = places.iter().zip(&current).all(|((_, change, _), now)| change.before == *now);
+        let leftovers = |places: &[(Place, &PathChange, FsPath)]| {
+            for (place, _, _) in places {
+                let _ = entry::remove_tree(&place.parent, &format!(".clawnet-{number}-0.new"));
+                let _ = entry::remove_tree(&place.parent, &format!(".clawnet-{number}-0.del"));
+            }
+        };
+        if applied {
+            leftovers(&places);
+            return Ok(());
+        }
+        if !untouched {
+            leftovers(&places);
+            return Err(FileError::Invalid("the files changed in a way the journal does not explain".into()));
+        }
+        let steps = match (as_move(record), places.as_slice()) {
+            (Some(_), [(source, _, _), (target, _, _)]) => vec![Step::Move {
+                from_dir: dup(&source.parent)?,
+                from: source.name.clone(),
+                to_dir: dup(&target.parent)?,
+                to: target.name.clone(),
+            }],
+            (None, [(place, change, _)]) => {
+                let staged = format!(".clawnet-{number}-0.new");
+                match change.after {
+                    Some(Fingerprint::Absent) => vec![Step::Remove {
+                        dir: dup(&place.parent)?,
+                        name: place.name.clone(),
+                        aside: format!(".clawnet-{number}-0.del"),
+                    }],
+                    _ if lstat(&place.parent, &staged)?.is_some() => vec![Step::Install {
+                        dir: dup(&place.parent)?,
+                        temp: staged,
+                        name: place.name.clone(),
+                        replace: change.before != Fingerprint::Absent,
+                    }],
+                    _ => return Err(FileError::Invalid("the staged content is gone".into())),
+                }
+            }
+            _ => return Err(FileError::Invalid("an operation of unknown shape".into())),
+        };
+        apply(&steps)?;
+        leftovers(&places);
+        Ok(())
+    }
+}
