@@ -493,7 +493,7 @@ async fn an_agent_organizes_a_folder_through_the_file_tools_and_the_owner_rolls_
 
     // The owner sees five changes by the work identity and rolls them all back.
     let query = JournalQuery { identity: Some("work".into()), ..JournalQuery::default() };
-    let history = owner::history(home.home(), &query).unwrap();
+    let history = owner::history(home.home(), None, &query).unwrap();
     let kinds: Vec<&str> = history.iter().map(|op| op.kind.as_str()).collect();
     assert_eq!(kinds, ["mkdir", "mkdir", "move", "move", "overwrite"]);
     let rollback = RollbackRequest { query, dry_run: false };
@@ -501,7 +501,11 @@ async fn an_agent_organizes_a_folder_through_the_file_tools_and_the_owner_rolls_
     assert_eq!(result.undone.len(), 5);
     assert_eq!(tree(&inbox), before, "the folder is exactly as it was");
     assert!(
-        owner::history(home.home(), &JournalQuery::default()).unwrap().iter().take(5).all(|op| op.state == "undone")
+        owner::history(home.home(), None, &JournalQuery::default())
+            .unwrap()
+            .iter()
+            .take(5)
+            .all(|op| op.state == "undone")
     );
     home.db().verify_audit().unwrap();
 }

@@ -360,12 +360,20 @@ fn check_attack(fixture: &Attacked, attack: &Attack) -> anyhow::Result<()> {
         Attack::Unparseable(text) => {
             ensure!(FsPath::parse(text).is_err(), "{text} parsed");
             // However the request is built (an agent's tool call is JSON), it is never made.
-            for op in [
-                serde_json::json!({"op": "read", "path": text}),
-                serde_json::json!({"op": "write", "path": text, "content": [65], "mode": "overwrite"}),
-                serde_json::json!({"op": "delete", "path": text}),
-                serde_json::json!({"op": "copy", "from": text, "to": node.path("rw/x").to_str().unwrap()}),
-            ] {
+            let good = node.path("rw/x");
+            let good = good.to_str().unwrap();
+            let requests = |path: &str| {
+                [
+                    serde_json::json!({"read": {"path": path}}),
+                    serde_json::json!({"write": {"path": path, "content": [65], "mode": "overwrite"}}),
+                    serde_json::json!({"delete": {"path": path}}),
+                    serde_json::json!({"copy": {"from": path, "to": good}}),
+                ]
+            };
+            for op in requests(good) {
+                ensure!(serde_json::from_value::<FileRequest>(op.clone()).is_ok(), "{op} is not a request's shape");
+            }
+            for op in requests(text) {
                 ensure!(serde_json::from_value::<FileRequest>(op.clone()).is_err(), "{op} became a request");
             }
         }

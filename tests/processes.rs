@@ -184,3 +184,99 @@ async fn the_cli_thinks_with_the_model_server_its_environment_names() -> anyhow:
     assert_eq!(received[0].body["model"], "scripted");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_writes_through_a_real_endpoint_process_and_the_owner_undoes_it() -> anyhow::Result<()> {
+    let clawnet_bin = binary("clawnet-node", "clawnet")?;
+    let temp = tempfile::tempdir()?;
+    let root = temp.path().canonicalize()?;
+    let dir = ada_with_a_work_identity(&clawnet_bin, &root)?;
+    let folder = root.join("laptop-docs");
+    std::fs::create_dir(&folder)?;
+    let endpoint_dir = root.join("laptop");
+    let target = folder.join("minutes.txt");
+    let folder_arg = format!("{}:rw", folder.display());
+    let init = clawnet_ok(&clawnet_bin, &endpoint_dir, &["endpoint", "init", "--folder", &folder_arg])?;
+    let key = init.lines().find_map(|line| line.strip_prefix("Device key: ")).unwrap_or_default().to_owned();
+    assert_eq!(key.len(), 64, "{init}");
+
+    // The node thinks with a scripted model: the agent writes a file on the laptop.
+    let server = ModelServer::start().await?;
+    let write = serde_json::json!({"path": target.to_str(), "content": "Minutes of Monday", "mode": "create"});
+    server.push_all([Script::tool_call("file_write", write), Script::answer("Written.")]);
+    let base_url = server.base_url();
+    let (clawnet_bin2, dir2, endpoint_dir2, folder2) =
+        (clawnet_bin.clone(), dir.clone(), endpoint_dir.clone(), folder.clone());
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let (clawnet_bin, dir, endpoint_dir, folder) = (clawnet_bin2, dir2, endpoint_dir2, folder2);
+        let mut node = Process::spawn(
+            &clawnet_bin,
+            &["--data-dir", dir.to_str().unwrap_or_default(), "run"],
+            &[
+                ("CLAWNET_LISTEN", "/ip4/127.0.0.1/tcp/0"),
+                ("RUST_LOG", "warn"),
+                ("CLAWNET_LLM_BASE_URL", &base_url),
+                ("CLAWNET_LLM_MODEL", "scripted"),
+            ],
+        )?;
+        let address =
+            node.wait_for_line("listening /ip4/127.0.0.1/tcp/", STARTUP)?.trim_start_matches("listening ").to_owned();
+        node.wait_for_line("api ", STARTUP)?;
+        let certified = clawnet_ok(&clawnet_bin, &dir, &["device", "certify", &key, "--name", "laptop"])?;
+        let code = certified.split_whitespace().find(|word| word.starts_with("clawnet-device:")).unwrap_or_default();
+        let mut endpoint = Process::spawn(
+            &clawnet_bin,
+            &[
+                "--data-dir",
+                endpoint_dir.to_str().unwrap_or_default(),
+                "endpoint",
+                "--node",
+                &address,
+                "--certificate",
+                code,
+            ],
+            &[("RUST_LOG", "warn")],
+        )?;
+        endpoint.wait_for_line("device \"laptop\" registered", STARTUP)?;
+        let devices: Vec<serde_json::Value> =
+            serde_json::from_str(&clawnet_ok(&clawnet_bin, &dir, &["device", "list", "--json"])?)?;
+        assert_eq!(devices.len(), 1);
+        assert_eq!(devices[0]["online"], true, "{devices:?}");
+
+        clawnet_ok(&clawnet_bin, &dir, &["files", "grant", "work", folder.to_str().unwrap_or_default(), "--write"])?;
+        let reply = clawnet_ok(&clawnet_bin, &dir, &["chat", "work", "--message", "Write the minutes"])?;
+        assert_eq!(reply.trim(), "Written.");
+        assert_eq!(std::fs::read_to_string(folder.join("minutes.txt"))?, "Minutes of Monday");
+
+        let history: Vec<serde_json::Value> = serde_json::from_str(&clawnet_ok(
+            &clawnet_bin,
+            &dir,
+            &["files", "history", "--device", "laptop", "--json"],
+        )?)?;
+        assert_eq!(history.len(), 1, "{history:?}");
+        assert_eq!(history[0]["actor"], "work");
+        let op = history[0]["op"].to_string();
+        clawnet_ok(&clawnet_bin, &dir, &["files", "undo", &op, "--device", "laptop"])?;
+        assert!(!folder.join("minutes.txt").exists(), "undo left the file");
+
+        clawnet_ok(&clawnet_bin, &dir, &["device", "revoke", "laptop"])?;
+        // The endpoint's next heartbeat is refused: it stops with the reason.
+        let deadline = Instant::now() + STARTUP;
+        let status = loop {
+            if let Some(status) = endpoint.try_wait()? {
+                break status;
+            }
+            if Instant::now() > deadline {
+                bail!("the revoked endpoint kept running");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert_eq!(status.code(), Some(1));
+        assert_eq!(node.terminate()?, Some(0));
+        // The device's own chain, signed by its key, verifies offline.
+        clawnet_ok(&clawnet_bin, &endpoint_dir, &["audit", "verify"])?;
+        Ok(())
+    })
+    .await??;
+    Ok(())
+}

@@ -8,6 +8,8 @@ mod approvals;
 mod audit;
 mod chat;
 mod contact;
+mod device;
+mod endpoint;
 mod files;
 mod identity;
 mod init;
@@ -66,6 +68,12 @@ enum Command {
     /// Which folders identities may work in, what they did to files, undo and rollback
     #[command(subcommand)]
     Files(files::FilesCommand),
+    /// Certify, list and revoke the devices that run a file endpoint for this node
+    #[command(subcommand)]
+    Device(device::DeviceCommand),
+    /// Run a file endpoint on this device for the owner's node (`init` first; --data-dir is
+    /// the endpoint's own directory)
+    Endpoint(endpoint::EndpointArgs),
     /// Run the node: network, deliveries, tag feeds and the local API, until SIGINT/SIGTERM
     Run(run::RunArgs),
     /// Run the local demo: two owners, a governed session, attacks refused, chains verified
@@ -93,6 +101,13 @@ pub fn main() -> ExitCode {
         Command::Reject(args) => runtime(false).and_then(|rt| rt.block_on(approvals::reject(&data_dir, args))),
         Command::Session(command) => runtime(false).and_then(|rt| rt.block_on(session::run(&data_dir, command))),
         Command::Files(command) => runtime(false).and_then(|rt| rt.block_on(files::run(&data_dir, command))),
+        Command::Device(command) => runtime(false).and_then(|rt| rt.block_on(device::run(&data_dir, command))),
+        Command::Endpoint(args) => {
+            init_tracing();
+            // Never a node's directory by default: an endpoint keeps its own.
+            let dir = cli.data_dir.clone().unwrap_or_else(|| data_dir.with_file_name("clawnet-endpoint"));
+            runtime(true).and_then(|rt| rt.block_on(endpoint::run(&dir, args)))
+        }
     };
     match result {
         Ok(code) => code,

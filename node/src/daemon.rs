@@ -100,7 +100,7 @@ impl Daemon {
 }
 
 /// Turns network events into work: deliveries to the inbox, gossip to the feed, new
-/// connections to the outbox.
+/// connections to the outbox, the owner's devices to the file endpoints' registry.
 async fn pump(
     node: Arc<Node>,
     inbox: Arc<Inbox<Governance>>,
@@ -130,6 +130,16 @@ async fn pump(
                 work.spawn(async move { node.on_gossip(&topic, &data).await });
             }
             NetworkEvent::Connected(peer) => node.outbox.peer_connected(&peer),
+            NetworkEvent::Disconnected(peer) => node.files.remote().disconnected(&peer),
+            NetworkEvent::EndpointCall { peer, request, reply } => {
+                let remote = node.files.remote().clone();
+                work.spawn(async move {
+                    let answer = tokio::task::spawn_blocking(move || remote.answer(peer, &request)).await;
+                    if let Ok(answer) = answer {
+                        let _ = reply.send(answer);
+                    }
+                });
+            }
         }
     }
     work.shutdown().await;

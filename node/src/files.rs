@@ -15,6 +15,8 @@
 //! - `intent`: the note of the change being prepared, so a crash before its journal commit
 //!   leaves nothing behind.
 //! - [`governed`]: the node's side: layer 1, security events, the async API.
+//! - [`remote`]: the endpoint on another device of the owner: the device's process, and the
+//!   node's registry of the devices it routes directives to.
 
 pub mod blobs;
 pub mod endpoint;
@@ -23,6 +25,7 @@ pub mod governed;
 mod intent;
 pub mod owner;
 pub mod path;
+pub mod remote;
 pub mod request;
 pub mod sandbox;
 pub mod scope;
@@ -116,6 +119,14 @@ pub enum FileError {
         /// What was being done.
         context: &'static str,
         /// The OS's words.
+        detail: String,
+    },
+    /// A remote endpoint failed, or could not be reached.
+    #[error("file endpoint on device {device}: {detail}")]
+    Remote {
+        /// The device's name.
+        device: String,
+        /// What happened.
         detail: String,
     },
     /// The journal could not be read or written.

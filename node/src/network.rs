@@ -4,10 +4,11 @@
 //!
 //! Protocols: TCP and QUIC with Noise and Yamux; identify, ping, Kademlia on the private
 //! `/clawnet/kad/1.0.0`, anonymous gossipsub for sealed tag feeds, `/clawnet/deliver/1` for
-//! acknowledged deliveries, relay client, DCUtR and AutoNAT v2 for reachability behind NAT.
+//! acknowledged deliveries, `/clawnet/endpoint/1` to the owner's remote file endpoints, relay client, DCUtR and AutoNAT v2 for reachability behind NAT.
 
 mod behaviour;
 mod codec;
+mod endpoint_codec;
 mod event_loop;
 
 use std::time::Duration;
@@ -20,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use behaviour::{IDENTIFY_PROTOCOL_VERSION, KAD_PROTOCOL};
 pub use codec::DELIVER_PROTOCOL;
+pub use endpoint_codec::{ENDPOINT_PROTOCOL, MAX_ENDPOINT_FRAME};
 use event_loop::{Command, EventLoop};
 
 use crate::config::NetworkSettings;
@@ -72,8 +74,20 @@ pub enum NetworkEvent {
         /// Its bytes.
         data: Vec<u8>,
     },
+    /// A peer called this device on `/clawnet/endpoint/1`; send the answer through `reply`
+    /// (dropping it closes the stream unanswered).
+    EndpointCall {
+        /// The caller (authenticated by Noise).
+        peer: PeerId,
+        /// The call's bytes.
+        request: Vec<u8>,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Vec<u8>>,
+    },
     /// A connection to a peer was established.
     Connected(PeerId),
+    /// The last connection to a peer closed.
+    Disconnected(PeerId),
 }
 
 /// A handle on the network task. Cheap to clone.
@@ -134,6 +148,19 @@ impl Network {
     ) -> Result<DeliveryReply, NetworkError> {
         let (reply, answer) = oneshot::channel();
         self.send(Command::Deliver { peer, addresses, batch, reply }).await?;
+        answer.await.map_err(|_| NetworkError::Stopped)?
+    }
+
+    /// Calls `peer` on `/clawnet/endpoint/1` (dialing `addresses` if not connected) and waits
+    /// for its answer.
+    pub async fn call_endpoint(
+        &self,
+        peer: PeerId,
+        addresses: Vec<Multiaddr>,
+        request: Vec<u8>,
+    ) -> Result<Vec<u8>, NetworkError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::CallEndpoint { peer, addresses, request, reply }).await?;
         answer.await.map_err(|_| NetworkError::Stopped)?
     }
 

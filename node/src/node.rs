@@ -64,6 +64,7 @@ impl Node {
         let sessions = SessionBook::load(home.db())?;
         let files =
             GovernedFiles::open(&files::endpoint_config(home.home().dir(), &config.files.folder), home.db().clone())?;
+        files.remote().attach(network.clone());
         Ok(Arc::new(Node {
             home,
             network,

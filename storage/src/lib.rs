@@ -12,6 +12,7 @@ pub mod audit;
 pub mod contacts;
 mod db;
 pub mod deliveries;
+pub mod devices;
 mod error;
 pub mod feed;
 pub mod files;

@@ -48,3 +48,5 @@ pub(crate) const META_NODE_NAME: &str = "node_name";
 pub(crate) const META_KEYSTORE: &str = "keystore";
 pub(crate) const META_FEED: &str = "feed";
 pub(crate) const META_FILE_OPS_SETTLED: &str = "file_ops_settled";
+/// The owner's devices certified to run a file endpoint (`devices.rs`).
+pub(crate) const META_ENDPOINT_DEVICES: &str = "endpoint_devices";

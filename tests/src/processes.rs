@@ -67,6 +67,11 @@ impl Process {
         }
     }
 
+    /// The exit status, if the process has ended.
+    pub fn try_wait(&mut self) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        Ok(self.child.try_wait()?)
+    }
+
     /// Sends SIGKILL and reaps the process.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -30,8 +30,9 @@ use crate::contacts::DEFAULT_INVITE_VALIDITY;
 use crate::error::NodeError;
 use crate::files::FileError;
 use crate::files::owner::{
-    self, FileOpView, FolderView, GrantRequest, JournalQuery, RollbackRequest, RollbackView, ScopeView,
+    self, FileOpView, FolderView, GrantRequest, JournalQuery, RollbackRequest, RollbackView, ScopeView, UndoRequest,
 };
+use crate::files::remote::{CertifyRequest, DeviceView, certify};
 use crate::node::Node;
 use crate::sessions::{NodeEvent, SessionDetail, SessionView};
 use crate::views::{AuditSummaryView, ContactTagsView, ContactView, IdentityView, InviteView, StatusView};
@@ -141,6 +142,9 @@ fn router(state: ApiState) -> Router {
         .route("/v1/files/history", post(file_history))
         .route("/v1/files/undo/{op}", post(file_undo))
         .route("/v1/files/rollback", post(file_rollback))
+        .route("/v1/devices", get(device_list))
+        .route("/v1/devices/certify", post(device_certify))
+        .route("/v1/devices/revoke/{name}", post(device_revoke))
         .route("/v1/events", get(events))
         .route("/v1/chat", post(chat))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
@@ -504,13 +508,29 @@ async fn file_revoke(State(state): State<ApiState>, Json(body): Json<GrantReques
 }
 
 async fn file_history(State(state): State<ApiState>, Json(query): Json<JournalQuery>) -> ApiResult<Vec<FileOpView>> {
-    Ok(Json(blocking(move || owner::history(state.node.home.home(), &query)).await?))
+    Ok(Json(blocking(move || owner::history(state.node.home.home(), Some(&state.node.files), &query)).await?))
 }
 
-async fn file_undo(State(state): State<ApiState>, Path(op): Path<u64>) -> ApiResult<FileOpView> {
-    Ok(Json(blocking(move || owner::undo(state.node.home.home(), &state.node.files, op)).await?))
+async fn file_undo(
+    State(state): State<ApiState>,
+    Path(op): Path<u64>,
+    Json(body): Json<UndoRequest>,
+) -> ApiResult<FileOpView> {
+    Ok(Json(blocking(move || owner::undo(state.node.home.home(), &state.node.files, op, &body)).await?))
 }
 
 async fn file_rollback(State(state): State<ApiState>, Json(body): Json<RollbackRequest>) -> ApiResult<RollbackView> {
     Ok(Json(blocking(move || owner::rollback(state.node.home.home(), &state.node.files, &body)).await?))
+}
+
+async fn device_list(State(state): State<ApiState>) -> ApiResult<Vec<DeviceView>> {
+    Ok(Json(blocking(move || certify::list(state.node.home.home(), Some(state.node.files.remote()))).await?))
+}
+
+async fn device_certify(State(state): State<ApiState>, Json(body): Json<CertifyRequest>) -> ApiResult<String> {
+    Ok(Json(blocking(move || certify::certify(&state.node.home, &body)).await?))
+}
+
+async fn device_revoke(State(state): State<ApiState>, Path(name): Path<String>) -> ApiResult<()> {
+    Ok(Json(blocking(move || certify::revoke(&state.node.home, state.node.files.remote(), &name)).await?))
 }

@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use crate::api::ApiClient;
 use crate::config::NodeConfig;
 use crate::files::owner::{
-    self, FileOpView, FolderView, GrantRequest, JournalQuery, RollbackRequest, RollbackView, ScopeView,
+    self, FileOpView, FolderView, GrantRequest, JournalQuery, RollbackRequest, RollbackView, ScopeView, UndoRequest,
 };
 use crate::files::{GovernedFiles, endpoint_config};
 use crate::home::{NodeHome, UnlockedHome};
@@ -60,6 +60,9 @@ pub(crate) enum FilesCommand {
     Undo {
         /// The operation's number (see `clawnet files history`)
         op: u64,
+        /// The operation is in this device's journal (see `clawnet device list`)
+        #[arg(long)]
+        device: Option<String>,
         /// Print JSON instead of one line
         #[arg(long)]
         json: bool,
@@ -88,11 +91,14 @@ pub(crate) struct QueryArgs {
     /// Only operations since: 30m, 2h, 7d (ago), 2026-11-23, 2026-11-23T10:00Z, unix seconds
     #[arg(long)]
     since: Option<String>,
+    /// The journal of this device's endpoint (see `clawnet device list`; needs the running node)
+    #[arg(long)]
+    device: Option<String>,
 }
 
 impl QueryArgs {
     fn query(self) -> JournalQuery {
-        JournalQuery { identity: self.identity, session: self.session, since: self.since }
+        JournalQuery { identity: self.identity, session: self.session, since: self.since, device: self.device }
     }
 }
 
@@ -150,16 +156,17 @@ pub(crate) async fn run(data_dir: &Path, command: FilesCommand) -> anyhow::Resul
             let query = query.query();
             let history: Vec<FileOpView> = match &api {
                 Some(api) => api.post("/v1/files/history", &query).await?,
-                None => owner::history(&NodeHome::open(data_dir)?, &query)?,
+                None => owner::history(&NodeHome::open(data_dir)?, None, &query)?,
             };
             print_history(&history, json)?;
         }
-        FilesCommand::Undo { op, json } => {
+        FilesCommand::Undo { op, device, json } => {
+            let request = UndoRequest { device };
             let undo: FileOpView = match &api {
-                Some(api) => api.post(&format!("/v1/files/undo/{op}"), &()).await?,
+                Some(api) => api.post(&format!("/v1/files/undo/{op}"), &request).await?,
                 None => {
                     let (home, files) = offline(data_dir)?;
-                    owner::undo(home.home(), &files, op)?
+                    owner::undo(home.home(), &files, op, &request)?
                 }
             };
             if json {

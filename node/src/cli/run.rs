@@ -78,7 +78,7 @@ async fn announce(node: &crate::node::Node, api: std::net::SocketAddr) {
 }
 
 /// Completes on the first SIGINT or SIGTERM; handlers are installed before returning.
-fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
+pub(crate) fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;

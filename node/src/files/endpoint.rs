@@ -479,6 +479,11 @@ impl FileEndpoint {
         ))
     }
 
+    /// Records `draft` in the chain the journal lives in (a remote endpoint's refusals).
+    pub(crate) fn audit_event(&self, draft: AuditDraft) -> Result<(), FileError> {
+        self.audit(draft)
+    }
+
     fn audit(&self, draft: AuditDraft) -> Result<(), FileError> {
         self.db.append(draft)?;
         Ok(())

@@ -115,6 +115,9 @@ pub struct JournalQuery {
     /// A time: `30m`, `2h`, `7d` (ago), `2026-11-23`, `2026-11-23T10:00[:00][Z]` (UTC), or unix seconds.
     #[serde(default)]
     pub since: Option<String>,
+    /// The journal of this device's endpoint instead of the node's own (it must be connected).
+    #[serde(default)]
+    pub device: Option<String>,
 }
 
 impl JournalQuery {
@@ -181,10 +184,43 @@ pub struct RollbackRequest {
     pub dry_run: bool,
 }
 
+/// A request to undo one operation.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UndoRequest {
+    /// The device whose journal the operation is in (the node's own if none).
+    #[serde(default)]
+    pub device: Option<String>,
+}
+
+/// The whole journal of the node's endpoint, or of the connected `device`'s (`files` is the
+/// running node's; without it only the node's own journal can be read).
+fn journal(
+    home: &NodeHome,
+    files: Option<&GovernedFiles>,
+    device: Option<&str>,
+) -> Result<Vec<FileOpRecord>, NodeError> {
+    match device {
+        None => Ok(home.db().read()?.file_ops()?),
+        Some(device) => {
+            let files = files.ok_or_else(|| {
+                NodeError::Files(FileError::Remote {
+                    device: device.into(),
+                    detail: "not connected: start the node (`clawnet run`) so the device can register".into(),
+                })
+            })?;
+            Ok(files.device_history(device, &RollbackFilter::default())?)
+        }
+    }
+}
+
 /// The journal, filtered, as the owner reads it.
-pub fn history(home: &NodeHome, query: &JournalQuery) -> Result<Vec<FileOpView>, NodeError> {
+pub fn history(
+    home: &NodeHome,
+    files: Option<&GovernedFiles>,
+    query: &JournalQuery,
+) -> Result<Vec<FileOpView>, NodeError> {
     let identities = home.identities()?;
-    let journal = home.db().read()?.file_ops()?;
+    let journal = journal(home, files, query.device.as_deref())?;
     let filter = query.filter(&identities, &journal)?;
     Ok(journal
         .iter()
@@ -203,12 +239,24 @@ pub fn scope(home: &NodeHome, tag: &str) -> Result<ScopeView, NodeError> {
 pub fn grant(home: &NodeHome, files: &GovernedFiles, request: &GrantRequest) -> Result<ScopeView, NodeError> {
     let identity = identity_by_tag(&home.identities()?, &request.identity)?;
     let access = parse_access(request.access.as_deref().unwrap_or("read-only")).map_err(invalid)?;
-    let canonical =
-        std::fs::canonicalize(&request.path).map_err(|err| invalid(format!("cannot grant {}: {err}", request.path)))?;
-    let root = canonical
-        .to_str()
-        .and_then(|text| FsPath::parse(text).ok())
-        .ok_or_else(|| invalid(format!("cannot grant {}: not a usable path", canonical.display())))?;
+    // A folder on a connected device is granted as written: it is resolved there.
+    let on_device = FsPath::parse(&request.path).ok().filter(|path| files.remote().holding(path).is_some());
+    let root = match on_device {
+        Some(root) => root,
+        None => {
+            let canonical = std::fs::canonicalize(&request.path).map_err(|err| {
+                invalid(format!(
+                    "cannot grant {}: {err} (a folder on another device can be granted while its endpoint is \
+                         connected)",
+                    request.path
+                ))
+            })?;
+            canonical
+                .to_str()
+                .and_then(|text| FsPath::parse(text).ok())
+                .ok_or_else(|| invalid(format!("cannot grant {}: not a usable path", canonical.display())))?
+        }
+    };
     let scope = files.grant(identity, &root, access)?;
     Ok(ScopeView::of(&request.identity, &scope))
 }
@@ -225,13 +273,17 @@ pub fn revoke(home: &NodeHome, files: &GovernedFiles, request: &GrantRequest) ->
     Ok(ScopeView::of(&request.identity, &scope))
 }
 
-/// Undoes one operation; returns the undo's view.
-pub fn undo(home: &NodeHome, files: &GovernedFiles, op: u64) -> Result<FileOpView, NodeError> {
-    let undo = files.undo(op)?;
-    let record = home
-        .db()
-        .read()?
-        .file_op(undo)?
+/// Undoes one operation (of the node's journal, or of `request.device`'s); returns the
+/// undo's view.
+pub fn undo(home: &NodeHome, files: &GovernedFiles, op: u64, request: &UndoRequest) -> Result<FileOpView, NodeError> {
+    let device = request.device.as_deref();
+    let undo = match device {
+        None => files.undo(op)?,
+        Some(device) => files.device_undo(device, op)?,
+    };
+    let record = journal(home, Some(files), device)?
+        .into_iter()
+        .find(|record| record.number == undo)
         .ok_or_else(|| invalid(format!("operation {undo} vanished from the journal")))?;
     Ok(FileOpView::of(&record, &home.identities()?))
 }
@@ -241,12 +293,19 @@ pub fn rollback(home: &NodeHome, files: &GovernedFiles, request: &RollbackReques
     if request.query.is_empty() {
         return Err(invalid("say what to roll back: --session, --identity or --since".into()));
     }
-    let filter = request.query.filter(&home.identities()?, &home.db().read()?.file_ops()?)?;
-    let plan = files.plan_rollback(&filter)?;
+    let device = request.query.device.as_deref();
+    let filter = request.query.filter(&home.identities()?, &journal(home, Some(files), device)?)?;
+    let plan = match device {
+        None => files.plan_rollback(&filter)?,
+        Some(device) => files.device_plan_rollback(device, &filter)?,
+    };
     if request.dry_run {
         return Ok(RollbackView::planned(plan));
     }
-    let undone = files.rollback(&filter)?;
+    let undone = match device {
+        None => files.rollback(&filter)?,
+        Some(device) => files.device_rollback(device, &filter)?,
+    };
     Ok(RollbackView { dry_run: false, operations: plan.operations, conflicts: plan.conflicts, undone })
 }
 

@@ -23,7 +23,7 @@ pub enum WriteMode {
 
 /// One primitive.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "kebab-case")]
+#[serde(rename_all = "kebab-case")]
 pub enum FileRequest {
     /// A file's bytes, from `offset`, at most `max` (bounded by the endpoint).
     Read {
@@ -197,7 +197,7 @@ pub struct EntryInfo {
 
 /// What the endpoint answers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "reply", rename_all = "kebab-case")]
+#[serde(rename_all = "kebab-case")]
 pub enum FileReply {
     /// Bytes read.
     Content {

@@ -10,6 +10,7 @@ use libp2p::{
 };
 
 use super::codec::{DELIVER_PROTOCOL, DeliverCodec};
+use super::endpoint_codec::{ENDPOINT_PROTOCOL, EndpointCodec};
 use crate::config::NetworkSettings;
 
 /// Kademlia protocol of the ClawNet DHT; never the public IPFS one.
@@ -30,6 +31,7 @@ pub(crate) struct Behaviour {
     pub(crate) kad: kad::Behaviour<MemoryStore>,
     pub(crate) gossipsub: gossipsub::Behaviour,
     pub(crate) deliver: request_response::Behaviour<DeliverCodec>,
+    pub(crate) endpoint: request_response::Behaviour<EndpointCodec>,
     pub(crate) dcutr: dcutr::Behaviour,
     pub(crate) autonat: autonat::v2::client::Behaviour,
 }
@@ -78,6 +80,12 @@ impl Behaviour {
                 .with_max_concurrent_streams(512),
         );
 
+        // File operations on another device can take a while (a large copy, a deep search).
+        let endpoint = request_response::Behaviour::new(
+            [(ENDPOINT_PROTOCOL, request_response::ProtocolSupport::Full)],
+            request_response::Config::default().with_request_timeout(Duration::from_secs(120)),
+        );
+
         Ok(Behaviour {
             limits,
             relay_client,
@@ -86,6 +94,7 @@ impl Behaviour {
             kad,
             gossipsub,
             deliver,
+            endpoint,
             dcutr: dcutr::Behaviour::new(peer_id),
             autonat: autonat::v2::client::Behaviour::default(),
         })

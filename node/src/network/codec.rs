@@ -53,19 +53,27 @@ impl Codec for DeliverCodec {
     }
 }
 
-async fn read_frame<T: AsyncRead + Unpin>(io: &mut T, max: usize) -> io::Result<Vec<u8>> {
+/// Reads one frame of at most `max` bytes. Memory grows with the bytes that actually arrive,
+/// so a peer announcing a large frame and sending nothing costs nothing.
+pub(super) async fn read_frame<T: AsyncRead + Unpin>(io: &mut T, max: usize) -> io::Result<Vec<u8>> {
     let mut len = [0u8; 4];
     io.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
     if len > max {
         return Err(io::Error::new(io::ErrorKind::InvalidData, format!("frame of {len} bytes exceeds {max}")));
     }
-    let mut frame = vec![0u8; len];
-    io.read_exact(&mut frame).await?;
+    let mut frame = Vec::with_capacity(len.min(FIRST_ALLOCATION));
+    (&mut *io).take(len as u64).read_to_end(&mut frame).await?;
+    if frame.len() != len {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the frame ended early"));
+    }
     Ok(frame)
 }
 
-async fn write_frame<T: AsyncWrite + Unpin>(io: &mut T, frame: &[u8]) -> io::Result<()> {
+/// The most a frame reserves before its bytes arrive.
+const FIRST_ALLOCATION: usize = 64 * 1024;
+
+pub(super) async fn write_frame<T: AsyncWrite + Unpin>(io: &mut T, frame: &[u8]) -> io::Result<()> {
     let len = u32::try_from(frame.len()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
     io.write_all(&len.to_be_bytes()).await?;
     io.write_all(frame).await?;

@@ -29,6 +29,12 @@ pub(super) enum Command {
         batch: DeliveryBatch,
         reply: oneshot::Sender<Result<DeliveryReply, NetworkError>>,
     },
+    CallEndpoint {
+        peer: PeerId,
+        addresses: Vec<Multiaddr>,
+        request: Vec<u8>,
+        reply: CallReply,
+    },
     Publish {
         topic: String,
         data: Vec<u8>,
@@ -57,6 +63,8 @@ pub(super) enum Command {
 const RELAY_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
 type ReplyFuture = Pin<Box<dyn Future<Output = (ResponseChannel<DeliveryReply>, usize, Option<DeliveryReply>)> + Send>>;
+type CallReply = oneshot::Sender<Result<Vec<u8>, NetworkError>>;
+type AnswerFuture = Pin<Box<dyn Future<Output = (ResponseChannel<Vec<u8>>, Option<Vec<u8>>)> + Send>>;
 
 pub(super) struct EventLoop {
     swarm: Swarm<Behaviour>,
@@ -67,6 +75,10 @@ pub(super) struct EventLoop {
     pending_deliveries: HashMap<OutboundRequestId, (PeerId, oneshot::Sender<Result<DeliveryReply, NetworkError>>)>,
     /// Inbound deliveries whose reply the node is still working out.
     replies: FuturesUnordered<ReplyFuture>,
+    /// Outbound endpoint calls waiting for their answer.
+    pending_calls: HashMap<OutboundRequestId, (PeerId, CallReply)>,
+    /// Inbound endpoint calls whose answer is being worked out.
+    answers: FuturesUnordered<AnswerFuture>,
     /// Addresses we listen on, relay circuits included.
     listen_addresses: Vec<Multiaddr>,
     /// Peers we asked the DHT about for a pending delivery.
@@ -91,6 +103,8 @@ impl EventLoop {
             shutdown,
             pending_deliveries: HashMap::new(),
             replies: FuturesUnordered::new(),
+            pending_calls: HashMap::new(),
+            answers: FuturesUnordered::new(),
             listen_addresses: Vec::new(),
             looked_up: HashSet::new(),
             circuits: Vec::new(),
@@ -158,6 +172,12 @@ impl EventLoop {
                     // The peer may have gone; nothing to do about it here.
                     let _ = self.swarm.behaviour_mut().deliver.send_response(channel, reply);
                 }
+                Some((channel, answer)) = self.answers.next(), if !self.answers.is_empty() => {
+                    // No answer (the device is stopping): dropping the channel closes the stream.
+                    if let Some(answer) = answer {
+                        let _ = self.swarm.behaviour_mut().endpoint.send_response(channel, answer);
+                    }
+                }
             }
         }
         tracing::debug!("network event loop stopped");
@@ -175,6 +195,13 @@ impl EventLoop {
                 }
                 let request_id = self.swarm.behaviour_mut().deliver.send_request(&peer, batch);
                 self.pending_deliveries.insert(request_id, (peer, reply));
+            }
+            Command::CallEndpoint { peer, addresses, request, reply } => {
+                for address in addresses {
+                    self.swarm.add_peer_address(peer, address);
+                }
+                let request_id = self.swarm.behaviour_mut().endpoint.send_request(&peer, request);
+                self.pending_calls.insert(request_id, (peer, reply));
             }
             Command::Publish { topic, data, reply } => {
                 let topic = gossipsub::IdentTopic::new(topic);
@@ -246,7 +273,11 @@ impl EventLoop {
                     let _ = self.events.try_send(NetworkEvent::Connected(peer_id));
                 }
             }
+            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+                let _ = self.events.try_send(NetworkEvent::Disconnected(peer_id));
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Deliver(event)) => self.on_deliver_event(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Endpoint(event)) => self.on_endpoint_event(event),
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message { message, .. })) => {
                 let event = NetworkEvent::Gossip { topic: message.topic.into_string(), data: message.data };
                 if self.events.try_send(event).is_err() {
@@ -308,6 +339,35 @@ impl EventLoop {
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
                 tracing::debug!(%peer, %error, "inbound delivery failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn on_endpoint_event(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request { request, channel, .. } => {
+                    let (reply, answer) = oneshot::channel();
+                    match self.events.try_send(NetworkEvent::EndpointCall { peer, request, reply }) {
+                        Ok(()) => self.answers.push(Box::pin(async move { (channel, answer.await.ok()) })),
+                        // Busy: the stream closes unanswered and the caller sees a failure.
+                        Err(_) => tracing::warn!(%peer, "endpoint call dropped: busy"),
+                    }
+                }
+                request_response::Message::Response { request_id, response } => {
+                    if let Some((_, reply)) = self.pending_calls.remove(&request_id) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure { request_id, error, .. } => {
+                if let Some((peer, reply)) = self.pending_calls.remove(&request_id) {
+                    let _ = reply.send(Err(NetworkError::Unreachable { peer, reason: error.to_string() }));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "inbound endpoint call failed");
             }
             request_response::Event::ResponseSent { .. } => {}
         }
