@@ -230,6 +230,20 @@ async fn a_device_serves_the_node_within_both_layers_and_the_owner_undoes_there(
     laptop.until_registered().await?;
     laptop.db.verify_audit()?;
     ensure!(laptop.db.read()?.file_ops()?.len() == 2, "the device's journal holds the write and its undo");
+
+    // The node restarts: the device registers again by itself and serves the new node.
+    let mut ada = ada;
+    drop(node);
+    ada.stop().await;
+    ada.resume().await?;
+    let node = ada.node().clone();
+    eventually("the device to register with the restarted node", || async {
+        (node.files.remote().online().len() == 1).then_some(())
+    })
+    .await?;
+    let again = node.files.request_async(work, None, create(&report, b"after the restart")).await?;
+    ensure!(matches!(again, FileReply::Done { .. }), "{again:?}");
+    ensure!(fs::read(&report)? == b"after the restart");
     laptop.stop().await?;
     Ok(())
 }

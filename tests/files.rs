@@ -215,6 +215,11 @@ fn attack_cases(node: &Node) -> Vec<(&'static str, Attack)> {
         ("dotdot: climbing to the data dir", Unparseable(format!("{}/../parent/node/node.redb", p("rw").display()))),
         ("dotdot: a rename to a name that climbs", Malformed(rename(&p("rw/a.txt"), ".."))),
         ("dotdot: a rename to a path", Malformed(rename(&p("rw/a.txt"), "../outside/x"))),
+        // The endpoint's own temporary names: making one could block a later operation there.
+        ("reserved: create a temporary name", Malformed(write(&p("rw/.clawnet-9-0.new"), WriteMode::Create, b"x"))),
+        ("reserved: mkdir a temporary name", Malformed(mkdir(&p("rw/.clawnet-9-0.del")))),
+        ("reserved: rename to a temporary name", Malformed(rename(&p("rw/a.txt"), ".clawnet-9-0.new"))),
+        ("reserved: move to a temporary name", Malformed(mv(&p("rw/a.txt"), &p("rw/.clawnet-9-1.new")))),
         // Absolute paths outside every root.
         ("absolute: read outside the scope", denied(Work, read(&p("outside/secret.txt")), L1)),
         ("absolute: read outside the whitelist", denied(Wide, read(&p("outside/secret.txt")), L2)),
@@ -601,6 +606,35 @@ fn undo_refuses_when_the_file_changed_since_and_when_already_undone() {
     assert!(matches!(node.files.undo(op), Err(FileError::NotUndoable(_))), "a second undo ran");
     assert_eq!(before.differences(&Tree::of(&rw), Times::All), Vec::<String>::new());
     assert!(matches!(node.files.undo(9999), Err(FileError::NotUndoable(_))));
+}
+
+#[test]
+fn a_tree_delete_that_cannot_remove_everything_still_counts_as_done() {
+    let node = Node::start("node", &[("rw", RW)], |base| {
+        fs::create_dir_all(base.join("rw/tree/sub")).unwrap();
+        fs::write(base.join("rw/tree/sub/locked.txt"), b"immutable\n").unwrap();
+        fs::write(base.join("rw/tree/plain.txt"), b"plain\n").unwrap();
+    });
+    let work = node.identity("work", &[("rw", RW)]);
+    let rw = node.path("rw");
+    let locked = rw.join("tree/sub/locked.txt");
+    let chattr = |flag: &str, path: &Path| {
+        let status = Command::new("chattr").arg(flag).arg(path).status().expect("chattr (e2fsprogs) is installed");
+        assert!(status.success(), "chattr {flag}: an immutable file is how this test makes an unlink fail");
+    };
+    chattr("+i", &locked);
+    let before = Tree::of(&rw);
+    let op = node.change(work, None, delete(&rw.join("tree")));
+    // Done: the tree is out of sight; what could not be removed waits under the reserved name.
+    assert_eq!(node.record(op).state, FileOpState::Done);
+    assert!(!rw.join("tree").exists());
+    let aside = rw.join(format!(".clawnet-{op}-0.del"));
+    assert!(aside.join("sub/locked.txt").exists(), "the immutable file is not where the owner is told to look");
+    // The owner unlocks and removes it; undo brings the tree back exactly.
+    chattr("-i", &aside.join("sub/locked.txt"));
+    fs::remove_dir_all(&aside).unwrap();
+    node.files.undo(op).unwrap();
+    assert_eq!(before.differences(&Tree::of(&rw), Times::ExceptDirs(&[""])), Vec::<String>::new());
 }
 
 #[test]

@@ -40,7 +40,7 @@ use super::blobs::BlobStore;
 use super::entry::{self, Walk};
 use super::intent::Intent;
 use super::path::{FsPath, is_plain_name};
-use super::request::{FileDirective, FileReply, FileRequest, WriteMode};
+use super::request::{FileDirective, FileReply, FileRequest, RESERVED_PREFIX, WriteMode};
 use super::sandbox::{Denial, FolderConfig, Place, Whitelist, io, lstat};
 
 /// Largest file a write may create, and most bytes one read returns.
@@ -173,6 +173,11 @@ impl FileEndpoint {
 
     fn change(&self, directive: &FileDirective) -> Result<FileReply, FileError> {
         let _serial = self.changes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(name) = directive.request.reserved_name() {
+            return Err(FileError::Invalid(format!(
+                "{name}: names starting with {RESERVED_PREFIX} are reserved for the endpoint's temporary files"
+            )));
+        }
         let number = self.db.read()?.next_file_op()?;
         let accesses = directive.request.accesses();
         let changed = accesses.into_iter().filter(|(_, access)| access.can_write()).map(|(path, _)| path.clone());
@@ -515,7 +520,9 @@ fn apply(steps: &[Step]) -> Result<(), FileError> {
             Step::Move { from_dir, from, to_dir, to } => {
                 rename(from_dir, from, to_dir, to, RenameFlags::NOREPLACE)?;
                 rustix::fs::fsync(to_dir).map_err(io("syncing a directory"))?;
-                rustix::fs::fsync(from_dir).map_err(io("syncing a directory"))?;
+                if !same_dir(from_dir, to_dir) {
+                    rustix::fs::fsync(from_dir).map_err(io("syncing a directory"))?;
+                }
             }
             Step::Remove { dir, name, aside } => {
                 let is_dir = lstat(dir, name)?.is_some_and(|facts| facts.kind == FileType::Directory);
@@ -523,7 +530,12 @@ fn apply(steps: &[Step]) -> Result<(), FileError> {
                     // Out of sight in one atomic step; the removal of its content may take longer.
                     rename(dir, name, dir, aside, RenameFlags::NOREPLACE)?;
                     rustix::fs::fsync(dir).map_err(io("syncing a directory"))?;
-                    entry::remove_tree(dir, aside)?;
+                    // From here the delete has happened (the tree is out of sight and backed
+                    // up): content the system will not let go of (an immutable file) stays
+                    // under the reserved name, which no agent can touch, for the owner.
+                    if let Err(err) = entry::remove_tree(dir, aside) {
+                        tracing::warn!(%err, aside, "a deleted tree could not be removed completely; remove it by hand");
+                    }
                 } else {
                     rustix::fs::unlinkat(dir, name.as_str(), AtFlags::empty()).map_err(io("removing a file"))?;
                 }
@@ -532,6 +544,14 @@ fn apply(steps: &[Step]) -> Result<(), FileError> {
         }
     }
     Ok(())
+}
+
+/// Whether two handles are the same directory (a rename within it needs one sync).
+fn same_dir(a: &OwnedFd, b: &OwnedFd) -> bool {
+    match (rustix::fs::fstat(a), rustix::fs::fstat(b)) {
+        (Ok(a), Ok(b)) => a.st_dev == b.st_dev && a.st_ino == b.st_ino,
+        _ => false,
+    }
 }
 
 fn rename(from_dir: &OwnedFd, from: &str, to_dir: &OwnedFd, to: &str, flags: RenameFlags) -> Result<(), FileError> {

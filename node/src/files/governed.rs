@@ -67,11 +67,7 @@ impl GovernedFiles {
         request: FileRequest,
     ) -> Result<FileReply, FileError> {
         let files = self.clone();
-        let device = match self.remote.route(&request) {
-            Ok(device) => device,
-            Err(err) => return Err(err),
-        };
-        let Some(device) = device else {
+        let Some(device) = self.remote.route(&request)? else {
             return blocking(move || files.request(identity, session, request)).await;
         };
         let directive = blocking(move || files.authorize(identity, session, request)).await?;

@@ -132,6 +132,18 @@ impl FileRequest {
         }
     }
 
+    /// The first name it would create or change that is reserved for the endpoint's own
+    /// temporary files (`.clawnet-...`): an agent making one could block a later operation
+    /// there, or have it mistaken for litter after a crash.
+    pub fn reserved_name(&self) -> Option<&str> {
+        let mut names: Vec<&str> =
+            self.accesses().into_iter().filter(|(_, access)| access.can_write()).map(|(path, _)| path.name()).collect();
+        if let FileRequest::Rename { name, .. } = self {
+            names.push(name);
+        }
+        names.into_iter().find(|name| name.starts_with(RESERVED_PREFIX))
+    }
+
     /// Whether it changes the file system.
     pub fn is_mutation(&self) -> bool {
         self.accesses().iter().any(|(_, access)| access.can_write())
@@ -152,6 +164,9 @@ impl FileRequest {
         }
     }
 }
+
+/// How the endpoint's own temporary names begin; no request may create or change one.
+pub const RESERVED_PREFIX: &str = ".clawnet-";
 
 /// A request on its way to the endpoint, after layer 1 allowed it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
