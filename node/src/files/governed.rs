@@ -74,13 +74,14 @@ impl GovernedFiles {
         match self.remote.call(&device, &EndpointCall::Execute(directive.clone())).await {
             Ok(EndpointAnswer::Reply(reply)) => Ok(reply),
             Ok(other) => Err(unexpected(&device, &other)),
-            Err(err) => {
+            Err(err) if err.is_denial() => {
                 let remote = self.remote.clone();
                 let denied = err.clone();
                 blocking(move || remote.record_device_denial(&device, directive.actor, &directive.request, &denied))
                     .await?;
                 Err(err)
             }
+            Err(err) => Err(err),
         }
     }
 

@@ -7,7 +7,7 @@
 //! layer 2 is checked here, on the device, whatever the node asks.
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -121,7 +121,6 @@ fn check_certificate(dir: &Path, certificate: &Signed<DeviceCert>) -> Result<Dev
 /// An endpoint directory, opened: its whitelist, journal and backups.
 #[derive(Debug)]
 pub struct DeviceEndpoint {
-    dir: PathBuf,
     key: SigningSecret,
     certificate: Signed<DeviceCert>,
     owner: OwnerId,
@@ -171,16 +170,7 @@ impl DeviceEndpoint {
             protected: vec![dir.to_owned()],
         };
         let endpoint = Arc::new(FileEndpoint::open(&config, db.clone())?);
-        Ok(DeviceEndpoint {
-            dir: dir.to_owned(),
-            key,
-            certificate,
-            owner: cert.owner,
-            name: cert.device_name,
-            settings,
-            db,
-            endpoint,
-        })
+        Ok(DeviceEndpoint { key, certificate, owner: cert.owner, name: cert.device_name, settings, db, endpoint })
     }
 
     /// The device's name, from its certificate.
@@ -196,11 +186,6 @@ impl DeviceEndpoint {
     /// The device's database: its journal and its own audit chain.
     pub fn db(&self) -> &NodeDb {
         &self.db
-    }
-
-    /// The endpoint directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// Serves the node at `node` until `shutdown`: registers, heartbeats, and answers the
