@@ -281,10 +281,12 @@ pub fn undo(home: &NodeHome, files: &GovernedFiles, op: u64, request: &UndoReque
         None => files.undo(op)?,
         Some(device) => files.device_undo(device, op)?,
     };
-    let record = journal(home, Some(files), device)?
-        .into_iter()
-        .find(|record| record.number == undo)
-        .ok_or_else(|| invalid(format!("operation {undo} vanished from the journal")))?;
+    let record = match device {
+        None => home.db().read()?.file_op(undo)?,
+        // A device's journal is read as a whole: the call has no single-entry form.
+        Some(_) => journal(home, Some(files), device)?.into_iter().find(|record| record.number == undo),
+    };
+    let record = record.ok_or_else(|| invalid(format!("operation {undo} vanished from the journal")))?;
     Ok(FileOpView::of(&record, &home.identities()?))
 }
 

@@ -99,20 +99,20 @@ pub fn device_key(dir: &Path) -> Result<SigningSecret, NodeError> {
 /// Keeps the owner's certificate `code` in `dir` after checking it names this device's key.
 pub fn install_certificate(dir: &Path, code: &str) -> Result<DeviceCert, NodeError> {
     let certificate = CertificateCode::from_text(code).map_err(NodeError::Config)?.certificate;
-    let cert = check_certificate(dir, &certificate)?;
+    let cert = check_certificate(&device_key(dir)?.public_key(), &certificate)?;
     write_private(&dir.join(CERTIFICATE_FILE), code.trim())?;
     Ok(cert)
 }
 
-fn check_certificate(dir: &Path, certificate: &Signed<DeviceCert>) -> Result<DeviceCert, NodeError> {
-    let key = device_key(dir)?.public_key();
+/// The certificate, if the owner who signed it certified `key` with it and it is still valid.
+fn check_certificate(key: &SigningPublicKey, certificate: &Signed<DeviceCert>) -> Result<DeviceCert, NodeError> {
     let owner = certificate
         .verify()
         .map_err(|err| NodeError::Config(format!("the device certificate does not verify: {err}")))?
         .owner;
     let cert = DeviceCert::verify_for(certificate, &owner, Timestamp::now())
         .map_err(|err| NodeError::Config(format!("the device certificate is not valid: {err}")))?;
-    if cert.device_key != key {
+    if cert.device_key != *key {
         return Err(NodeError::Config("that certificate is for another device key".into()));
     }
     Ok((*cert).clone())
@@ -145,7 +145,7 @@ impl DeviceEndpoint {
             ))
         })?;
         let certificate = CertificateCode::from_text(&code).map_err(NodeError::Config)?.certificate;
-        let cert = check_certificate(dir, &certificate)?;
+        let cert = check_certificate(&key.public_key(), &certificate)?;
         let path = database_path(dir);
         let db = if path.exists() {
             let mut db = NodeDb::open(&path)?;
