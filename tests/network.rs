@@ -1,17 +1,24 @@
 //! The peer-to-peer network end to end, with real nodes and relays on loopback: contacts by
 //! invite (directly and through a relay only), encrypted tag gossip that only authorized
-//! contacts can read, removal, reliable delivery across a restart, and refused attacks.
+//! contacts can read, removal, reliable delivery across a restart and through a relay's mailbox,
+//! and refused attacks.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use clawnet_crypto::{Signed, Timestamp};
+use anyhow::Context;
+use clawnet_crypto::{AgreementPublicKey, OwnerId, SealedEnvelope, Signed, SigningPublicKey, Timestamp, encoding};
+use clawnet_node::delivery::Collected;
 use clawnet_node::network::{Network, device_key_of};
 use clawnet_protocol::Nonce;
 use clawnet_protocol::contact::{ContactRequest, InviteCode, InviteToken};
+use clawnet_protocol::mailbox::letter::{Letter, SignedLetter, seal_letter};
+use clawnet_protocol::mailbox::{MailboxRequest, MailboxResponse, seal_context};
 use clawnet_protocol::tags::{FeedId, SealedTags, TagAnnouncement};
 use clawnet_protocol::testkit::TestOwner;
 use clawnet_protocol::wire::{DeliveryBatch, DeliveryReply, MessageOutcome, WireMessage};
 use clawnet_tests::cluster::{TestNode, TestRelay, befriend, behind_relay, direct, eventually};
+use libp2p::multiaddr::Protocol;
 use tokio_util::sync::CancellationToken;
 
 type Result = anyhow::Result<()>;
@@ -196,6 +203,127 @@ async fn a_delivery_to_a_stopped_node_arrives_exactly_once_after_it_restarts() -
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_letter_left_at_the_relay_reaches_a_node_that_returns_while_its_sender_is_away() -> Result {
+    let relay = TestRelay::start().await?;
+    let mut alice = TestNode::start("alice", behind_relay(&relay.address)).await?;
+    let mut bob = TestNode::start("bob", behind_relay(&relay.address)).await?;
+    let code = alice.node().invite(Duration::from_secs(3600)).await?.code;
+    bob.node().add_contact(&code).await?;
+    let request = eventually("the request", || async { alice.contact(&bob).filter(|c| c.is_request()) }).await?;
+
+    let alice_id = alice.node().home.owner().fingerprint().to_string();
+
+    // Bob goes away; alice accepts, cannot reach him, and leaves the accept at the relay.
+    bob.stop().await;
+    alice.node().accept_contact(&request.id).await?;
+    // Everything alice has for bob (the accept, her tags) is left once.
+    let left = || alice.node().outbox.mailboxes().stats().left.load(Ordering::Relaxed) as usize;
+    let pending = || alice.node().home.db().read().ok()?.outbound().ok().map(|queued| queued.len());
+    let letters = eventually("alice to leave her messages for bob", || async {
+        pending().filter(|queued| *queued > 0 && *queued == left())
+    })
+    .await?;
+    alice.stop().await;
+
+    // Bob comes back while alice is away: he collects the accept from the relay.
+    bob.resume().await?;
+    eventually("bob to see alice as connected", || async {
+        bob.node().contacts().ok()?.into_iter().find(|c| c.id == alice_id && c.state == "connected")
+    })
+    .await?;
+    let collected = || bob.node().outbox.mailboxes().stats().collected.load(Ordering::Relaxed);
+    eventually("bob to collect every letter", || async { Some(()).filter(|()| collected() as usize == letters) })
+        .await?;
+    assert_eq!(audited(&bob, "contact.accepted"), 1);
+
+    // Alice comes back: her retry of the accept is recognised, not applied again, and her
+    // outbox drains.
+    alice.resume().await?;
+    eventually("alice's outbox to drain", || async {
+        alice.node().home.db().read().ok()?.outbound().ok().filter(Vec::is_empty)
+    })
+    .await?;
+    assert_eq!(audited(&bob, "contact.accepted"), 1, "the accept was applied twice");
+    assert!(security_events(&bob, "").is_empty(), "{:?}", security_events(&bob, ""));
+    relay.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_misaddressed_and_stranger_letters_are_refused_as_security_events() -> Result {
+    let relay = TestRelay::start().await?;
+    let mut bob = TestNode::start("bob", behind_relay(&relay.address)).await?;
+    let bob_device = bob.node().home.db().info().device_key;
+    let bob_owner_key = bob.node().home.keys().owner.agreement.public_key();
+    let bob_owner = bob.node().home.owner();
+    let carol = TestOwner::new(11, &[]);
+    bob.stop().await;
+
+    // An intruder fills bob's box while he is away.
+    let intruder = Intruder::start(7).await?;
+    let relay_peer = relay.address.iter().find_map(|p| match p {
+        Protocol::P2p(peer) => Some(peer),
+        _ => None,
+    });
+    let relay_peer = relay_peer.context("the relay address names its peer")?;
+    let deliveries = [
+        // Sealed to the intruder's own key: bob cannot open it.
+        seal_letter(&intruder.owner.device, bob_device, &intruder.owner.keys.agreement.public_key(), vec![1])?,
+        // Signed correctly, but written to carol's node and re-sealed to bob.
+        misaddressed(&intruder, carol.device.public_key(), bob_device, bob_owner_key)?,
+        // Opens, but holds no signed letter.
+        SealedEnvelope::seal(b"garbage", &[bob_owner_key], &seal_context(&bob_device))?,
+        // A real letter from a stranger: the contact request it carries has a forged token, and
+        // governance refuses it as it would a direct delivery.
+        seal_letter(
+            &intruder.owner.device,
+            bob_device,
+            &bob_owner_key,
+            intruder.request_for(bob_owner, InviteToken::random()).encode(),
+        )?,
+    ];
+    for item in deliveries {
+        let request = MailboxRequest::Deposit { recipient: bob_device, item, ttl_secs: 3600 };
+        let answer = intruder.network.ask_mailbox(relay_peer, vec![relay.address.clone()], request).await?;
+        assert!(matches!(answer, MailboxResponse::Deposited { .. }), "{answer:?}");
+    }
+
+    // Bob comes back and collects: every item is refused and deleted from his box.
+    bob.resume().await?;
+    let refused = || bob.node().outbox.mailboxes().stats().refused.load(Ordering::Relaxed);
+    eventually("bob to refuse the four items", || async { Some(()).filter(|()| refused() == 4) }).await?;
+    let events = security_events(&bob, "mailbox");
+    assert_eq!(events.len(), 3, "{events:?}");
+    assert!(events.iter().any(|e| e.contains("does not open")), "{events:?}");
+    assert!(events.iter().any(|e| e.contains("addressed to another node")), "{events:?}");
+    assert!(events.iter().any(|e| e.contains("malformed")), "{events:?}");
+    let forged_token = security_events(&bob, "contact");
+    assert!(forged_token.iter().any(|e| e.contains("unknown invite token")), "{forged_token:?}");
+    assert!(bob.node().contacts()?.is_empty(), "a letter created a contact");
+
+    // They were deleted: one more item is the only one the next collection finds.
+    let item = SealedEnvelope::seal(b"more garbage", &[bob_owner_key], &seal_context(&bob_device))?;
+    let request = MailboxRequest::Deposit { recipient: bob_device, item, ttl_secs: 3600 };
+    intruder.network.ask_mailbox(relay_peer, vec![relay.address.clone()], request).await?;
+    assert_eq!(bob.collect_mail().await, Collected { recorded: 0, refused: 1, kept: 0 });
+    assert_eq!(security_events(&bob, "mailbox").len(), 4);
+    intruder.shutdown.cancel();
+    relay.stop().await;
+    Ok(())
+}
+
+/// A letter the intruder signed correctly for node `to`, sealed into the box of `box_of`.
+fn misaddressed(
+    intruder: &Intruder,
+    to: SigningPublicKey,
+    box_of: SigningPublicKey,
+    owner_key: AgreementPublicKey,
+) -> anyhow::Result<SealedEnvelope> {
+    let letter = SignedLetter(Signed::sign(&Letter { to, message: vec![1] }, &intruder.owner.device));
+    Ok(SealedEnvelope::seal(&encoding::encode(&letter), &[owner_key], &seal_context(&box_of))?)
+}
+
 /// A node that is nobody's contact, sending crafted deliveries.
 struct Intruder {
     owner: TestOwner,
@@ -217,9 +345,13 @@ impl Intruder {
     }
 
     fn request(&self, to: &TestNode, token: InviteToken) -> WireMessage {
+        self.request_for(to.node().home.owner(), token)
+    }
+
+    fn request_for(&self, to: OwnerId, token: InviteToken) -> WireMessage {
         let request = ContactRequest {
             from: self.owner.id(),
-            to: to.node().home.owner(),
+            to,
             display_name: "intruder".into(),
             contact_key: self.owner.keys.agreement.public_key(),
             device: self.owner.device_cert(),

@@ -37,11 +37,13 @@ pub enum Domain {
     DeliveryAck,
     /// A node appends an entry to its audit chain.
     AuditEntry,
+    /// A node leaves a delivery at a relay's mailbox for an offline node.
+    MailboxLetter,
 }
 
 impl Domain {
     /// Every domain, for exhaustive checks.
-    pub const ALL: [Domain; 14] = [
+    pub const ALL: [Domain; 15] = [
         Domain::DeviceCert,
         Domain::IdentityCert,
         Domain::Revocation,
@@ -56,6 +58,7 @@ impl Domain {
         Domain::Close,
         Domain::DeliveryAck,
         Domain::AuditEntry,
+        Domain::MailboxLetter,
     ];
 
     /// The context string mixed into every signature of this kind.
@@ -75,6 +78,7 @@ impl Domain {
             Domain::Close => "clawnet/v1/close",
             Domain::DeliveryAck => "clawnet/v1/delivery-ack",
             Domain::AuditEntry => "clawnet/v1/audit-entry",
+            Domain::MailboxLetter => "clawnet/v1/mailbox-letter",
         }
     }
 

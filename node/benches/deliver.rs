@@ -164,7 +164,7 @@ async fn deliveries(dir: &std::path::Path) -> anyhow::Result<(f64, f64, f64)> {
             }
         }
     });
-    let outbox = Outbox::new(sender.home.db().clone(), sender.network.clone());
+    let outbox = Outbox::new(sender.home.clone(), sender.network.clone());
     tokio::spawn(outbox.clone().run(shutdown.child_token()));
     let mut settled = outbox.settled();
     let mut acknowledged = outbox.acknowledged();

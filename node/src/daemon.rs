@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::agents::brain::AnyBrain;
 use crate::api::{ApiServer, api_file};
 use crate::config::NodeConfig;
-use crate::delivery::Inbox;
+use crate::delivery::{COLLECT_EVERY, Collected, Inbox};
 use crate::error::NodeError;
 use crate::governance::Governance;
 use crate::home::UnlockedHome;
@@ -27,6 +27,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub struct Daemon {
     node: Arc<Node>,
+    inbox: Arc<Inbox<Governance>>,
     api: ApiServer,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
@@ -59,7 +60,7 @@ impl Daemon {
             let _ = network_task.await;
         });
         tasks.spawn(node.outbox.clone().run(shutdown.child_token()));
-        tasks.spawn(pump(node.clone(), inbox, events, shutdown.child_token()));
+        tasks.spawn(pump(node.clone(), inbox.clone(), events, shutdown.child_token()));
         node.follow_all_feeds().await?;
         node.greet_contacts().await;
         // Sessions that were waiting for this node when it stopped: decisions a policy now
@@ -70,12 +71,18 @@ impl Daemon {
         if let Err(err) = node.publish_tags(false).await {
             tracing::warn!(%err, "cannot announce tags at start");
         }
-        Ok(Daemon { node, api, shutdown, tasks })
+        Ok(Daemon { node, inbox, api, shutdown, tasks })
     }
 
     /// The running node.
     pub fn node(&self) -> &Arc<Node> {
         &self.node
+    }
+
+    /// Reads this node's mailbox at every bootstrap relay it is connected to now, instead of
+    /// at the next connection or the next periodic collection.
+    pub async fn collect_mail(&self) -> Collected {
+        self.node.outbox.mailboxes().collect_all(&self.inbox).await
     }
 
     /// Where the local API listens.
@@ -100,7 +107,8 @@ impl Daemon {
 }
 
 /// Turns network events into work: deliveries to the inbox, gossip to the feed, new
-/// connections to the outbox, the owner's devices to the file endpoints' registry.
+/// connections to the outbox (and, for a bootstrap relay, to reading our mailbox there), the
+/// owner's devices to the file endpoints' registry. Also reads the mailboxes now and then.
 async fn pump(
     node: Arc<Node>,
     inbox: Arc<Inbox<Governance>>,
@@ -108,9 +116,18 @@ async fn pump(
     shutdown: CancellationToken,
 ) {
     let mut work = JoinSet::new();
+    let mut collect = tokio::time::interval_at(tokio::time::Instant::now() + COLLECT_EVERY, COLLECT_EVERY);
+    collect.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let event = tokio::select! {
             () = shutdown.cancelled() => break,
+            _ = collect.tick() => {
+                let (mailboxes, inbox) = (node.outbox.mailboxes().clone(), inbox.clone());
+                work.spawn(async move {
+                    mailboxes.collect_all(&inbox).await;
+                });
+                continue;
+            }
             event = events.recv() => match event {
                 Some(event) => event,
                 None => break,
@@ -129,7 +146,17 @@ async fn pump(
                 let node = node.clone();
                 work.spawn(async move { node.on_gossip(&topic, &data).await });
             }
-            NetworkEvent::Connected(peer) => node.outbox.peer_connected(&peer),
+            NetworkEvent::Connected(peer) => {
+                node.outbox.peer_connected(&peer);
+                if node.network.relays().contains(&peer) {
+                    let (mailboxes, inbox) = (node.outbox.mailboxes().clone(), inbox.clone());
+                    work.spawn(async move {
+                        if let Err(err) = mailboxes.collect(peer, &inbox).await {
+                            tracing::debug!(%peer, %err, "cannot read the mailbox");
+                        }
+                    });
+                }
+            }
             NetworkEvent::Disconnected(peer) => node.files.remote().disconnected(&peer),
             NetworkEvent::EndpointCall { peer, request, reply } => {
                 let remote = node.files.remote().clone();

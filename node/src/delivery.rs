@@ -6,6 +6,7 @@
 //! nothing.
 
 mod inbox;
+mod mailbox;
 mod outbox;
 
 use clawnet_crypto::{Hash32, HashDomain, SigningPublicKey, Timestamp};
@@ -15,6 +16,7 @@ use clawnet_storage::deliveries::OutboundRecord;
 use clawnet_storage::{StoreError, Txn};
 
 pub use inbox::{Accepted, Handler, Hold, Inbox, Refusal};
+pub use mailbox::{COLLECT_EVERY, Collected, MailboxStats, Mailboxes};
 pub use outbox::{Outbox, OutboxStats};
 
 /// Queues `message` for the node with `recipient` device key, inside a change's transaction.

@@ -1,5 +1,6 @@
 //! What inbound messages may do to this node. Every message is checked against who sent it (the
-//! Noise-authenticated peer must be the node the message's signer certified), the contact state
+//! Noise-authenticated peer, or the signer of a letter from a relay's mailbox, must be the node
+//! the message's signer certified), the contact state
 //! machine, invites and the replay cache; a refusal that indicates an attack is recorded as a
 //! security event. Session messages are handled in `sessions/inbound.rs`.
 

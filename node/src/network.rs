@@ -4,17 +4,22 @@
 //!
 //! Protocols: TCP and QUIC with Noise and Yamux; identify, ping, Kademlia on the private
 //! `/clawnet/kad/1.0.0`, anonymous gossipsub for sealed tag feeds, `/clawnet/deliver/1` for
-//! acknowledged deliveries, `/clawnet/endpoint/1` to the owner's remote file endpoints, relay client, DCUtR and AutoNAT v2 for reachability behind NAT.
+//! acknowledged deliveries, `/clawnet/endpoint/1` to the owner's remote file endpoints, the
+//! client side of `/clawnet/mailbox/1` (relays' mailboxes for offline nodes), relay client,
+//! DCUtR and AutoNAT v2 for reachability behind NAT.
 
 mod behaviour;
 mod codec;
 mod endpoint_codec;
 mod event_loop;
+mod mailbox_codec;
 
 use std::time::Duration;
 
 use clawnet_crypto::SigningSecret;
+use clawnet_protocol::mailbox::{MailboxRequest, MailboxResponse};
 use clawnet_protocol::wire::{DeliveryBatch, DeliveryReply};
+use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId, identity, noise, tcp, yamux};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -23,6 +28,7 @@ pub use behaviour::{IDENTIFY_PROTOCOL_VERSION, KAD_PROTOCOL};
 pub use codec::DELIVER_PROTOCOL;
 pub use endpoint_codec::{ENDPOINT_PROTOCOL, MAX_ENDPOINT_FRAME};
 use event_loop::{Command, EventLoop};
+pub use mailbox_codec::MAILBOX_PROTOCOL;
 
 use crate::config::NetworkSettings;
 
@@ -95,6 +101,8 @@ pub enum NetworkEvent {
 pub struct Network {
     commands: mpsc::Sender<Command>,
     local_peer: PeerId,
+    /// The configured bootstrap relays, by peer id.
+    relays: std::sync::Arc<[PeerId]>,
 }
 
 impl Network {
@@ -131,7 +139,17 @@ impl Network {
         let mut event_loop = EventLoop::new(swarm, command_rx, events, shutdown);
         event_loop.start(settings)?;
         let task = tokio::spawn(event_loop.run());
-        Ok((Network { commands, local_peer }, event_rx, task))
+        // The event loop checked that every bootstrap address parses and names its relay.
+        let relays = settings
+            .bootstrap
+            .iter()
+            .filter_map(|address| address.parse::<Multiaddr>().ok())
+            .filter_map(|address| match address.iter().last() {
+                Some(Protocol::P2p(relay)) => Some(relay),
+                _ => None,
+            })
+            .collect();
+        Ok((Network { commands, local_peer, relays }, event_rx, task))
     }
 
     /// This node's peer id.
@@ -161,6 +179,24 @@ impl Network {
     ) -> Result<Vec<u8>, NetworkError> {
         let (reply, answer) = oneshot::channel();
         self.send(Command::CallEndpoint { peer, addresses, request, reply }).await?;
+        answer.await.map_err(|_| NetworkError::Stopped)?
+    }
+
+    /// The configured bootstrap relays (whose mailboxes this node reads).
+    pub fn relays(&self) -> &[PeerId] {
+        &self.relays
+    }
+
+    /// Asks the mailbox of `relay` (dialing `addresses` if not connected) and waits for the
+    /// answer.
+    pub async fn ask_mailbox(
+        &self,
+        relay: PeerId,
+        addresses: Vec<Multiaddr>,
+        request: MailboxRequest,
+    ) -> Result<MailboxResponse, NetworkError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::AskMailbox { relay, addresses, request, reply }).await?;
         answer.await.map_err(|_| NetworkError::Stopped)?
     }
 

@@ -60,7 +60,7 @@ impl Node {
         brain: Arc<AnyBrain>,
         config: &NodeConfig,
     ) -> Result<Arc<Node>, NodeError> {
-        let outbox = Outbox::new(home.db().clone(), network.clone());
+        let outbox = Outbox::new(home.clone(), network.clone());
         let sessions = SessionBook::load(home.db())?;
         let files =
             GovernedFiles::open(&files::endpoint_config(home.home().dir(), &config.files.folder), home.db().clone())?;

@@ -24,6 +24,8 @@
 //! a smaller item limit than [`MAX_ITEM_LEN`]: a deposit over it is answered
 //! [`MailboxResponse::TooLarge`] without the relay buffering the item.
 
+pub mod letter;
+
 use std::fmt;
 
 use clawnet_crypto::rng::random_bytes;

@@ -15,6 +15,8 @@ use clawnet_crypto::{
 };
 use clawnet_protocol::audit::{Actor, AuditDraft, Outcome, SealedEntry, link_hash, split_record};
 use clawnet_protocol::contact::{ContactAccept, ContactRemoval, ContactRequest, InviteToken, request_hash};
+use clawnet_protocol::mailbox::letter::{Letter, open_letter, seal_letter_with};
+use clawnet_protocol::mailbox::seal_context;
 use clawnet_protocol::session::{CloseReason, EndMarker, turn_hash};
 use clawnet_protocol::tags::{FeedId, IdentityTag, SealedTags, TagAnnouncement};
 use clawnet_protocol::testkit::{T0, TestOwner, rng};
@@ -174,6 +176,36 @@ fn tag_announcement_signed_and_sealed() {
         hex::decode(stored["recipient_secret_key"].as_str().unwrap()).unwrap().try_into().unwrap(),
     );
     assert_eq!(decoded.open(&secret, &alice.id()).unwrap().into_value(), announcement);
+}
+
+#[test]
+fn mailbox_letter_signed_and_sealed() {
+    let (alice, bob) = owners();
+    let bob_device = bob.device.public_key();
+    let proposal = bob.sign_proposal("sales", &bob.propose("sales", &alice, "procurement", 4));
+    let message = WireMessage::Rejection(alice.reject(&proposal, "not this quarter")).encode();
+    let letter = Letter { to: bob_device, message: message.clone() };
+    check_signed("mailbox_letter", &Signed::sign(&letter, &alice.device));
+
+    let item =
+        seal_letter_with(&mut rng(13), &alice.device, bob_device, &bob.keys.agreement.public_key(), message.clone())
+            .unwrap();
+    let stored = check_vector(
+        "mailbox_item",
+        &json!({
+            "format": "mailbox item (a signed letter, sealed)",
+            "recipient_device_key": hex::encode(bob_device.as_bytes()),
+            "recipient_secret_key": hex::encode(*bob.keys.agreement.to_bytes()),
+            "context": hex::encode(seal_context(&bob_device)),
+            "sealed": hex::encode(item.as_bytes()),
+        }),
+    );
+    let envelope = SealedEnvelope::from_bytes(hex::decode(stored["sealed"].as_str().unwrap()).unwrap()).unwrap();
+    let secret = AgreementSecret::from_bytes(
+        hex::decode(stored["recipient_secret_key"].as_str().unwrap()).unwrap().try_into().unwrap(),
+    );
+    let opened = open_letter(&envelope, &secret, &bob_device).unwrap();
+    assert_eq!((opened.from, opened.message), (alice.device.public_key(), message));
 }
 
 #[test]

@@ -12,6 +12,7 @@ use clawnet_bootstrap::{BootstrapRelay, Cli as RelayCli};
 use clawnet_node::agents::brain::AnyBrain;
 use clawnet_node::config::{NetworkSettings, NodeConfig};
 use clawnet_node::daemon::Daemon;
+use clawnet_node::delivery::Collected;
 use clawnet_node::home::{KeyProtection, NodeHome};
 use clawnet_node::node::Node;
 use clawnet_node::views::ContactView;
@@ -110,6 +111,11 @@ impl TestNode {
     /// The running node.
     pub fn node(&self) -> &Arc<Node> {
         self.daemon.as_ref().map(Daemon::node).expect("the test node is running")
+    }
+
+    /// Reads its mailbox at the relays it is connected to, now.
+    pub async fn collect_mail(&self) -> Collected {
+        self.daemon.as_ref().expect("the test node is running").collect_mail().await
     }
 
     /// Its data directory.

@@ -18,6 +18,8 @@ use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::mailbox::Mailboxes;
+use crate::home::UnlockedHome;
 use crate::network::{Network, peer_id_of};
 
 /// Messages in flight at once, at most.
@@ -53,6 +55,8 @@ pub struct Outbox {
 struct Inner {
     db: NodeDb,
     network: Network,
+    /// Where messages go for a node that cannot be reached now.
+    mailboxes: Arc<Mailboxes>,
     wake: Notify,
     in_flight: Mutex<HashSet<MessageId>>,
     /// Peers whose messages should be retried now (they just connected).
@@ -65,11 +69,12 @@ struct Inner {
 }
 
 impl Outbox {
-    /// A worker sending through `network` from `db`'s outbox.
-    pub fn new(db: NodeDb, network: Network) -> Outbox {
+    /// A worker sending through `network` from the outbox of `home`.
+    pub fn new(home: Arc<UnlockedHome>, network: Network) -> Outbox {
         Outbox {
             inner: Arc::new(Inner {
-                db,
+                db: home.db().clone(),
+                mailboxes: Arc::new(Mailboxes::new(home, network.clone())),
                 network,
                 wake: Notify::new(),
                 in_flight: Mutex::new(HashSet::new()),
@@ -92,6 +97,12 @@ impl Outbox {
             lock(&self.inner.retry_now).insert(device);
             self.wake();
         }
+    }
+
+    /// Relays' mailboxes: where letters for unreachable nodes are left, and from where this
+    /// node collects its own.
+    pub fn mailboxes(&self) -> &Arc<Mailboxes> {
+        &self.inner.mailboxes
     }
 
     /// The worker's counters.
@@ -210,6 +221,10 @@ impl Outbox {
             },
             Err(err) => {
                 tracing::debug!(%peer, %err, "delivery attempt failed");
+                // Unreachable: leave the messages where the node collects when it is back.
+                let mailboxes = self.inner.mailboxes.clone();
+                let letters = messages.iter().map(|(id, _, bytes)| (*id, bytes.clone())).collect();
+                tokio::spawn(async move { mailboxes.leave(recipient, letters).await });
                 vec![Settle::Retry; messages.len()]
             }
         };
@@ -265,6 +280,7 @@ impl Outbox {
         stats.refused.fetch_add((removed.len() - acknowledged.len()) as u64, Ordering::Relaxed);
         stats.retried.fetch_add(retried.len() as u64, Ordering::Relaxed);
         let settled = removed.len() as u64;
+        self.inner.mailboxes.forget(&removed);
         let mut change = Change::new(move |txn| {
             for id in &removed {
                 txn.acknowledge_outbound(id)?;

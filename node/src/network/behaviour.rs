@@ -11,6 +11,7 @@ use libp2p::{
 
 use super::codec::{DELIVER_PROTOCOL, DeliverCodec};
 use super::endpoint_codec::{ENDPOINT_PROTOCOL, EndpointCodec};
+use super::mailbox_codec::{MAILBOX_PROTOCOL, MailboxCodec};
 use crate::config::NetworkSettings;
 
 /// Kademlia protocol of the ClawNet DHT; never the public IPFS one.
@@ -32,6 +33,7 @@ pub(crate) struct Behaviour {
     pub(crate) gossipsub: gossipsub::Behaviour,
     pub(crate) deliver: request_response::Behaviour<DeliverCodec>,
     pub(crate) endpoint: request_response::Behaviour<EndpointCodec>,
+    pub(crate) mailbox: request_response::Behaviour<MailboxCodec>,
     pub(crate) dcutr: dcutr::Behaviour,
     pub(crate) autonat: autonat::v2::client::Behaviour,
 }
@@ -86,6 +88,12 @@ impl Behaviour {
             request_response::Config::default().with_request_timeout(Duration::from_secs(120)),
         );
 
+        // Outbound only: a node asks relays' mailboxes and serves none.
+        let mailbox = request_response::Behaviour::new(
+            [(MAILBOX_PROTOCOL, request_response::ProtocolSupport::Outbound)],
+            request_response::Config::default().with_request_timeout(Duration::from_secs(30)),
+        );
+
         Ok(Behaviour {
             limits,
             relay_client,
@@ -95,6 +103,7 @@ impl Behaviour {
             gossipsub,
             deliver,
             endpoint,
+            mailbox,
             dcutr: dcutr::Behaviour::new(peer_id),
             autonat: autonat::v2::client::Behaviour::default(),
         })

@@ -5,6 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 
+use clawnet_protocol::mailbox::{MailboxRequest, MailboxResponse};
 use clawnet_protocol::wire::{DeliveryBatch, DeliveryReply};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -34,6 +35,12 @@ pub(super) enum Command {
         addresses: Vec<Multiaddr>,
         request: Vec<u8>,
         reply: CallReply,
+    },
+    AskMailbox {
+        relay: PeerId,
+        addresses: Vec<Multiaddr>,
+        request: MailboxRequest,
+        reply: oneshot::Sender<Result<MailboxResponse, NetworkError>>,
     },
     Publish {
         topic: String,
@@ -79,6 +86,8 @@ pub(super) struct EventLoop {
     pending_calls: HashMap<OutboundRequestId, (PeerId, CallReply)>,
     /// Inbound endpoint calls whose answer is being worked out.
     answers: FuturesUnordered<AnswerFuture>,
+    /// Requests to relays' mailboxes waiting for their response.
+    pending_mailbox: HashMap<OutboundRequestId, (PeerId, oneshot::Sender<Result<MailboxResponse, NetworkError>>)>,
     /// Addresses we listen on, relay circuits included.
     listen_addresses: Vec<Multiaddr>,
     /// Peers we asked the DHT about for a pending delivery.
@@ -105,6 +114,7 @@ impl EventLoop {
             replies: FuturesUnordered::new(),
             pending_calls: HashMap::new(),
             answers: FuturesUnordered::new(),
+            pending_mailbox: HashMap::new(),
             listen_addresses: Vec::new(),
             looked_up: HashSet::new(),
             circuits: Vec::new(),
@@ -203,6 +213,13 @@ impl EventLoop {
                 let request_id = self.swarm.behaviour_mut().endpoint.send_request(&peer, request);
                 self.pending_calls.insert(request_id, (peer, reply));
             }
+            Command::AskMailbox { relay, addresses, request, reply } => {
+                for address in addresses {
+                    self.swarm.add_peer_address(relay, address);
+                }
+                let request_id = self.swarm.behaviour_mut().mailbox.send_request(&relay, request);
+                self.pending_mailbox.insert(request_id, (relay, reply));
+            }
             Command::Publish { topic, data, reply } => {
                 let topic = gossipsub::IdentTopic::new(topic);
                 let result = match self.swarm.behaviour_mut().gossipsub.publish(topic, data) {
@@ -278,6 +295,7 @@ impl EventLoop {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Deliver(event)) => self.on_deliver_event(event),
             SwarmEvent::Behaviour(BehaviourEvent::Endpoint(event)) => self.on_endpoint_event(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Mailbox(event)) => self.on_mailbox_event(event),
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message { message, .. })) => {
                 let event = NetworkEvent::Gossip { topic: message.topic.into_string(), data: message.data };
                 if self.events.try_send(event).is_err() {
@@ -370,6 +388,26 @@ impl EventLoop {
                 tracing::debug!(%peer, %error, "inbound endpoint call failed");
             }
             request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn on_mailbox_event(&mut self, event: request_response::Event<MailboxRequest, MailboxResponse>) {
+        match event {
+            request_response::Event::Message {
+                message: request_response::Message::Response { request_id, response },
+                ..
+            } => {
+                if let Some((_, reply)) = self.pending_mailbox.remove(&request_id) {
+                    let _ = reply.send(Ok(response));
+                }
+            }
+            request_response::Event::OutboundFailure { request_id, error, .. } => {
+                if let Some((peer, reply)) = self.pending_mailbox.remove(&request_id) {
+                    let _ = reply.send(Err(NetworkError::Unreachable { peer, reason: error.to_string() }));
+                }
+            }
+            // Inbound mailbox requests are not offered, so none arrive.
+            _ => {}
         }
     }
 }
