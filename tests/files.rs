@@ -517,6 +517,9 @@ fn populate(dir: &Path) {
     put_file(&dir.join("tree/inner.txt"), b"inner\n", 0o640, OLD + 4);
     put_file(&dir.join("tree/ro.txt"), b"read only\n", 0o444, OLD + 5);
     put_file(&dir.join("tree/nested/deep.bin"), &(0..=255u8).collect::<Vec<_>>(), 0o604, OLD + 6);
+    // Large enough that its backup is saved while the new content is staged.
+    let large: Vec<u8> = (0..300 * 1024u32).map(|i| (i % 251) as u8).collect();
+    put_file(&dir.join("large.bin"), &large, 0o640, OLD + 10);
     symlink("inner.txt", dir.join("tree/link")).unwrap();
     symlink("/nonexistent/target", dir.join("tree/dangling")).unwrap();
     fs::set_permissions(dir.join("tree/nested"), fs::Permissions::from_mode(0o700)).unwrap();
@@ -532,10 +535,12 @@ fn undo_of_every_primitive_restores_the_tree_exactly() {
     let work = node.identity("work", &[("rw", RW)]);
     // (name, the request in case directory C, directories whose entries it changes)
     type Primitive = (&'static str, fn(&Path) -> FileRequest, &'static [&'static str]);
-    let primitives: [Primitive; 12] = [
+    let primitives: [Primitive; 14] = [
         ("create", |c| write(&c.join("new.txt"), WriteMode::Create, b"new\n"), &[""]),
         ("overwrite", |c| write(&c.join("a.txt"), WriteMode::Overwrite, b"replaced\n"), &[""]),
         ("append", |c| write(&c.join("tool.sh"), WriteMode::Append, b"echo more\n"), &[""]),
+        ("overwrite a large file", |c| write(&c.join("large.bin"), WriteMode::Overwrite, &[7; 4096]), &[""]),
+        ("append to a large file", |c| write(&c.join("large.bin"), WriteMode::Append, b"tail\n"), &[""]),
         ("mkdir", |c| mkdir(&c.join("newdir")), &[""]),
         ("move a file", |c| mv(&c.join("a.txt"), &c.join("tree/nested/a.txt")), &["", "tree/nested"]),
         ("move a tree", |c| mv(&c.join("tree/nested"), &c.join("nested")), &["", "tree"]),

@@ -4,13 +4,15 @@
 //! A change runs in four steps, one at a time (changes are serialized):
 //! 1. **Prepare**: resolve every path through the whitelist, read the state of what will change
 //!    (saving the content of anything the change destroys in the blob store, durably), and stage
-//!    the new content under a temporary name beside its destination, written and synced.
+//!    the new content under a temporary name beside its destination, written and synced (a
+//!    write's content syncs during step 2 instead, while the writer thread commits).
 //! 2. **Commit**: the journal entry (what each path was, its backup, what it will be) and its
 //!    audit entry in one durable transaction. This decides the operation.
 //! 3. **Apply**: one atomic rename (or unlink) per path, then sync the directories.
 //! 4. The next commit marks this entry applied. If the process dies between 2 and 4, the next
-//!    start rolls the entry forward (or, if it cannot, records why), so the file system ends
-//!    in the old or the new state and the journal says which, with the backup present.
+//!    start rolls the entry forward (or, if it cannot, records why; a write not yet installed
+//!    is abandoned, as its staged content may not be on disk), so the file system ends in the
+//!    old or the new state and the journal says which, with the backup present.
 //!
 //! Before step 1 the operation's number and paths are noted (synced) outside the folders
 //! (the `intent` module). If the process dies before step 2, the next start finds a note the
@@ -21,6 +23,7 @@ mod reading;
 mod recovery;
 mod undo;
 
+use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -45,6 +48,9 @@ use super::sandbox::{Denial, FolderConfig, Place, Whitelist, io, lstat};
 
 /// Largest file a write may create, and most bytes one read returns.
 pub const MAX_FILE_LEN: u64 = 64 * 1024 * 1024;
+/// From this size of the file an overwrite or append replaces, its backup is saved on another
+/// thread while the new content is staged (below it, the thread costs more than it saves).
+const PARALLEL_SAVE_LEN: u64 = 256 * 1024;
 /// Most entries a list or search returns.
 pub const MAX_LISTED: usize = 1000;
 /// How deep a search descends.
@@ -128,6 +134,9 @@ struct Plan {
     /// The directory and name of each change (for removing what was staged).
     places: Vec<Place>,
     basis: String,
+    /// Staged files not synced yet: they sync while the journal entry commits (both are durable
+    /// before any step applies; see `recovery.rs` for why a write may take this shortcut).
+    unsynced: Vec<File>,
 }
 
 impl FileEndpoint {
@@ -203,8 +212,13 @@ impl FileEndpoint {
                 }
                 // Blobs it links are released if this returns early (when `walk` drops).
                 let mut walk = Walk::saving(&self.whitelist, place.dev, &self.blobs);
-                let (kind, saved, prefix, file_mode) = match (mode, current) {
-                    (WriteMode::Create, None) => (FileOpKind::Create { path: path.to_string() }, None, None, 0o644),
+                let stage = |prefix: Option<&File>, file_mode| {
+                    entry::stage_bytes(&place.parent, &temp(0), prefix, content, file_mode)
+                };
+                let (kind, saved, (staged, after)) = match (mode, current) {
+                    (WriteMode::Create, None) => {
+                        (FileOpKind::Create { path: path.to_string() }, None, stage(None, 0o644)?)
+                    }
                     (WriteMode::Create, Some(_)) => return Err(FileError::Exists(path.to_string())),
                     (_, None) => return Err(FileError::NotFound(path.to_string())),
                     (_, Some(facts)) if facts.kind != FileType::RegularFile => {
@@ -212,28 +226,49 @@ impl FileEndpoint {
                         return Err(FileError::NotAFile(path.to_string()));
                     }
                     (mode, Some(facts)) => {
-                        let saved = walk.read(&place.parent, &place.name, path)?;
+                        // Layer 2 on what is there before anything is staged (saving checks it
+                        // again, on the file it opens).
+                        self.whitelist.check_entry(&facts, path, place.dev)?;
                         let prefix = match mode {
                             WriteMode::Append => Some(entry::open_file(&place.parent, &place.name, path)?),
                             _ => None,
                         };
+                        if let Some(prefix) = &prefix {
+                            let total = prefix.metadata().map(|meta| meta.len()).unwrap_or(0) + content.len() as u64;
+                            if total > MAX_FILE_LEN {
+                                return Err(FileError::TooLarge {
+                                    what: format!("{path} after the append"),
+                                    limit: MAX_FILE_LEN,
+                                });
+                            }
+                        }
                         let kind = match mode {
                             WriteMode::Append => FileOpKind::Append { path: path.to_string() },
                             _ => FileOpKind::Overwrite { path: path.to_string() },
                         };
-                        (kind, Some(saved), prefix, facts.meta.mode)
+                        let (saved, staged) = if facts.len >= PARALLEL_SAVE_LEN {
+                            // Hashing the old content into the backup store is CPU, staging the
+                            // new content mostly the disk: a large file does both at once.
+                            std::thread::scope(|scope| {
+                                let saving = scope.spawn(|| walk.read(&place.parent, &place.name, path));
+                                let staged = stage(prefix.as_ref(), facts.meta.mode);
+                                let saved = saving.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                                (saved, staged)
+                            })
+                        } else {
+                            let saved = walk.read(&place.parent, &place.name, path)?;
+                            (Ok(saved), stage(prefix.as_ref(), facts.meta.mode))
+                        };
+                        match (saved, staged) {
+                            (Ok(saved), Ok(staged)) => (kind, Some(saved), staged),
+                            (Err(err), Ok(_)) => {
+                                let _ = entry::remove_tree(&place.parent, &temp(0));
+                                return Err(err);
+                            }
+                            (_, Err(err)) => return Err(err),
+                        }
                     }
                 };
-                if let Some(prefix) = &prefix {
-                    let total = prefix.metadata().map(|meta| meta.len()).unwrap_or(0) + content.len() as u64;
-                    if total > MAX_FILE_LEN {
-                        return Err(FileError::TooLarge {
-                            what: format!("{path} after the append"),
-                            limit: MAX_FILE_LEN,
-                        });
-                    }
-                }
-                let after = entry::stage_bytes(&place.parent, &temp(0), prefix.as_ref(), content, file_mode)?;
                 let replace = saved.is_some();
                 let before = saved.as_ref().map_or(Fingerprint::Absent, SavedEntry::fingerprint);
                 let dir = dup(&place.parent)?;
@@ -244,6 +279,7 @@ impl FileEndpoint {
                     linked: std::mem::take(&mut walk.linked),
                     places: vec![place],
                     basis,
+                    unsynced: vec![staged],
                 })
             }
             FileRequest::Mkdir { path } => {
@@ -267,6 +303,7 @@ impl FileEndpoint {
                     linked: Vec::new(),
                     places: vec![place],
                     basis,
+                    unsynced: Vec::new(),
                 })
             }
             FileRequest::Move { from, to } => self.prepare_move(from, to, basis),
@@ -309,6 +346,7 @@ impl FileEndpoint {
                     linked: Vec::new(),
                     places: vec![target],
                     basis,
+                    unsynced: Vec::new(),
                 })
             }
             FileRequest::Delete { path } => {
@@ -335,6 +373,7 @@ impl FileEndpoint {
                     linked: std::mem::take(&mut walk.linked),
                     places: vec![place],
                     basis,
+                    unsynced: Vec::new(),
                 })
             }
             FileRequest::Read { .. }
@@ -384,6 +423,7 @@ impl FileEndpoint {
             linked: Vec::new(),
             places: vec![source, target],
             basis,
+            unsynced: Vec::new(),
         })
     }
 
@@ -423,22 +463,29 @@ impl FileEndpoint {
             Outcome::Success,
         );
         let stored = record.clone();
-        let commit = self.db.commit(
-            Change::new(move |txn| {
-                txn.put_file_op(&stored)?;
-                if let Some(mut undone) = undoes {
-                    undone.state = FileOpState::Undone { by: stored.number };
-                    txn.put_file_op(&undone)?;
-                }
-                txn.set_file_ops_settled(stored.number.saturating_sub(1))
-            })
-            .with_audit(audit),
-        );
+        let change = Change::new(move |txn| {
+            txn.put_file_op(&stored)?;
+            if let Some(mut undone) = undoes {
+                undone.state = FileOpState::Undone { by: stored.number };
+                txn.put_file_op(&undone)?;
+            }
+            txn.set_file_ops_settled(stored.number.saturating_sub(1))
+        })
+        .with_audit(audit);
+        let (commit, synced) = if plan.unsynced.is_empty() {
+            (self.db.commit(change), Ok(()))
+        } else {
+            // The writer thread commits the journal entry while this one syncs the staged
+            // content: two waits for the disk overlap instead of adding up.
+            let pending = self.db.submit(change);
+            let synced = plan.unsynced.iter().try_for_each(|file| file.sync_all());
+            (pending.and_then(|pending| pending.wait()), synced.map_err(FileError::std_io("syncing a file")))
+        };
         if let Err(err) = commit {
             self.abandon_staged(number, &plan);
             return Err(err.into());
         }
-        if let Err(err) = apply(&plan.steps) {
+        if let Err(err) = synced.and_then(|()| apply(&plan.steps)) {
             // Decided but not applied: say so in the journal and the audit log.
             let mut failed = record;
             failed.state = FileOpState::Abandoned;

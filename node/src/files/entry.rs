@@ -153,20 +153,23 @@ pub(crate) fn finish_file(file: File, time: Option<EntryMeta>) -> Result<Fingerp
     Ok(Fingerprint::File { len: facts.len, meta: facts.meta })
 }
 
-/// Stages `bytes` (after the content of `prefix`, for an append) as file `temp` in `dir`.
+/// Stages `bytes` (after the content of `prefix`, for an append) as file `temp` in `dir`,
+/// **not synced**: returns the file, for the caller to sync before it installs it, and its
+/// fingerprint (syncing changes neither length nor metadata).
 pub(crate) fn stage_bytes(
     dir: &OwnedFd,
     temp: &str,
     prefix: Option<&File>,
     bytes: &[u8],
     mode: u32,
-) -> Result<Fingerprint, FileError> {
+) -> Result<(File, Fingerprint), FileError> {
     let mut out = create_temp(dir, temp, mode)?;
     if let Some(prefix) = prefix {
         copy_hashing(prefix, &mut out)?;
     }
     out.write_all(bytes).map_err(FileError::std_io("writing a file"))?;
-    finish_file(out, None)
+    let facts = Facts::of(&rustix::fs::fstat(&out).map_err(io("reading a file"))?);
+    Ok((out, Fingerprint::File { len: facts.len, meta: facts.meta }))
 }
 
 /// Recreates `saved` as `temp` in `dir` from the blob store: files with their content checked

@@ -1,10 +1,11 @@
 //! Recovery at open: the journal entry a crash left decided but maybe unapplied is rolled
-//! forward (or recorded as abandoned), and what a change interrupted before its commit staged
-//! is cleared.
+//! forward (or recorded as abandoned: always for a write that was not installed, whose staged
+//! content may not be on disk), and what a change interrupted before its commit staged is
+//! cleared.
 
 use clawnet_protocol::audit::{Actor, AuditDraft, Outcome};
 use clawnet_storage::Change;
-use clawnet_storage::files::{FileAccess, FileOpRecord, FileOpState, Fingerprint, PathChange};
+use clawnet_storage::files::{FileAccess, FileOpKind, FileOpRecord, FileOpState, Fingerprint, PathChange};
 
 use super::super::FileError;
 use super::super::entry::{self, Walk};
@@ -99,6 +100,15 @@ impl FileEndpoint {
             leftovers(&places);
             return Err(FileError::Invalid("the files changed in a way the journal does not explain".into()));
         }
+        if matches!(record.kind, FileOpKind::Create { .. } | FileOpKind::Overwrite { .. } | FileOpKind::Append { .. }) {
+            // A write's staged content syncs while its journal entry commits, so the content of
+            // a write that was not installed may never have reached the disk. Nobody was told
+            // the write was done (that comes after the install), so it is abandoned instead.
+            leftovers(&places);
+            return Err(FileError::Invalid(
+                "the write was interrupted before it took effect; the file keeps its previous state".into(),
+            ));
+        }
         let steps = match (as_move(record), places.as_slice()) {
             (Some(_), [(source, _, _), (target, _, _)]) => vec![Step::Move {
                 from_dir: dup(&source.parent)?,
@@ -128,5 +138,83 @@ impl FileEndpoint {
         apply(&steps)?;
         leftovers(&places);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use clawnet_crypto::Timestamp;
+    use rustix::fs::{Mode, OFlags};
+
+    use super::super::super::request::{FileDirective, FileRequest, WriteMode};
+    use super::super::super::sandbox::FolderConfig;
+    use super::*;
+    use crate::home::{KeyProtection, NodeHome};
+
+    fn write(path: &std::path::Path, content: &[u8], mode: WriteMode) -> FileDirective {
+        let path = FsPath::parse(path.to_str().unwrap()).unwrap();
+        FileDirective {
+            actor: Actor::Owner,
+            session: None,
+            basis: "test".into(),
+            request: FileRequest::Write { path, content: content.to_vec(), mode },
+        }
+    }
+
+    #[test]
+    fn a_write_journaled_but_not_installed_is_abandoned_and_the_old_content_stays() {
+        let temp = tempfile::tempdir().unwrap();
+        let base = temp.path().canonicalize().unwrap();
+        let (data, folder) = (base.join("node"), base.join("work"));
+        fs::create_dir_all(&folder).unwrap();
+        let home = NodeHome::init(&data, "Ada", KeyProtection::None).unwrap();
+        let config = crate::files::endpoint_config(
+            &data,
+            &[FolderConfig { path: folder.clone(), access: FileAccess::ReadWrite }],
+        );
+        let file = folder.join("plan.md");
+        let before = {
+            let endpoint = FileEndpoint::open(&config, home.db().clone()).unwrap();
+            endpoint.execute(&write(&file, b"old", WriteMode::Create)).unwrap();
+            endpoint.db.read().unwrap().file_op(1).unwrap().unwrap().changes[0].after.clone().unwrap()
+        };
+
+        // What a crash leaves when the overwrite's journal entry committed while its staged
+        // content was still syncing, before the install: the entry, and the staged file.
+        let dir = rustix::fs::open(&folder, OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).unwrap();
+        let (_, after) = entry::stage_bytes(&dir, ".clawnet-2-0.new", None, b"new", 0o644).unwrap();
+        let record = FileOpRecord {
+            number: 2,
+            time: Timestamp::now(),
+            actor: Actor::Owner,
+            session: None,
+            basis: "test".into(),
+            kind: FileOpKind::Overwrite { path: file.to_str().unwrap().into() },
+            changes: vec![PathChange { path: file.to_str().unwrap().into(), before, saved: None, after: Some(after) }],
+            state: FileOpState::Done,
+        };
+        home.db()
+            .commit(Change::new(move |txn| {
+                txn.put_file_op(&record)?;
+                txn.set_file_ops_settled(1)
+            }))
+            .unwrap();
+
+        let endpoint = FileEndpoint::open(&config, home.db().clone()).unwrap();
+        let view = endpoint.db.read().unwrap();
+        assert_eq!(view.file_op(2).unwrap().unwrap().state, FileOpState::Abandoned);
+        assert_eq!(view.file_ops_settled().unwrap(), 2);
+        assert_eq!(fs::read(&file).unwrap(), b"old");
+        assert!(!folder.join(".clawnet-2-0.new").exists(), "the staged file was left behind");
+        let recovered = home.db().audit_entries().unwrap().into_iter().find(|e| e.action == "files.recover").unwrap();
+        assert!(
+            matches!(&recovered.outcome, Outcome::Failed(reason) if reason.contains("interrupted")),
+            "{recovered:?}"
+        );
+        // And the file can be written again.
+        endpoint.execute(&write(&file, b"newer", WriteMode::Overwrite)).unwrap();
+        assert_eq!(fs::read(&file).unwrap(), b"newer");
     }
 }

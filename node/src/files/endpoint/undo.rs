@@ -140,6 +140,7 @@ impl FileEndpoint {
             linked: std::mem::take(&mut walk.linked),
             places: vec![place],
             basis,
+            unsynced: Vec::new(),
         })
     }
 
