@@ -644,21 +644,23 @@ fn a_tree_delete_that_cannot_remove_everything_still_counts_as_done() {
 
 #[test]
 fn a_change_refused_after_saving_leaves_no_backup_linked_to_the_live_file() {
-    // The endpoint backs a file up by linking it into the store, then decides it cannot go on
-    // (the append would pass the size bound): the file must be singly linked again, or it would
-    // be refused as a hard link from then on, and the backup would change with it.
-    let node = Node::start("node", &[("rw", RW)], |base| {
-        let big = fs::File::create(base.join("rw/big.bin")).unwrap();
-        big.set_len(clawnet_node::files::endpoint::MAX_FILE_LEN).unwrap();
-    });
+    // The endpoint backs a file up by linking it into the store, then cannot go on (something
+    // already sits at the name it stages the new content under): the file must be singly
+    // linked again, or it would be refused as a hard link from then on, and the backup would
+    // change with it.
+    let node = Node::start("node", &[("rw", RW)], |base| put_file(&base.join("rw/notes.txt"), b"notes\n", 0o644, OLD));
     let work = node.identity("work", &[("rw", RW)]);
-    let big = node.path("rw/big.bin");
+    let notes = node.path("rw/notes.txt");
+    let next = node.home.db().read().unwrap().next_file_op().unwrap();
+    fs::create_dir(node.path(&format!("rw/.clawnet-{next}-0.new"))).unwrap();
     let before = everything(&node);
-    let refused = node.files.request(work, None, write(&big, WriteMode::Append, b"one byte too many"));
-    assert!(matches!(refused, Err(FileError::TooLarge { .. })), "{refused:?}");
+    let refused = node.files.request(work, None, write(&notes, WriteMode::Overwrite, b"new notes\n"));
+    assert!(matches!(&refused, Err(FileError::Io { .. })), "{refused:?}");
     let unchanged = before.differences(&everything(&node), Times::ExceptDirs(&["node/files/blobs"]));
     assert_eq!(unchanged, Vec::<String>::new());
-    node.change(work, None, write(&big, WriteMode::Overwrite, b"small now\n"));
+    assert_eq!(fs::metadata(&notes).unwrap().nlink(), 1, "the backup still shares the live file's inode");
+    fs::remove_dir(node.path(&format!("rw/.clawnet-{next}-0.new"))).unwrap();
+    node.change(work, None, write(&notes, WriteMode::Overwrite, b"new notes\n"));
 }
 
 #[test]

@@ -75,8 +75,9 @@ pub struct Mailboxes {
     /// Messages already left by this run; after a restart one may be left again, which the
     /// receiver deduplicates like any repeated delivery.
     left: Mutex<HashSet<MessageId>>,
-    /// Relays whose box is being read right now.
-    collecting: Mutex<HashSet<PeerId>>,
+    /// Held while a box is read: one collection at a time, so a letter is handed to the inbox
+    /// once, and a caller asking for a collection gets one that starts after its request.
+    collecting: tokio::sync::Mutex<()>,
     stats: MailboxStats,
 }
 
@@ -87,7 +88,7 @@ impl Mailboxes {
             home,
             network,
             left: Mutex::new(HashSet::new()),
-            collecting: Mutex::new(HashSet::new()),
+            collecting: tokio::sync::Mutex::new(()),
             stats: MailboxStats::default(),
         }
     }
@@ -199,11 +200,10 @@ impl Mailboxes {
     /// Reads this node's box at `relay` and hands what it holds to `inbox`, oldest first; see
     /// the module documentation. A relay without a mailbox holds nothing.
     pub async fn collect<H: Handler>(&self, relay: PeerId, inbox: &Inbox<H>) -> Result<Collected, NetworkError> {
-        if !lock(&self.collecting).insert(relay) {
-            return Ok(Collected::default());
-        }
-        let collected = self.collect_from(relay, inbox).await;
-        lock(&self.collecting).remove(&relay);
+        let collected = {
+            let _one_at_a_time = self.collecting.lock().await;
+            self.collect_from(relay, inbox).await
+        };
         if let Ok(Collected { recorded, refused, .. }) = collected
             && recorded + refused > 0
         {
