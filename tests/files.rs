@@ -788,6 +788,9 @@ fn random_change(dice: &mut Dice, root: &Path, step: usize) -> FileRequest {
             match kind {
                 4 => mv(&root.join(&source), &root.join(pick(dice, &outside_source)).join(format!("m{step}"))),
                 5 => rename(&root.join(&source), &format!("r{step}")),
+                // A link is never followed, so one cannot be a copy's source (inside a copied
+                // tree it is copied as a link).
+                6 if others.contains(&source) => delete(&root.join(&source)),
                 6 => copy(&root.join(&source), &root.join(pick(dice, &outside_source)).join(format!("c{step}"))),
                 _ => delete(&root.join(&source)),
             }
