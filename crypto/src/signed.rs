@@ -141,11 +141,20 @@ impl<T> fmt::Debug for Signed<T> {
     }
 }
 
-/// A value whose signature has been verified. Only [`Signed::verify`] makes one.
+/// A value whose signature has been verified. Only [`Signed::verify`] makes one, and
+/// [`Verified::sign`], whose signature holds by construction.
 #[derive(Clone)]
 pub struct Verified<T> {
     value: T,
     signed: Signed<T>,
+}
+
+impl<T: Signable> Verified<T> {
+    /// Signs `value` with `secret`: a signature just made with the secret key needs no check.
+    pub fn sign(value: T, secret: &SigningSecret) -> Verified<T> {
+        let signed = Signed::sign(&value, secret);
+        Verified { value, signed }
+    }
 }
 
 impl<T> Verified<T> {

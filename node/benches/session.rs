@@ -530,7 +530,8 @@ fn debug_phase(pair: &Pair, phase: &str, wall: Duration, cpu: Duration, turns: u
         let stats = node.outbox.stats();
         let load = |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
         eprintln!(
-            "  {name}: outbox acknowledged {} retried {} refused {}; writer {:?}",
+            "  {name}: outbox requests {} acknowledged {} retried {} refused {}; writer {:?}",
+            load(&stats.requests),
             load(&stats.acknowledged),
             load(&stats.retried),
             load(&stats.refused),

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use clawnet_crypto::keystore::{self, KdfParams, LockKey, Passphrase};
 use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use clawnet_crypto::{DeviceCert, IdentityId, Keyring, OwnerId, Signable, Signed, SigningSecret, Timestamp};
+use clawnet_crypto::{DeviceCert, IdentityId, Keyring, OwnerId, Signable, Signed, SigningSecret, Timestamp, Verified};
 use clawnet_storage::{Genesis, NodeDb};
 
 use crate::data_dir::{create_private_dir, database_path};
@@ -151,6 +151,11 @@ impl UnlockedHome {
     /// Signs `value` with the key of identity `id`, if it still has one.
     pub fn sign_as_identity<T: Signable>(&self, id: &IdentityId, value: &T) -> Option<Signed<T>> {
         self.keys().identities.get(id).map(|keys| Signed::sign(value, &keys.signing))
+    }
+
+    /// Like [`UnlockedHome::sign_as_identity`], kept as verified (for our own state machine).
+    pub fn sign_verified_as_identity<T: Signable>(&self, id: &IdentityId, value: T) -> Option<Verified<T>> {
+        self.keys().identities.get(id).map(|keys| Verified::sign(value, &keys.signing))
     }
 
     /// The keystore blob for the current keyring, locked as the keystore was.

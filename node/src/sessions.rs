@@ -13,6 +13,7 @@
 mod inbound;
 mod owner;
 mod policy;
+mod rosters;
 mod speaker;
 mod view;
 
@@ -20,8 +21,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use clawnet_crypto::{Hash32, OwnerId, Signed, Timestamp};
+use clawnet_protocol::SessionId;
 use clawnet_protocol::session::{Close, Rejection, Session, StoredSession};
-use clawnet_protocol::{Roster, SessionId};
 use clawnet_storage::contacts::ContactRecord;
 use clawnet_storage::sessions::SessionRecord;
 use clawnet_storage::{NodeDb, StoreError};
@@ -29,10 +30,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 pub use policy::{OwnerPolicy, PolicyDirection, SessionSettings};
+use rosters::RosterCache;
 pub use view::{SessionDetail, SessionView, TurnView};
 
 use crate::error::NodeError;
-use crate::home::UnlockedHome;
 
 /// Something the owner should see as it happens.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,6 +115,8 @@ pub(crate) struct SessionBook {
     pub(crate) decisions: Mutex<()>,
     /// Sessions whose turn our agent is composing right now.
     speaking: std::sync::Mutex<std::collections::HashSet<SessionId>>,
+    /// The owners' verified identity rosters the sessions are checked against.
+    pub(crate) rosters: RosterCache,
 }
 
 impl SessionBook {
@@ -138,6 +141,7 @@ impl SessionBook {
             book: std::sync::Mutex::new(book),
             decisions: Mutex::new(()),
             speaking: std::sync::Mutex::new(Default::default()),
+            rosters: RosterCache::default(),
         })
     }
 
@@ -234,32 +238,6 @@ pub(crate) fn record_of(
         close,
         updated_at: Timestamp::now(),
     }
-}
-
-/// The identities of our own owner, as a roster.
-pub(crate) fn own_roster(home: &UnlockedHome) -> Result<Roster, NodeError> {
-    let mut roster = Roster::new(home.owner());
-    for record in home.home().identities()? {
-        roster.admit_cert(&record.cert).map_err(|err| NodeError::Session(err.to_string()))?;
-    }
-    Ok(roster)
-}
-
-/// A contact's identities as their latest tag announcement to us shows them (certificates that
-/// were verified when the announcement was accepted, and its revocations).
-pub(crate) fn contact_roster(contact: &ContactRecord) -> Roster {
-    let mut roster = Roster::new(contact.owner);
-    if let Some(announcement) = contact.their_tags.as_ref().and_then(|signed| signed.decode_unverified().ok()) {
-        for tag in &announcement.tags {
-            if let Err(err) = roster.admit_cert(&tag.cert) {
-                tracing::warn!(%err, "a contact's identity certificate does not verify");
-            }
-        }
-        for revocation in &announcement.revocations {
-            let _ = roster.admit_revocation(revocation);
-        }
-    }
-    roster
 }
 
 /// The contact record of `owner`.

@@ -1,7 +1,7 @@
 //! The session state machine under attack: every refusal the threat model requires, by name,
 //! each asserted as a typed error that counts as a security event.
 
-use clawnet_crypto::{Hash32, Signed};
+use clawnet_crypto::{Hash32, Signed, Verified};
 use clawnet_protocol::roster::TrustError;
 use clawnet_protocol::session::{
     CloseReason, ConsentProgress, EndMarker, Phase, Proposal, Session, SessionError, SessionRules, Turn, turn_hash,
@@ -300,6 +300,49 @@ fn turn_out_of_order_or_out_of_turn_is_refused() {
     assert_attack(world.apply(&mut session, &bob_first), SessionError::OutOfTurn { turn_no: 1, speaker: sales });
     let skip = world.alice.turn("procurement", session.id(), 3, session.last_hash(), "skip", None);
     assert_attack(world.apply(&mut session, &skip), SessionError::WrongTurnNumber { expected: 1, found: 3 });
+}
+
+#[test]
+fn our_own_turn_skips_only_the_signature_check() {
+    let mut world = World::new();
+    let mut session = world.active(4);
+    let own = |owner: &TestOwner, tag: &str, session: &Session, turn_no: u32| {
+        let identity = owner.identity(tag);
+        let turn = Turn {
+            session: session.id(),
+            turn_no,
+            prev: session.last_hash(),
+            speaker: identity.id,
+            text: "ours".into(),
+            end: None,
+            sent_at: T0,
+        };
+        Verified::sign(turn, &identity.secrets.signing)
+    };
+    let (alice, bob) = (world.alice.roster(), world.bob.roster());
+    // Accepted like the same turn from the wire: same hash, same transcript.
+    let first = own(&world.alice, "procurement", &session, 1);
+    let accepted = session.apply_own_turn(&first, &alice, &bob, &world.rules, T0).unwrap();
+    assert_eq!(accepted.hash, turn_hash(first.signed()));
+    assert_eq!(session.turns(), 1);
+    // Every other check still holds: out of turn, an identity not in the session, a revoked one.
+    let again = own(&world.alice, "procurement", &session, 2);
+    let procurement = world.alice.identity("procurement").id;
+    assert_attack(
+        session.apply_own_turn(&again, &alice, &bob, &world.rules, T0),
+        SessionError::OutOfTurn { turn_no: 2, speaker: procurement },
+    );
+    let family = own(&world.alice, "family", &session, 2);
+    let family_id = world.alice.identity("family").id;
+    assert_attack(
+        session.apply_own_turn(&family, &alice, &bob, &world.rules, T0),
+        SessionError::NotAParticipant(family_id),
+    );
+    let mut revoked = world.bob.roster();
+    revoked.admit_revocation(&world.bob.revoke("sales")).unwrap();
+    let reply = own(&world.bob, "sales", &session, 2);
+    assert!(session.apply_own_turn(&reply, &alice, &revoked, &world.rules, T0).is_err());
+    assert_eq!(session.turns(), 1);
 }
 
 #[test]

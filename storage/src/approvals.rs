@@ -16,7 +16,7 @@ use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DbResultExt, StoreError};
-use crate::schema::APPROVALS;
+use crate::schema::{APPROVALS, PENDING_APPROVALS};
 use crate::view::{ReadView, Txn, decode_value};
 
 /// An approval's name, random.
@@ -160,6 +160,24 @@ impl ReadView {
         Ok(records)
     }
 
+    /// The approvals still pending, oldest first (read through their index, not the history).
+    pub fn pending_approvals(&self) -> Result<Vec<ApprovalRecord>, StoreError> {
+        let context = "reading pending approvals";
+        let pending = self.tx.open_table(PENDING_APPROVALS).ctx(context)?;
+        let table = self.tx.open_table(APPROVALS).ctx(context)?;
+        let mut records: Vec<ApprovalRecord> = Vec::new();
+        for row in pending.iter().ctx(context)? {
+            let (id, _) = row.ctx(context)?;
+            let value = table.get(id.value()).ctx(context)?.ok_or_else(|| StoreError::Corrupt {
+                what: "pending approvals",
+                detail: "the index names an approval that is not stored".into(),
+            })?;
+            records.push(decode_value(value.value())?);
+        }
+        records.sort_by_key(|record| (record.created_at, record.id));
+        Ok(records)
+    }
+
     /// The approval `id`.
     pub fn approval(&self, id: &ApprovalId) -> Result<Option<ApprovalRecord>, StoreError> {
         let table = self.tx.open_table(APPROVALS).ctx("reading approvals")?;
@@ -171,8 +189,30 @@ impl ReadView {
 impl Txn<'_> {
     /// Stores (or updates) an approval.
     pub fn put_approval(&mut self, record: &ApprovalRecord) -> Result<(), StoreError> {
-        let mut table = self.tx.open_table(APPROVALS).ctx("writing an approval")?;
-        table.insert(&record.id.0, encoding::encode(record).as_slice()).ctx("writing an approval")?;
+        let context = "writing an approval";
+        let mut table = self.tx.open_table(APPROVALS).ctx(context)?;
+        table.insert(&record.id.0, encoding::encode(record).as_slice()).ctx(context)?;
+        let mut pending = self.tx.open_table(PENDING_APPROVALS).ctx(context)?;
+        if record.status == ApprovalStatus::Pending {
+            pending.insert(&record.id.0, ()).ctx(context)?;
+        } else {
+            pending.remove(&record.id.0).ctx(context)?;
+        }
         Ok(())
     }
+}
+
+/// Indexes every pending approval (the index is new in schema 3).
+pub(crate) fn index_pending(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let context = "indexing pending approvals";
+    let table = tx.open_table(APPROVALS).ctx(context)?;
+    let mut pending = tx.open_table(PENDING_APPROVALS).ctx(context)?;
+    for row in table.iter().ctx(context)? {
+        let (id, value) = row.ctx(context)?;
+        let record: ApprovalRecord = decode_value(value.value())?;
+        if record.status == ApprovalStatus::Pending {
+            pending.insert(id.value(), ()).ctx(context)?;
+        }
+    }
+    Ok(())
 }

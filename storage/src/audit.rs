@@ -132,12 +132,16 @@ pub fn tamper_with_entry(db: &NodeDb, seq: u64, record: &[u8]) -> Result<(), Sto
     })
 }
 
-/// Overwrites the stored schema version: only for tests of the version guard.
+/// Overwrites the stored schema version: only for tests of the version guard and of
+/// migrations. Going back before schema 3 also removes the table schema 3 added.
 #[cfg(any(test, feature = "tamper"))]
 pub fn tamper_with_schema_version(db: &NodeDb, version: u32) -> Result<(), StoreError> {
     db.raw_write(|tx| {
         let mut meta = tx.open_table(crate::schema::META).ctx("tampering")?;
         meta.insert(crate::schema::META_SCHEMA, version.to_le_bytes().as_slice()).ctx("tampering")?;
+        if version < 3 {
+            tx.delete_table(crate::schema::PENDING_APPROVALS).ctx("tampering")?;
+        }
         Ok(())
     })
 }

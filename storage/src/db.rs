@@ -202,10 +202,10 @@ impl NodeDb {
         if found > schema::SCHEMA_VERSION {
             return Err(StoreError::SchemaTooNew { found, supported: schema::SCHEMA_VERSION });
         }
-        if found == 1 {
+        if (1..schema::SCHEMA_VERSION).contains(&found) {
             drop(meta);
             drop(tx);
-            migrate_from_1(&db)?;
+            migrate(&db, found)?;
             return NodeDb::from_database(db, path);
         }
         if found != schema::SCHEMA_VERSION {
@@ -244,16 +244,21 @@ fn create_tables(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(schema::PEERS).ctx(context)?;
     tx.open_table(schema::MEMORY).ctx(context)?;
     tx.open_table(schema::APPROVALS).ctx(context)?;
+    tx.open_table(schema::PENDING_APPROVALS).ctx(context)?;
     tx.open_table(schema::FILE_SCOPES).ctx(context)?;
     tx.open_table(schema::FILE_OPS).ctx(context)?;
     Ok(())
 }
 
-/// Schema 1 → 2: the file endpoint's tables are new; nothing else changed.
-fn migrate_from_1(db: &Database) -> Result<(), StoreError> {
-    let context = "migrating the database from schema 1";
+/// From schema `found` to the current one, in one transaction. Schema 2 added the file
+/// endpoint's tables; schema 3 the index of pending approvals. Nothing else changed.
+fn migrate(db: &Database, found: u32) -> Result<(), StoreError> {
+    let context = "migrating the database to the current schema";
     let tx = db.begin_write().ctx(context)?;
     create_tables(&tx)?;
+    if found < 3 {
+        crate::approvals::index_pending(&tx)?;
+    }
     tx.open_table(META)
         .ctx(context)?
         .insert(schema::META_SCHEMA, schema::SCHEMA_VERSION.to_le_bytes().as_slice())

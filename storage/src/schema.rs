@@ -7,7 +7,7 @@ use redb::TableDefinition;
 
 /// The layout this build writes and reads. Bump it, and add a migration, with any change to a
 /// table or record encoding.
-pub(crate) const SCHEMA_VERSION: u32 = 2;
+pub(crate) const SCHEMA_VERSION: u32 = 3;
 
 /// Node facts: schema version, owner, device certificate, keystore blob.
 pub(crate) const META: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("meta");
@@ -35,6 +35,9 @@ pub(crate) const INBOX: TableDefinition<'static, &[u8; 32], &[u8]> = TableDefini
 pub(crate) const MEMORY: TableDefinition<'static, (&[u8; 16], u64), &[u8]> = TableDefinition::new("memory");
 /// Owner approvals, pending and decided: approval id → approval record.
 pub(crate) const APPROVALS: TableDefinition<'static, &[u8; 16], &[u8]> = TableDefinition::new("approvals");
+/// The ids of the approvals still pending, so finding them does not read the whole history:
+/// approval id → (). Since schema 3.
+pub(crate) const PENDING_APPROVALS: TableDefinition<'static, &[u8; 16], ()> = TableDefinition::new("pending_approvals");
 /// Each identity's file scope (authorization layer 1): identity id → file scope record.
 /// Since schema 2.
 pub(crate) const FILE_SCOPES: TableDefinition<'static, &[u8; 16], &[u8]> = TableDefinition::new("file_scopes");

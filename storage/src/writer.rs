@@ -13,6 +13,14 @@
 //! [`NodeDb::commit`](crate::NodeDb::commit) with nothing in flight skips the threads and seals
 //! and commits on the calling thread: a lone change pays for its fsync and nothing else.
 //!
+//! A change may be *durable later* ([`Change::durable_later`]): it is committed and visible when
+//! its commit returns, but a batch made only of such changes skips the fsync, so it reaches the
+//! disk with the next durable commit (or when the database is closed). A crash before that loses
+//! it, and every later change, never an earlier one: what survives is always a prefix of the
+//! commit sequence, so the audit chain on disk stays whole. It is for bookkeeping that a crash
+//! may undo safely (the outbox forgetting an acknowledged message: it is sent again, and the
+//! receiver's dedup answers for it).
+//!
 //! A failed commit poisons the writer: later batches were sealed on top of entries that never
 //! reached the disk, and after a failed fsync nothing since can be trusted (the PostgreSQL
 //! lesson), so every later write fails until the database is reopened, which re-reads the chain
@@ -52,13 +60,14 @@ type Step = Box<dyn FnOnce(&mut Txn<'_>) -> Result<Box<dyn Any + Send>, StoreErr
 pub struct Change<T = ()> {
     audit: Vec<AuditDraft>,
     step: Option<Step>,
+    durable_later: bool,
     output: std::marker::PhantomData<fn() -> T>,
 }
 
 impl Change<()> {
     /// A change that only records `draft` in the audit chain.
     pub fn audit(draft: AuditDraft) -> Change<()> {
-        Change { audit: vec![draft], step: None, output: std::marker::PhantomData }
+        Change { audit: vec![draft], step: None, durable_later: false, output: std::marker::PhantomData }
     }
 }
 
@@ -67,12 +76,19 @@ impl<T: Send + 'static> Change<T> {
     /// only write (see the module docs).
     pub fn new(step: impl FnOnce(&mut Txn<'_>) -> Result<T, StoreError> + Send + 'static) -> Change<T> {
         let step: Step = Box::new(move |txn| step(txn).map(|out| Box::new(out) as Box<dyn Any + Send>));
-        Change { audit: Vec::new(), step: Some(step), output: std::marker::PhantomData }
+        Change { audit: Vec::new(), step: Some(step), durable_later: false, output: std::marker::PhantomData }
     }
 
     /// Adds an audit entry, committed with the change.
     pub fn with_audit(mut self, draft: AuditDraft) -> Change<T> {
         self.audit.push(draft);
+        self
+    }
+
+    /// Lets the change reach the disk with the next durable commit instead of paying for an
+    /// fsync of its own (see the module docs): only for what a crash may safely undo.
+    pub fn durable_later(mut self) -> Change<T> {
+        self.durable_later = true;
         self
     }
 
@@ -94,7 +110,11 @@ impl<T: Send + 'static> Change<T> {
 
 impl<T> fmt::Debug for Change<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Change").field("audit", &self.audit).field("has_step", &self.step.is_some()).finish()
+        f.debug_struct("Change")
+            .field("audit", &self.audit)
+            .field("has_step", &self.step.is_some())
+            .field("durable_later", &self.durable_later)
+            .finish()
     }
 }
 
@@ -226,6 +246,7 @@ fn typed<T: 'static>(result: JobResult) -> Result<(T, CommitReceipt), StoreError
 struct Job {
     audit: Vec<AuditDraft>,
     step: Option<Step>,
+    durable_later: bool,
     slot: Arc<Slot>,
 }
 
@@ -321,7 +342,8 @@ impl Writer {
             return Err(StoreError::Poisoned(reason.clone()));
         }
         let slot = Arc::new(Slot::new());
-        let job = Job { audit: change.audit, step: change.step, slot: slot.clone() };
+        let job =
+            Job { audit: change.audit, step: change.step, durable_later: change.durable_later, slot: slot.clone() };
         let inbox = self.inbox.as_ref().ok_or_else(|| StoreError::Poisoned("the writer is shut down".into()))?;
         self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
         if inbox.send(job).is_err() {
@@ -368,7 +390,7 @@ impl Writer {
         // Holding the head keeps the sealer out until this change is on disk (a change submitted
         // meanwhile waits for it), so entries still reach the disk in sequence order.
         let slot = Arc::new(Slot::new());
-        let mut jobs = vec![Job { audit: change.audit, step: change.step, slot }];
+        let mut jobs = vec![Job { audit: change.audit, step: change.step, durable_later: change.durable_later, slot }];
         let started = Instant::now();
         let (entries, next) = seal_jobs(&self.shared, None, &mut jobs, *head);
         let sealed_at = Instant::now();
@@ -583,7 +605,12 @@ fn commit_batch(shared: &Shared, jobs: Vec<Job>, sealed: &[Vec<SealedEntry>]) ->
 
 fn write_batch(db: &Database, jobs: Vec<Job>, sealed: &[Vec<SealedEntry>]) -> Result<Vec<Committed>, StoreError> {
     let context = "committing a change";
-    let tx = db.begin_write().ctx(context)?;
+    let mut tx = db.begin_write().ctx(context)?;
+    if jobs.iter().all(|job| job.durable_later) {
+        // Refused only by a database shared between processes: it then commits durably, which
+        // is always allowed.
+        let _ = tx.set_durability(redb::Durability::None);
+    }
     let mut done = Vec::with_capacity(jobs.len());
     {
         let mut txn = Txn { tx: &tx };

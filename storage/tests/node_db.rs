@@ -9,6 +9,7 @@ use clawnet_crypto::{IdentityId, SigningSecret, Timestamp};
 use clawnet_protocol::audit::{Actor, AuditDraft, ChainProblem, Outcome};
 use clawnet_protocol::testkit::{T0, TestOwner};
 use clawnet_protocol::{MessageId, Nonce, NonceLedger};
+use clawnet_storage::approvals::{ApprovalId, ApprovalRecord, ApprovalRequest, ApprovalStatus};
 use clawnet_storage::audit::{AuditVerifyError, raw_entry, tamper_with_entry};
 use clawnet_storage::deliveries::{InboundRecord, OutboundRecord};
 use clawnet_storage::identities::{IdentityRecord, IdentityStatus};
@@ -128,6 +129,29 @@ fn change_writes_records_and_audit_atomically() {
     assert_eq!(view.identity(&identity.id).unwrap(), Some(record));
     assert_eq!(view.identity(&IdentityId([0; 16])).unwrap(), None);
     assert_eq!(db.audit_entries().unwrap()[1].action, "identity.create");
+}
+
+#[test]
+fn a_change_durable_later_is_visible_at_once_and_kept_by_a_clean_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let (owner, db) = create(dir.path());
+    let id = MessageId::of(b"settled later");
+    let record = OutboundRecord::new(owner.device.public_key(), b"hello".to_vec(), T0);
+    db.commit(Change::new(move |txn| txn.enqueue_outbound(&id, &record).map(drop))).unwrap();
+    // Alone, in the pipeline, and inline: each is visible as soon as its commit returns.
+    db.commit(Change::new(move |txn| txn.acknowledge_outbound(&id).map(drop)).durable_later()).unwrap();
+    assert_eq!(db.read().unwrap().outbound_message(&id).unwrap(), None);
+    let pending: Vec<_> = (0..4).map(|n| db.submit(Change::audit(step(n)).durable_later()).unwrap()).collect();
+    for change in pending {
+        change.wait().unwrap();
+    }
+    assert_eq!(db.verify_audit().unwrap().entries, 5);
+    drop(db);
+
+    // A clean close writes them out.
+    let db = NodeDb::open(&dir.path().join("node.redb")).unwrap();
+    assert_eq!(db.read().unwrap().outbound_message(&id).unwrap(), None);
+    assert_eq!(db.verify_audit().unwrap().entries, 5);
 }
 
 #[test]
@@ -262,7 +286,7 @@ fn unknown_schema_version_is_refused_with_a_clear_error() {
     clawnet_storage::audit::tamper_with_schema_version(&db, 99).unwrap();
     drop(db);
     let err = NodeDb::open(&path).unwrap_err();
-    assert_eq!(err, StoreError::SchemaTooNew { found: 99, supported: 2 });
+    assert_eq!(err, StoreError::SchemaTooNew { found: 99, supported: 3 });
     assert!(err.to_string().contains("upgrade clawnet"));
 }
 
@@ -281,6 +305,47 @@ fn a_schema_1_database_is_migrated_when_opened() {
     drop(db);
     // Migrated once: it now opens as the current schema.
     NodeDb::open(&path).unwrap();
+}
+
+fn approval(owner: &TestOwner, n: u8, status: ApprovalStatus) -> ApprovalRecord {
+    ApprovalRecord {
+        id: ApprovalId::random(),
+        identity: owner.identity("work").id,
+        request: ApprovalRequest::Collaboration { contact: owner.id(), purpose: format!("plan {n}"), parent: None },
+        session: None,
+        created_at: T0.plus(std::time::Duration::from_secs(u64::from(n))),
+        status,
+    }
+}
+
+#[test]
+fn pending_approvals_are_found_through_their_index_and_a_schema_2_database_gets_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.redb");
+    let (owner, db) = create(dir.path());
+    let decided = ApprovalStatus::Approved { at: T0 };
+    let records = [
+        approval(&owner, 1, ApprovalStatus::Pending),
+        approval(&owner, 2, decided.clone()),
+        approval(&owner, 3, ApprovalStatus::Pending),
+    ];
+    let stored = records.clone();
+    db.commit(Change::new(move |txn| stored.iter().try_for_each(|record| txn.put_approval(record)))).unwrap();
+    let pending = |db: &NodeDb| db.read().unwrap().pending_approvals().unwrap();
+    assert_eq!(pending(&db), vec![records[0].clone(), records[2].clone()]);
+    // Deciding one takes it out of the index; the history keeps it.
+    let mut first = records[0].clone();
+    first.status = decided;
+    let update = first.clone();
+    db.commit(Change::new(move |txn| txn.put_approval(&update))).unwrap();
+    assert_eq!(pending(&db), vec![records[2].clone()]);
+    assert_eq!(db.read().unwrap().approvals().unwrap().len(), 3);
+
+    // A schema 2 database has no index: opening it builds one from the history.
+    clawnet_storage::audit::tamper_with_schema_version(&db, 2).unwrap();
+    drop(db);
+    let db = NodeDb::open(&path).unwrap();
+    assert_eq!(pending(&db), vec![records[2].clone()]);
 }
 
 #[test]

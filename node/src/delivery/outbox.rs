@@ -1,8 +1,13 @@
 //! The sending side: a worker that sends due outbox messages (many in flight, batched per
 //! receiving node), removes them when the receiver's signed acknowledgement arrives, and
 //! reschedules them with backoff otherwise.
+//!
+//! At most [`MAX_REQUESTS_PER_NODE`] requests are on their way to one node at a time. A lone
+//! message goes at once; under load, what is queued meanwhile leaves together in the next
+//! request, so the receiver commits, and signs for, a batch at a time instead of a message at a
+//! time (the group commit that makes throughput).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,11 +29,16 @@ use crate::network::{Network, peer_id_of};
 
 /// Messages in flight at once, at most.
 const MAX_IN_FLIGHT: usize = 256;
+/// Delivery requests on their way to one node at once, at most: two, so one batch can travel
+/// while the receiver works on the other.
+const MAX_REQUESTS_PER_NODE: usize = 1;
 /// Messages per delivery request, at most (the protocol allows more; smaller batches keep one
 /// slow message from holding many back).
 const MAX_BATCH: usize = 32;
 /// First retry delay; it doubles per attempt up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+/// First retry delay of a message the receiver asked for again later; it doubles likewise.
+const FIRST_LATER_RETRY: Duration = Duration::from_millis(20);
 /// Longest retry delay.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// How often the worker looks at the outbox when nothing wakes it.
@@ -37,6 +47,8 @@ const IDLE_TICK: Duration = Duration::from_secs(5);
 /// Counters for diagnostics and tests.
 #[derive(Debug, Default)]
 pub struct OutboxStats {
+    /// Delivery requests sent (a batch of messages each).
+    pub requests: AtomicU64,
     /// Messages acknowledged.
     pub acknowledged: AtomicU64,
     /// Attempts that failed and were rescheduled.
@@ -59,12 +71,14 @@ struct Inner {
     mailboxes: Arc<Mailboxes>,
     wake: Notify,
     in_flight: Mutex<HashSet<MessageId>>,
+    /// Requests on their way to each node (their replies not yet in).
+    requests: Mutex<HashMap<SigningPublicKey, usize>>,
     /// Peers whose messages should be retried now (they just connected).
     retry_now: Mutex<HashSet<SigningPublicKey>>,
     stats: OutboxStats,
     /// Messages whose signed acknowledgement arrived and verified, so far.
     acknowledged: watch::Sender<u64>,
-    /// Messages that left the outbox for good (durably), so far.
+    /// Messages that left the outbox for good, so far.
     settled: watch::Sender<u64>,
 }
 
@@ -78,6 +92,7 @@ impl Outbox {
                 network,
                 wake: Notify::new(),
                 in_flight: Mutex::new(HashSet::new()),
+                requests: Mutex::new(HashMap::new()),
                 retry_now: Mutex::new(HashSet::new()),
                 stats: OutboxStats::default(),
                 acknowledged: watch::Sender::new(0),
@@ -116,7 +131,8 @@ impl Outbox {
         self.inner.acknowledged.subscribe()
     }
 
-    /// Counts messages that left the outbox for good (acknowledged or refused), durably.
+    /// Counts messages that left the outbox for good (acknowledged or refused). The removal is
+    /// committed, and reaches the disk with the node's next durable commit.
     pub fn settled(&self) -> watch::Receiver<u64> {
         self.inner.settled.subscribe()
     }
@@ -150,6 +166,7 @@ impl Outbox {
         let mut batches: Vec<(SigningPublicKey, Vec<(MessageId, OutboundSchedule)>)> = Vec::new();
         {
             let mut in_flight = lock(&self.inner.in_flight);
+            let mut requests = lock(&self.inner.requests);
             for (id, entry) in schedule {
                 let due = entry.next_attempt_at <= now || retry_now.contains(&entry.recipient);
                 if !due {
@@ -157,14 +174,23 @@ impl Outbox {
                     next_due = Some(next_due.map_or(wait, |current| current.min(wait)));
                     continue;
                 }
-                if in_flight.len() >= MAX_IN_FLIGHT || !in_flight.insert(id) {
+                if in_flight.len() >= MAX_IN_FLIGHT || in_flight.contains(&id) {
                     continue;
                 }
                 // Queue order is kept within each node's batches.
                 match batches.iter_mut().rev().find(|(to, batch)| *to == entry.recipient && batch.len() < MAX_BATCH) {
                     Some((_, batch)) => batch.push((id, entry)),
-                    None => batches.push((entry.recipient, vec![(id, entry)])),
+                    None => {
+                        let on_the_way = requests.entry(entry.recipient).or_default();
+                        if *on_the_way >= MAX_REQUESTS_PER_NODE {
+                            // It goes with the next batch, when a reply frees a request.
+                            continue;
+                        }
+                        *on_the_way += 1;
+                        batches.push((entry.recipient, vec![(id, entry)]));
+                    }
                 }
+                in_flight.insert(id);
             }
         }
         for (recipient, batch) in batches {
@@ -185,6 +211,7 @@ impl Outbox {
 
     /// One delivery attempt of a batch and its bookkeeping, in one commit.
     async fn attempt(&self, recipient: SigningPublicKey, entries: Vec<(MessageId, OutboundSchedule)>) {
+        let request = RequestSlot { outbox: self, recipient };
         let peer = peer_id_of(&recipient);
         let loaded = self.inner.db.read().and_then(|view| {
             let mut messages = Vec::with_capacity(entries.len());
@@ -211,7 +238,11 @@ impl Outbox {
             return;
         }
         let batch = DeliveryBatch { messages: messages.iter().map(|(_, _, bytes)| bytes.clone()).collect() };
-        let outcomes = match self.inner.network.deliver(peer, addresses, batch).await {
+        self.inner.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let reply = self.inner.network.deliver(peer, addresses, batch).await;
+        // The next batch for this node may leave while this one's outcome is recorded.
+        drop(request);
+        let outcomes = match reply {
             Ok(reply) => match check_reply(&reply, &messages, &recipient) {
                 Ok(outcomes) => outcomes,
                 Err(reason) => {
@@ -262,7 +293,11 @@ impl Outbox {
                 }
                 Settle::Retry => {
                     let attempts = entry.attempts.saturating_add(1);
-                    retried.push((*id, attempts, now.plus(backoff(attempts))));
+                    retried.push((*id, attempts, now.plus(backoff(FIRST_BACKOFF, attempts))));
+                }
+                Settle::Later => {
+                    let attempts = entry.attempts.saturating_add(1);
+                    retried.push((*id, attempts, now.plus(backoff(FIRST_LATER_RETRY, attempts))));
                 }
             }
         }
@@ -281,6 +316,8 @@ impl Outbox {
         stats.retried.fetch_add(retried.len() as u64, Ordering::Relaxed);
         let settled = removed.len() as u64;
         self.inner.mailboxes.forget(&removed);
+        // Bookkeeping a crash may undo: a message still queued after one is sent again, and its
+        // receiver answers from its dedup. So it needs no fsync of its own.
         let mut change = Change::new(move |txn| {
             for id in &removed {
                 txn.acknowledge_outbound(id)?;
@@ -289,7 +326,8 @@ impl Outbox {
                 txn.reschedule_outbound(id, *attempts, *next)?;
             }
             Ok(())
-        });
+        })
+        .durable_later();
         for audit in audits {
             change = change.with_audit(audit);
         }
@@ -301,6 +339,27 @@ impl Outbox {
     }
 }
 
+/// One of the requests a node may have on its way ([`MAX_REQUESTS_PER_NODE`]), taken when its
+/// batch was formed and given back when the reply is in (or the attempt ends without sending).
+struct RequestSlot<'a> {
+    outbox: &'a Outbox,
+    recipient: SigningPublicKey,
+}
+
+impl Drop for RequestSlot<'_> {
+    fn drop(&mut self) {
+        let mut requests = lock(&self.outbox.inner.requests);
+        if let Some(on_the_way) = requests.get_mut(&self.recipient) {
+            *on_the_way = on_the_way.saturating_sub(1);
+            if *on_the_way == 0 {
+                requests.remove(&self.recipient);
+            }
+        }
+        drop(requests);
+        self.outbox.wake();
+    }
+}
+
 /// What to do with one message after an attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Settle {
@@ -308,8 +367,11 @@ enum Settle {
     Recorded,
     /// The receiver refused it for good: done, audited as failed.
     Refused(String),
-    /// Try again later.
+    /// Try again later (no answer, or no proof).
     Retry,
+    /// The receiver asked for it again later: it is up, and usually waits for a message still
+    /// on its way (a turn in the other request of a pair), so the retry comes soon.
+    Later,
 }
 
 /// Checks the reply against the batch: one outcome per message, and every message reported
@@ -335,7 +397,10 @@ fn check_reply(
             // Claimed recorded without a signature for it: not proof, send it again.
             MessageOutcome::Recorded => Settle::Retry,
             MessageOutcome::Refused { reason, retry: false } => Settle::Refused(reason.clone()),
-            MessageOutcome::Refused { retry: true, .. } => Settle::Retry,
+            MessageOutcome::Refused { reason, retry: true } => {
+                tracing::debug!(kind = WireMessage::kind_of(bytes), %reason, "the receiver asks for the message again later");
+                Settle::Later
+            }
         })
         .collect())
 }
@@ -344,11 +409,11 @@ fn addresses_of(peer: Option<PeerRecord>) -> Vec<Multiaddr> {
     peer.map(|peer| peer.addresses.iter().filter_map(|a| a.parse().ok()).collect()).unwrap_or_default()
 }
 
-/// The delay before attempt `attempts + 1`: doubling from [`FIRST_BACKOFF`], capped, with up
-/// to 25% jitter so many senders do not retry in lockstep.
-fn backoff(attempts: u32) -> Duration {
+/// The delay before attempt `attempts + 1`: doubling from `first`, capped, with up to 25%
+/// jitter so many senders do not retry in lockstep.
+fn backoff(first: Duration, attempts: u32) -> Duration {
     let exponent = attempts.saturating_sub(1).min(16);
-    let base = FIRST_BACKOFF.saturating_mul(1 << exponent).min(MAX_BACKOFF);
+    let base = first.saturating_mul(1 << exponent).min(MAX_BACKOFF);
     let jitter = u64::from(clawnet_crypto::rng::random_bytes::<2>()[0]) * base.as_millis() as u64 / 1024;
     base + Duration::from_millis(jitter)
 }
@@ -401,12 +466,18 @@ mod tests {
         assert!(check_reply(&reply, &messages, &recipient).is_err());
         let reply = DeliveryReply { outcomes: outcomes[..2].to_vec(), ack: ack(&receiver, ids) };
         assert!(check_reply(&reply, &messages, &recipient).is_err());
+        // Asked for again later: a retry soon, not the backoff of an unanswered attempt.
+        let later = vec![MessageOutcome::try_later("the turn it follows is on its way"); 3];
+        let reply = DeliveryReply { outcomes: later, ack: None };
+        assert_eq!(check_reply(&reply, &messages, &recipient).unwrap(), vec![Settle::Later; 3]);
     }
 
     #[test]
     fn backoff_doubles_and_is_capped() {
-        assert!(backoff(1) >= FIRST_BACKOFF && backoff(1) < FIRST_BACKOFF * 2);
-        assert!(backoff(3) >= FIRST_BACKOFF * 4);
-        assert!(backoff(30) >= MAX_BACKOFF && backoff(30) <= MAX_BACKOFF + MAX_BACKOFF / 4);
+        for first in [FIRST_BACKOFF, FIRST_LATER_RETRY] {
+            assert!(backoff(first, 1) >= first && backoff(first, 1) < first * 2);
+            assert!(backoff(first, 3) >= first * 4);
+            assert!(backoff(first, 30) >= MAX_BACKOFF && backoff(first, 30) <= MAX_BACKOFF + MAX_BACKOFF / 4);
+        }
     }
 }

@@ -18,7 +18,7 @@ use clawnet_storage::contacts::ContactRecord;
 use clawnet_storage::replay::NonceCheck;
 use tokio::sync::OwnedMutexGuard;
 
-use super::{NodeEvent, SessionFacts, SessionSlot, contact_roster, lock_session, own_roster, record_of};
+use super::{NodeEvent, SessionFacts, SessionSlot, lock_session, record_of};
 use crate::delivery::{Accepted, Hold, Refusal};
 use crate::governance::{FollowUp, Governance, SessionWork, attack, busy};
 use crate::node::Node;
@@ -60,7 +60,7 @@ impl Governance {
             ));
         }
         let rules = node.session_settings.rules();
-        let roster = contact_roster(&contact);
+        let roster = node.sessions.rosters.contact(&contact);
         let now = Timestamp::now();
         let view = node.home.db().read().map_err(busy)?;
         let mut ledger = NonceCheck::new(&view);
@@ -202,8 +202,8 @@ impl Governance {
         let object =
             format!("session {} turn {} from {}", claimed.session.short(), claimed.turn_no, contact.display_name);
         let (mut session, facts) = party_session(node.sessions.get(&claimed.session), &contact, &object).await?;
-        let ours = own_roster(&node.home).map_err(|_| Refusal::later("cannot read our identities"))?;
-        let theirs = contact_roster(&contact);
+        let ours = node.sessions.rosters.own(&node.home).map_err(|_| Refusal::later("cannot read our identities"))?;
+        let theirs = node.sessions.rosters.contact(&contact);
         let (initiator, target) =
             if facts.initiator == node.home.owner() { (&ours, &theirs) } else { (&theirs, &ours) };
         let rules = node.session_settings.rules();
@@ -306,7 +306,7 @@ pub(crate) fn obsolete_approvals(
     reason: &str,
 ) -> Result<Vec<ApprovalRecord>, clawnet_storage::StoreError> {
     Ok(view
-        .approvals()?
+        .pending_approvals()?
         .into_iter()
         .filter(|a| a.session == Some(*id) && a.status == ApprovalStatus::Pending)
         .map(|mut a| {

@@ -17,7 +17,7 @@ use clawnet_storage::approvals::{ApprovalRecord, ApprovalRequest, ApprovalStatus
 use clawnet_storage::replay::NonceCheck;
 
 use super::inbound::{describe_close, is_open, obsolete_approvals};
-use super::{NodeEvent, contact_of, contact_roster, lock_session, own_roster, record_of};
+use super::{NodeEvent, contact_of, lock_session, record_of};
 use crate::approvals::ApprovalView;
 use crate::delivery::enqueue;
 use crate::error::NodeError;
@@ -62,7 +62,7 @@ impl Node {
             return;
         }
         let _decide = self.sessions.decisions.lock().await;
-        let pending = match self.home.db().read().and_then(|view| view.approvals()) {
+        let pending = match self.home.db().read().and_then(|view| view.pending_approvals()) {
             Ok(all) => all.into_iter().filter(|a| a.status == ApprovalStatus::Pending),
             Err(err) => return tracing::error!(%err, "cannot read approvals"),
         };
@@ -186,7 +186,7 @@ impl Node {
                 record.display_name
             )));
         }
-        let Some(target) = contact_roster(&record).certs().next().map(|cert| cert.identity) else {
+        let Some(target) = self.sessions.rosters.contact(&record).certs().next().map(|cert| cert.identity) else {
             return Err(NodeError::Session(format!(
                 "{} has not shown you an identity to talk to yet (they assign one with `clawnet contact assign`)",
                 record.display_name
@@ -235,7 +235,7 @@ impl Node {
         let rules = self.session_settings.rules();
         let view = self.home.db().read()?;
         let mut ledger = NonceCheck::new(&view);
-        let mut session = Session::open(&proposal, &own_roster(&self.home)?, &rules, now, &mut ledger)
+        let mut session = Session::open(&proposal, &*self.sessions.rosters.own(&self.home)?, &rules, now, &mut ledger)
             .map_err(|err| NodeError::Session(err.to_string()))?;
         session.apply_consent(&consent, &rules, now, &mut ledger).map_err(|err| NodeError::Session(err.to_string()))?;
         let nonces = ledger.into_pending();

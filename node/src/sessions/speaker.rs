@@ -19,7 +19,7 @@ use clawnet_storage::approvals::{ApprovalRequest, ApprovalStatus};
 use clawnet_storage::replay::NonceCheck;
 
 use super::inbound::{describe_close, is_open};
-use super::{NodeEvent, contact_of, contact_roster, lock_session, own_roster, record_of};
+use super::{NodeEvent, contact_of, lock_session, record_of};
 use crate::agents::Message;
 use crate::agents::conversation::NODE_NOTE;
 use crate::agents::runtime::{Agent, Delivery};
@@ -181,18 +181,20 @@ impl Node {
             end,
             sent_at: Timestamp::now(),
         };
-        let signed = self
+        let text = turn.text.clone();
+        let verified = self
             .home
-            .sign_as_identity(&party.identity, &turn)
+            .sign_verified_as_identity(&party.identity, turn)
             .ok_or_else(|| NodeError::Session("this identity's key is not on this node".into()))?;
-        let ours = own_roster(&self.home)?;
-        let theirs = contact_roster(&contact);
+        let ours = self.sessions.rosters.own(&self.home)?;
+        let theirs = self.sessions.rosters.contact(&contact);
         let (initiator, target) = if facts.initiator == me { (&ours, &theirs) } else { (&theirs, &ours) };
         let rules = self.session_settings.rules();
         let now = Timestamp::now();
         let accepted = session
-            .apply_turn(&signed, initiator, target, &rules, now)
+            .apply_own_turn(&verified, initiator, target, &rules, now)
             .map_err(|err| NodeError::Session(format!("our own turn does not fit the session: {err}")))?;
+        let signed = verified.signed().clone();
         let reason = match (accepted.end, accepted.limit_reached) {
             (Some(marker), _) => Some(CloseReason::Ended(marker)),
             (None, true) => Some(CloseReason::MaxTurns),
@@ -255,7 +257,7 @@ impl Node {
         self.commit(change).await?;
         drop(session);
         self.outbox.wake();
-        self.notify(NodeEvent::Turn { session: id.to_hex(), turn_no, speaker: "us".into(), text: turn.text });
+        self.notify(NodeEvent::Turn { session: id.to_hex(), turn_no, speaker: "us".into(), text });
         if let Some(reason) = reason {
             self.notify(NodeEvent::SessionClosed { session: id.to_hex(), reason: describe_close(reason) });
             if let Some(parent) = facts.parent.filter(|_| facts.initiator == me) {
@@ -274,8 +276,8 @@ impl Node {
                 return Ok(true);
             }
         }
-        let approvals = self.home.db().read()?.approvals()?;
-        Ok(approvals.iter().any(|a| {
+        let pending = self.home.db().read()?.pending_approvals()?;
+        Ok(pending.iter().any(|a| {
             a.status == ApprovalStatus::Pending
                 && match &a.request {
                     ApprovalRequest::Collaboration { parent, .. } => parent.as_ref() == Some(id),

@@ -299,15 +299,45 @@ impl Session {
         rules: &SessionRules,
         now: Timestamp,
     ) -> Result<AcceptedTurn, SessionError> {
-        let what = Turn::NAME;
-        match self.phase {
-            Phase::AwaitingConsent => return Err(SessionError::NoGrant),
-            Phase::Ending(_) => return Err(SessionError::Ending),
-            Phase::Closed(_) | Phase::Rejected => return Err(SessionError::SessionOver),
-            Phase::Active => {}
-        }
+        self.check_takes_turns()?;
         let speaker = self.certified_speaker(signed.signer(), initiator, target)?;
-        let turn = signed.verify().map_err(|err| SessionError::from_verify(what, err))?;
+        let turn = signed.verify().map_err(|err| SessionError::from_verify(Turn::NAME, err))?;
+        self.accept_turn(speaker, &turn, rules, now)
+    }
+
+    /// Applies a turn this node has just signed ([`Verified::sign`]): every check of
+    /// [`Session::apply_turn`] but the signature's, which holds by construction.
+    pub fn apply_own_turn(
+        &mut self,
+        turn: &Verified<Turn>,
+        initiator: &Roster,
+        target: &Roster,
+        rules: &SessionRules,
+        now: Timestamp,
+    ) -> Result<AcceptedTurn, SessionError> {
+        self.check_takes_turns()?;
+        let speaker = self.certified_speaker(turn.signer(), initiator, target)?;
+        self.accept_turn(speaker, turn, rules, now)
+    }
+
+    fn check_takes_turns(&self) -> Result<(), SessionError> {
+        match self.phase {
+            Phase::AwaitingConsent => Err(SessionError::NoGrant),
+            Phase::Ending(_) => Err(SessionError::Ending),
+            Phase::Closed(_) | Phase::Rejected => Err(SessionError::SessionOver),
+            Phase::Active => Ok(()),
+        }
+    }
+
+    /// The checks of a turn whose signature by `speaker`'s certified key holds.
+    fn accept_turn(
+        &mut self,
+        speaker: IdentityId,
+        turn: &Verified<Turn>,
+        rules: &SessionRules,
+        now: Timestamp,
+    ) -> Result<AcceptedTurn, SessionError> {
+        let what = Turn::NAME;
         if turn.speaker != speaker {
             return Err(SessionError::WrongSigner { what });
         }
@@ -331,7 +361,7 @@ impl Session {
         check_len("turn text", &turn.text, limits::MAX_TURN_TEXT)?;
         check_not_future(what, turn.sent_at, now, rules)?;
 
-        let hash = turn_hash(signed);
+        let hash = turn_hash(turn.signed());
         self.turn_hashes.push(hash);
         if let Some(marker) = turn.end {
             self.phase = Phase::Ending(marker);
