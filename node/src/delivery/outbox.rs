@@ -31,7 +31,7 @@ use crate::network::{Network, peer_id_of};
 const MAX_IN_FLIGHT: usize = 256;
 /// Delivery requests on their way to one node at once, at most: two, so one batch can travel
 /// while the receiver works on the other.
-const MAX_REQUESTS_PER_NODE: usize = 1;
+const MAX_REQUESTS_PER_NODE: usize = 2;
 /// Messages per delivery request, at most (the protocol allows more; smaller batches keep one
 /// slow message from holding many back).
 const MAX_BATCH: usize = 32;
