@@ -192,3 +192,14 @@ pub async fn commit<T: Send + 'static>(db: &NodeDb, change: Change<T>) -> Result
     let pending: Pending<T> = db.submit(change)?;
     pending.await
 }
+
+/// Commits `change` from async code as one of several submitted together (the messages of one
+/// delivery batch): always through the group commit, so they share a transaction and its
+/// fsync. Committed inline, each would block this task's thread for an fsync of its own before
+/// the next one is even looked at.
+pub async fn commit_with_others<T: Send + 'static>(
+    db: &NodeDb,
+    change: Change<T>,
+) -> Result<(T, CommitReceipt), StoreError> {
+    db.submit(change)?.await
+}

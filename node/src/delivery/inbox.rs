@@ -119,8 +119,9 @@ impl<H: Handler> Inbox<H> {
     /// acknowledged before it is durable.
     pub async fn receive(&self, peer: PeerId, batch: DeliveryBatch) -> DeliveryReply {
         let ids = batch.ids();
+        let alone = ids.len() == 1;
         let outcomes = futures::future::join_all(
-            batch.messages.into_iter().zip(&ids).map(|(bytes, id)| self.receive_one(peer, *id, bytes)),
+            batch.messages.into_iter().zip(&ids).map(|(bytes, id)| self.receive_one(peer, *id, bytes, alone)),
         )
         .await;
         let recorded: Vec<MessageId> = ids
@@ -140,7 +141,8 @@ impl<H: Handler> Inbox<H> {
         DeliveryReply { outcomes, ack }
     }
 
-    async fn receive_one(&self, peer: PeerId, id: MessageId, bytes: Vec<u8>) -> MessageOutcome {
+    /// Checks and records one message; `alone` when it is the only one of its batch.
+    async fn receive_one(&self, peer: PeerId, id: MessageId, bytes: Vec<u8>, alone: bool) -> MessageOutcome {
         match self.home.db().read().and_then(|view| view.inbound(&id)) {
             Ok(Some(_)) => return MessageOutcome::Recorded,
             Ok(None) => {}
@@ -152,12 +154,12 @@ impl<H: Handler> Inbox<H> {
         if !lock(&self.in_progress).insert(id) {
             return MessageOutcome::try_later("this message is being processed");
         }
-        let outcome = self.process(peer, id, bytes).await;
+        let outcome = self.process(peer, id, bytes, alone).await;
         lock(&self.in_progress).remove(&id);
         outcome
     }
 
-    async fn process(&self, peer: PeerId, id: MessageId, bytes: Vec<u8>) -> MessageOutcome {
+    async fn process(&self, peer: PeerId, id: MessageId, bytes: Vec<u8>, alone: bool) -> MessageOutcome {
         let Some(sender) = device_key_of(&peer) else {
             return self
                 .refuse(Refusal::attack("bad-peer", Actor::Node, format!("node {peer}"), "not an ed25519 peer"))
@@ -181,7 +183,11 @@ impl<H: Handler> Inbox<H> {
         };
         let record = InboundRecord { sender, message: bytes, received_at: Timestamp::now() };
         let change = accepted.change.also(move |txn| txn.record_inbound(&id, &record).map(drop));
-        let committed = crate::node::commit(self.home.db(), change).await;
+        let committed = if alone {
+            crate::node::commit(self.home.db(), change).await
+        } else {
+            crate::node::commit_with_others(self.home.db(), change).await
+        };
         drop(accepted.hold);
         match committed {
             Ok(_) => {
