@@ -6,7 +6,8 @@
 //! signing the acknowledgement. Its latency floor is one raw request-response round trip plus
 //! two raw durable commits; it is measured until the sender holds the verified signed
 //! acknowledgement. The sender then records the acknowledgement (a third commit, off the
-//! delivery's path); that full "settled" latency is printed too, against RTT + 3 commits.
+//! delivery's path, made durable by the node's next durable commit rather than an fsync of its
+//! own); that full "settled" latency is printed too, against RTT + 3 commits.
 //!
 //! Run: `cargo bench -p clawnet-node --bench deliver` (add `-- --runs N`).
 
