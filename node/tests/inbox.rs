@@ -86,3 +86,24 @@ async fn a_batch_gets_one_outcome_per_message_and_one_ack_for_those_recorded() {
     // The garbage was an attack, recorded each time it came.
     assert_eq!(entries.iter().filter(|e| e.action == "security.malformed").count(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_messages_of_a_batch_share_their_commits() {
+    let temp = tempfile::tempdir().unwrap();
+    let home = std::sync::Arc::new(NodeHome::init(&temp.path().join("node"), "node", KeyProtection::None).unwrap());
+    let inbox = Inbox::new(home.clone(), OnlyRemovals);
+    let sender = TestOwner::new(3, &[]);
+    let peer = peer_id_of(&sender.device.public_key());
+    let messages: Vec<Vec<u8>> = (1..=8).map(|n| removal(&sender, n)).collect();
+    let before = home.db().writer_stats().expect("writes are unlocked");
+
+    let reply = inbox.receive(peer, DeliveryBatch { messages: messages.clone() }).await;
+
+    assert!(reply.outcomes.iter().all(|outcome| *outcome == MessageOutcome::Recorded));
+    let after = home.db().writer_stats().unwrap();
+    assert_eq!(after.changes - before.changes, 8, "one change per message");
+    // Committed one by one, eight messages took eight transactions (and fsyncs); in the group
+    // commit they share a few.
+    let commits = after.batches - before.batches;
+    assert!(commits <= 4, "8 messages took {commits} commits");
+}

@@ -163,7 +163,7 @@ impl Outbox {
         let retry_now: HashSet<SigningPublicKey> = std::mem::take(&mut *lock(&self.inner.retry_now));
         let schedule = self.inner.db.read()?.outbound_schedule()?;
         let mut next_due: Option<Duration> = None;
-        let mut batches: Vec<(SigningPublicKey, Vec<(MessageId, OutboundSchedule)>)> = Vec::new();
+        let mut batches: Vec<(RequestSlot, Vec<(MessageId, OutboundSchedule)>)> = Vec::new();
         {
             let mut in_flight = lock(&self.inner.in_flight);
             let mut requests = lock(&self.inner.requests);
@@ -178,7 +178,11 @@ impl Outbox {
                     continue;
                 }
                 // Queue order is kept within each node's batches.
-                match batches.iter_mut().rev().find(|(to, batch)| *to == entry.recipient && batch.len() < MAX_BATCH) {
+                let open = batches
+                    .iter_mut()
+                    .rev()
+                    .find(|(request, batch)| request.recipient == entry.recipient && batch.len() < MAX_BATCH);
+                match open {
                     Some((_, batch)) => batch.push((id, entry)),
                     None => {
                         let on_the_way = requests.entry(entry.recipient).or_default();
@@ -187,17 +191,18 @@ impl Outbox {
                             continue;
                         }
                         *on_the_way += 1;
-                        batches.push((entry.recipient, vec![(id, entry)]));
+                        let request = RequestSlot { outbox: self.clone(), recipient: entry.recipient };
+                        batches.push((request, vec![(id, entry)]));
                     }
                 }
                 in_flight.insert(id);
             }
         }
-        for (recipient, batch) in batches {
+        for (request, batch) in batches {
             let outbox = self.clone();
             tokio::spawn(async move {
                 let ids: Vec<MessageId> = batch.iter().map(|(id, _)| *id).collect();
-                outbox.attempt(recipient, batch).await;
+                outbox.attempt(request, batch).await;
                 let mut in_flight = lock(&outbox.inner.in_flight);
                 for id in &ids {
                     in_flight.remove(id);
@@ -210,8 +215,8 @@ impl Outbox {
     }
 
     /// One delivery attempt of a batch and its bookkeeping, in one commit.
-    async fn attempt(&self, recipient: SigningPublicKey, entries: Vec<(MessageId, OutboundSchedule)>) {
-        let request = RequestSlot { outbox: self, recipient };
+    async fn attempt(&self, request: RequestSlot, entries: Vec<(MessageId, OutboundSchedule)>) {
+        let recipient = request.recipient;
         let peer = peer_id_of(&recipient);
         let loaded = self.inner.db.read().and_then(|view| {
             let mut messages = Vec::with_capacity(entries.len());
@@ -341,12 +346,12 @@ impl Outbox {
 
 /// One of the requests a node may have on its way ([`MAX_REQUESTS_PER_NODE`]), taken when its
 /// batch was formed and given back when the reply is in (or the attempt ends without sending).
-struct RequestSlot<'a> {
-    outbox: &'a Outbox,
+struct RequestSlot {
+    outbox: Outbox,
     recipient: SigningPublicKey,
 }
 
-impl Drop for RequestSlot<'_> {
+impl Drop for RequestSlot {
     fn drop(&mut self) {
         let mut requests = lock(&self.outbox.inner.requests);
         if let Some(on_the_way) = requests.get_mut(&self.recipient) {
