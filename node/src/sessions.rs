@@ -1,7 +1,7 @@
 //! Collaboration sessions on a running node: the owner's decisions (`owner.rs`), what inbound
 //! proposals, consents, rejections, turns and closes may do (`inbound.rs`), our identity agent
-//! speaking its turns (`speaker.rs`), owner policies (`policy.rs`) and what the owner sees
-//! (`view.rs`).
+//! speaking its turns (`speaker.rs`), the owners' verified rosters every turn is checked against
+//! (`rosters.rs`), owner policies (`policy.rs`) and what the owner sees (`view.rs`).
 //!
 //! The protocol's [`Session`] state machine is the authority on every input; this module keeps
 //! one per session in memory (restored from the database at start) behind its own lock. Whoever
