@@ -308,7 +308,7 @@ pub(crate) fn obsolete_approvals(
     Ok(view
         .pending_approvals()?
         .into_iter()
-        .filter(|a| a.session == Some(*id) && a.status == ApprovalStatus::Pending)
+        .filter(|a| a.session == Some(*id))
         .map(|mut a| {
             a.status = ApprovalStatus::Rejected { at: Timestamp::now(), reason: reason.into() };
             a

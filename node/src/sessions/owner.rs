@@ -63,10 +63,10 @@ impl Node {
         }
         let _decide = self.sessions.decisions.lock().await;
         let pending = match self.home.db().read().and_then(|view| view.pending_approvals()) {
-            Ok(all) => all.into_iter().filter(|a| a.status == ApprovalStatus::Pending),
+            Ok(pending) => pending,
             Err(err) => return tracing::error!(%err, "cannot read approvals"),
         };
-        for approval in pending.collect::<Vec<_>>() {
+        for approval in pending {
             let Some(basis) = self.policy_for(&approval) else { continue };
             if let Err(err) = self.decide(approval, Decision::Approve, &basis).await {
                 tracing::warn!(%err, "a policy could not approve");

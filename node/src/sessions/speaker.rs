@@ -15,7 +15,7 @@ use clawnet_protocol::audit::{Actor, AuditDraft, Outcome};
 use clawnet_protocol::session::{CloseReason, EndMarker, Phase, Proposal, Turn};
 use clawnet_protocol::wire::WireMessage;
 use clawnet_storage::Change;
-use clawnet_storage::approvals::{ApprovalRequest, ApprovalStatus};
+use clawnet_storage::approvals::ApprovalRequest;
 use clawnet_storage::replay::NonceCheck;
 
 use super::inbound::{describe_close, is_open};
@@ -277,13 +277,10 @@ impl Node {
             }
         }
         let pending = self.home.db().read()?.pending_approvals()?;
-        Ok(pending.iter().any(|a| {
-            a.status == ApprovalStatus::Pending
-                && match &a.request {
-                    ApprovalRequest::Collaboration { parent, .. } => parent.as_ref() == Some(id),
-                    ApprovalRequest::HeldMessage { .. } => a.session.as_ref() == Some(id),
-                    ApprovalRequest::SessionInvitation { .. } => false,
-                }
+        Ok(pending.iter().any(|a| match &a.request {
+            ApprovalRequest::Collaboration { parent, .. } => parent.as_ref() == Some(id),
+            ApprovalRequest::HeldMessage { .. } => a.session.as_ref() == Some(id),
+            ApprovalRequest::SessionInvitation { .. } => false,
         }))
     }
 
