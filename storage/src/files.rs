@@ -213,6 +213,12 @@ pub enum FileOpKind {
 }
 
 impl FileOpKind {
+    /// Whether this writes content the caller gave (create, overwrite, append): content staged
+    /// beside its destination, not restored from a backup or copied from the folders.
+    pub fn is_write(&self) -> bool {
+        matches!(self, FileOpKind::Create { .. } | FileOpKind::Overwrite { .. } | FileOpKind::Append { .. })
+    }
+
     /// A short name: `create`, `move`, `undo`.
     pub fn name(&self) -> &'static str {
         match self {

@@ -8,19 +8,24 @@
 //!    write's content syncs during step 2 instead, while the writer thread commits).
 //! 2. **Commit**: the journal entry (what each path was, its backup, what it will be) and its
 //!    audit entry in one durable transaction. This decides the operation.
-//! 3. **Apply**: one atomic rename (or unlink) per path, then sync the directories.
-//! 4. The next commit marks this entry applied. If the process dies between 2 and 4, the next
-//!    start rolls the entry forward (or, if it cannot, records why; a write not yet installed
-//!    is abandoned, as its staged content may not be on disk), so the file system ends in the
-//!    old or the new state and the journal says which, with the backup present.
+//! 3. **Apply**: one atomic rename (or unlink) per path. A write syncs the directories before
+//!    its reply; any other change replies now and its directories sync on the settling thread
+//!    (the `settler` module), as recovery would roll it forward from the journal.
+//! 4. The next change waits for that sync, and its commit marks this entry settled (a clean
+//!    stop marks it too). If the process dies between 2 and 4, the next start rolls the entry
+//!    forward (or, if it cannot, records why; a write not yet installed is abandoned, as its
+//!    staged content may not be on disk), so the file system ends in the old or the new state
+//!    and the journal says which, with the backup present.
 //!
 //! Before step 1 the operation's number and paths are noted (synced) outside the folders
 //! (the `intent` module). If the process dies before step 2, the next start finds a note the
 //! journal never caught up with, removes what was staged beside those paths, and turns backups
-//! still linked to live files into copies: the old state, with nothing left behind.
+//! still linked to live files into copies: the old state, with nothing left behind. A move
+//! stages and links nothing, so it takes no note.
 
 mod reading;
 mod recovery;
+mod settler;
 mod undo;
 
 use std::fs::File;
@@ -45,6 +50,7 @@ use super::intent::Intent;
 use super::path::{FsPath, is_plain_name};
 use super::request::{FileDirective, FileReply, FileRequest, RESERVED_PREFIX, WriteMode};
 use super::sandbox::{Denial, FolderConfig, Place, Whitelist, io, lstat};
+use settler::Settler;
 
 /// Largest file a write may create, and most bytes one read returns.
 pub const MAX_FILE_LEN: u64 = 64 * 1024 * 1024;
@@ -110,6 +116,8 @@ pub struct FileEndpoint {
     intent: Intent,
     db: NodeDb,
     changes: Mutex<()>,
+    /// Finishes each change after its reply.
+    settler: Settler,
 }
 
 /// One atomic step of applying a change.
@@ -147,7 +155,8 @@ impl FileEndpoint {
         let whitelist = Whitelist::open(&config.folders, &protected)?;
         let blobs = BlobStore::open(&config.state_dir.join("blobs"))?;
         let intent = Intent::open(&config.state_dir)?;
-        let endpoint = FileEndpoint { whitelist, blobs, intent, db, changes: Mutex::new(()) };
+        let settler = Settler::start(db.clone())?;
+        let endpoint = FileEndpoint { whitelist, blobs, intent, db, changes: Mutex::new(()), settler };
         endpoint.recover()?;
         Ok(endpoint)
     }
@@ -172,6 +181,14 @@ impl FileEndpoint {
         result
     }
 
+    /// Waits until the last change is settled: the directories it changed synced (a change
+    /// other than a write replies before that, as recovery would finish it from the journal).
+    /// An error means a change could not be made durable; restart the node so its recovery
+    /// checks it.
+    pub fn settle(&self) -> Result<(), FileError> {
+        self.settler.wait()
+    }
+
     /// The journal, oldest first, filtered.
     pub fn history(&self, filter: &RollbackFilter) -> Result<Vec<FileOpRecord>, FileError> {
         let records = self.db.read()?.file_ops()?;
@@ -188,9 +205,13 @@ impl FileEndpoint {
             )));
         }
         let number = self.db.read()?.next_file_op()?;
-        let accesses = directive.request.accesses();
-        let changed = accesses.into_iter().filter(|(_, access)| access.can_write()).map(|(path, _)| path.clone());
-        self.intent.record(number, changed.collect())?;
+        if !matches!(directive.request, FileRequest::Move { .. } | FileRequest::Rename { .. }) {
+            // A move prepares nothing on disk (no staged content, no linked backup), so a crash
+            // before its commit leaves nothing to clear and it needs no note.
+            let accesses = directive.request.accesses();
+            let changed = accesses.into_iter().filter(|(_, access)| access.can_write()).map(|(path, _)| path.clone());
+            self.intent.record(number, changed.collect())?;
+        }
         let plan = self.prepare(number, &directive.request, &directive.basis)?;
         self.run(number, plan, directive.actor, directive.session, None)?;
         Ok(FileReply::Done { op: number })
@@ -440,7 +461,7 @@ impl FileEndpoint {
     fn run(
         &self,
         number: u64,
-        plan: Plan,
+        mut plan: Plan,
         actor: Actor,
         session: Option<SessionId>,
         undoes: Option<FileOpRecord>,
@@ -472,6 +493,12 @@ impl FileEndpoint {
             txn.set_file_ops_settled(stored.number.saturating_sub(1))
         })
         .with_audit(audit);
+        // The previous change is settled (its directories synced) before this one commits and
+        // says so: recovery only ever has the last entry to check.
+        if let Err(err) = self.settler.wait() {
+            self.abandon_staged(number, &plan);
+            return Err(err);
+        }
         let (commit, synced) = if plan.unsynced.is_empty() {
             (self.db.commit(change), Ok(()))
         } else {
@@ -485,25 +512,40 @@ impl FileEndpoint {
             self.abandon_staged(number, &plan);
             return Err(err.into());
         }
-        if let Err(err) = synced.and_then(|()| apply(&plan.steps)) {
-            // Decided but not applied: say so in the journal and the audit log.
-            let mut failed = record;
-            failed.state = FileOpState::Abandoned;
-            self.abandon_staged(number, &plan);
-            self.db.commit(
-                Change::new(move |txn| {
-                    txn.put_file_op(&failed)?;
-                    txn.set_file_ops_settled(failed.number)
-                })
-                .with_audit(AuditDraft::new(
-                    actor,
-                    format!("files.{}", plan.kind.name()),
-                    format!("operation {number}: {}", plan.kind.describe()),
-                    plan.basis.clone(),
-                    Outcome::Failed(err.to_string()),
-                )),
-            )?;
-            return Err(err);
+        let dirs = match synced.and_then(|()| apply(std::mem::take(&mut plan.steps))) {
+            Ok(dirs) => dirs,
+            Err(err) => {
+                // Decided but not applied: say so in the journal and the audit log.
+                let mut failed = record;
+                failed.state = FileOpState::Abandoned;
+                self.abandon_staged(number, &plan);
+                self.db.commit(
+                    Change::new(move |txn| {
+                        txn.put_file_op(&failed)?;
+                        txn.set_file_ops_settled(failed.number)
+                    })
+                    .with_audit(AuditDraft::new(
+                        actor,
+                        format!("files.{}", plan.kind.name()),
+                        format!("operation {number}: {}", plan.kind.describe()),
+                        plan.basis.clone(),
+                        Outcome::Failed(err.to_string()),
+                    )),
+                )?;
+                return Err(err);
+            }
+        };
+        if plan.kind.is_write() {
+            // Recovery abandons a write it finds not installed (its staged content may not be
+            // on disk), so a write's rename is durable before its reply. Everything else rolls
+            // forward from the journal, so its directories sync after the reply.
+            if let Err(err) = sync_dirs(&dirs) {
+                self.settler.fail(number, err.clone());
+                return Err(err);
+            }
+            self.settler.hand_over(number, Vec::new());
+        } else {
+            self.settler.hand_over(number, dirs);
         }
         Ok(())
     }
@@ -555,45 +597,57 @@ impl FileEndpoint {
     }
 }
 
-/// Applies steps in order, syncing every directory touched.
-fn apply(steps: &[Step]) -> Result<(), FileError> {
+/// Applies steps in order; returns the directories they changed, which still need a sync for
+/// the changes to be durable (a delete's directory sync while it removes a tree excepted).
+fn apply(steps: Vec<Step>) -> Result<Vec<OwnedFd>, FileError> {
+    let mut changed: Vec<OwnedFd> = Vec::new();
+    let mut note = |dir: OwnedFd| {
+        if !changed.iter().any(|known| same_dir(known, &dir)) {
+            changed.push(dir);
+        }
+    };
     for step in steps {
         match step {
             Step::Install { dir, temp, name, replace } => {
-                let flags = if *replace { RenameFlags::empty() } else { RenameFlags::NOREPLACE };
-                rename(dir, temp, dir, name, flags)?;
-                rustix::fs::fsync(dir).map_err(io("syncing a directory"))?;
+                let flags = if replace { RenameFlags::empty() } else { RenameFlags::NOREPLACE };
+                rename(&dir, &temp, &dir, &name, flags)?;
+                note(dir);
             }
             Step::Move { from_dir, from, to_dir, to } => {
-                rename(from_dir, from, to_dir, to, RenameFlags::NOREPLACE)?;
-                rustix::fs::fsync(to_dir).map_err(io("syncing a directory"))?;
-                if !same_dir(from_dir, to_dir) {
-                    rustix::fs::fsync(from_dir).map_err(io("syncing a directory"))?;
-                }
+                rename(&from_dir, &from, &to_dir, &to, RenameFlags::NOREPLACE)?;
+                note(to_dir);
+                note(from_dir);
             }
             Step::Remove { dir, name, aside } => {
-                let is_dir = lstat(dir, name)?.is_some_and(|facts| facts.kind == FileType::Directory);
+                let is_dir = lstat(&dir, &name)?.is_some_and(|facts| facts.kind == FileType::Directory);
                 if is_dir {
-                    // Out of sight in one atomic step; the removal of its content may take longer.
-                    rename(dir, name, dir, aside, RenameFlags::NOREPLACE)?;
-                    rustix::fs::fsync(dir).map_err(io("syncing a directory"))?;
+                    // Out of sight in one atomic step, durably before its content goes (so a
+                    // crash never leaves a half-removed tree at the path); the removal of the
+                    // content may take longer.
+                    rename(&dir, &name, &dir, &aside, RenameFlags::NOREPLACE)?;
+                    rustix::fs::fsync(&dir).map_err(io("syncing a directory"))?;
                     // From here the delete has happened (the tree is out of sight and backed
                     // up): content the system will not let go of (an immutable file) stays
                     // under the reserved name, which no agent can touch, for the owner.
-                    if let Err(err) = entry::remove_tree(dir, aside) {
+                    if let Err(err) = entry::remove_tree(&dir, &aside) {
                         tracing::warn!(%err, aside, "a deleted tree could not be removed completely; remove it by hand");
                     }
                 } else {
-                    rustix::fs::unlinkat(dir, name.as_str(), AtFlags::empty()).map_err(io("removing a file"))?;
+                    rustix::fs::unlinkat(&dir, name.as_str(), AtFlags::empty()).map_err(io("removing a file"))?;
                 }
-                rustix::fs::fsync(dir).map_err(io("syncing a directory"))?;
+                note(dir);
             }
         }
     }
-    Ok(())
+    Ok(changed)
 }
 
-/// Whether two handles are the same directory (a rename within it needs one sync).
+/// Syncs `dirs`.
+fn sync_dirs(dirs: &[OwnedFd]) -> Result<(), FileError> {
+    dirs.iter().try_for_each(|dir| rustix::fs::fsync(dir).map_err(io("syncing a directory")))
+}
+
+/// Whether two handles are the same directory (changes within it need one sync).
 fn same_dir(a: &OwnedFd, b: &OwnedFd) -> bool {
     match (rustix::fs::fstat(a), rustix::fs::fstat(b)) {
         (Ok(a), Ok(b)) => a.st_dev == b.st_dev && a.st_ino == b.st_ino,

@@ -5,13 +5,13 @@
 
 use clawnet_protocol::audit::{Actor, AuditDraft, Outcome};
 use clawnet_storage::Change;
-use clawnet_storage::files::{FileAccess, FileOpKind, FileOpRecord, FileOpState, Fingerprint, PathChange};
+use clawnet_storage::files::{FileAccess, FileOpRecord, FileOpState, Fingerprint, PathChange};
 
 use super::super::FileError;
 use super::super::entry::{self, Walk};
 use super::super::path::FsPath;
-use super::super::sandbox::{Place, lstat};
-use super::{FileEndpoint, Step, apply, as_move, dup, parse_stored};
+use super::super::sandbox::{Place, io, lstat};
+use super::{FileEndpoint, Step, apply, as_move, dup, parse_stored, sync_dirs};
 
 impl FileEndpoint {
     /// Rolls forward the journal entries a crash left unapplied, and clears what a change the
@@ -93,6 +93,11 @@ impl FileEndpoint {
             }
         };
         if applied {
+            // Applied, but perhaps only in memory if the crash was the process's alone, its
+            // directories still unsynced (they sync after the reply).
+            for (place, _, _) in &places {
+                rustix::fs::fsync(&place.parent).map_err(io("syncing a directory"))?;
+            }
             leftovers(&places);
             return Ok(());
         }
@@ -100,7 +105,7 @@ impl FileEndpoint {
             leftovers(&places);
             return Err(FileError::Invalid("the files changed in a way the journal does not explain".into()));
         }
-        if matches!(record.kind, FileOpKind::Create { .. } | FileOpKind::Overwrite { .. } | FileOpKind::Append { .. }) {
+        if record.kind.is_write() {
             // A write's staged content syncs while its journal entry commits, so the content of
             // a write that was not installed may never have reached the disk. Nobody was told
             // the write was done (that comes after the install), so it is abandoned instead.
@@ -135,7 +140,7 @@ impl FileEndpoint {
             }
             _ => return Err(FileError::Invalid("an operation of unknown shape".into())),
         };
-        apply(&steps)?;
+        sync_dirs(&apply(steps)?)?;
         leftovers(&places);
         Ok(())
     }
@@ -146,12 +151,14 @@ mod tests {
     use std::fs;
 
     use clawnet_crypto::Timestamp;
+    use clawnet_storage::files::FileOpKind;
     use rustix::fs::{Mode, OFlags};
 
     use super::super::super::request::{FileDirective, FileRequest, WriteMode};
     use super::super::super::sandbox::FolderConfig;
+    use super::super::EndpointConfig;
     use super::*;
-    use crate::home::{KeyProtection, NodeHome};
+    use crate::home::{KeyProtection, NodeHome, UnlockedHome};
 
     fn write(path: &std::path::Path, content: &[u8], mode: WriteMode) -> FileDirective {
         let path = FsPath::parse(path.to_str().unwrap()).unwrap();
@@ -216,5 +223,82 @@ mod tests {
         // And the file can be written again.
         endpoint.execute(&write(&file, b"newer", WriteMode::Overwrite)).unwrap();
         assert_eq!(fs::read(&file).unwrap(), b"newer");
+    }
+
+    /// A folder with a node, its endpoint's configuration, and `plan.md` created as operation 1
+    /// by an endpoint that was then closed.
+    fn created_and_closed() -> (tempfile::TempDir, UnlockedHome, EndpointConfig, std::path::PathBuf) {
+        let temp = tempfile::tempdir().unwrap();
+        let base = temp.path().canonicalize().unwrap();
+        let (data, folder) = (base.join("node"), base.join("work"));
+        fs::create_dir_all(&folder).unwrap();
+        let home = NodeHome::init(&data, "Ada", KeyProtection::None).unwrap();
+        let config = crate::files::endpoint_config(
+            &data,
+            &[FolderConfig { path: folder.clone(), access: FileAccess::ReadWrite }],
+        );
+        let file = folder.join("plan.md");
+        FileEndpoint::open(&config, home.db().clone())
+            .unwrap()
+            .execute(&write(&file, b"plan", WriteMode::Create))
+            .unwrap();
+        (temp, home, config, file)
+    }
+
+    fn recoveries(home: &UnlockedHome) -> Vec<clawnet_protocol::audit::AuditEntry> {
+        home.db().audit_entries().unwrap().into_iter().filter(|entry| entry.action == "files.recover").collect()
+    }
+
+    #[test]
+    fn a_clean_stop_leaves_nothing_to_recover_even_if_the_owner_then_edits_the_files() {
+        let (_temp, home, config, file) = created_and_closed();
+        assert_eq!(home.db().read().unwrap().file_ops_settled().unwrap(), 1, "closing marks the last change settled");
+        // The owner edits the file while the node is stopped; the journal entry of the change
+        // that created it must stay what it was (it once turned into "abandoned" at the next
+        // start, as its last entry was always checked again).
+        fs::write(&file, b"the owner's own edit").unwrap();
+        let endpoint = FileEndpoint::open(&config, home.db().clone()).unwrap();
+        assert_eq!(endpoint.db.read().unwrap().file_op(1).unwrap().unwrap().state, FileOpState::Done);
+        assert_eq!(recoveries(&home), Vec::new());
+        assert_eq!(fs::read(&file).unwrap(), b"the owner's own edit");
+    }
+
+    #[test]
+    fn a_move_journaled_but_not_renamed_is_rolled_forward() {
+        let (_temp, home, config, file) = created_and_closed();
+        let created = home.db().read().unwrap().file_op(1).unwrap().unwrap().changes[0].after.clone().unwrap();
+        let to = file.with_file_name("plan-v1.md");
+        let (from_text, to_text) = (file.to_str().unwrap().to_owned(), to.to_str().unwrap().to_owned());
+        // What a crash leaves when a move's journal entry committed and its rename never reached
+        // the disk (the directory syncs after the reply): the entry, the file where it was.
+        let record = FileOpRecord {
+            number: 2,
+            time: Timestamp::now(),
+            actor: Actor::Owner,
+            session: None,
+            basis: "test".into(),
+            kind: FileOpKind::Move { from: from_text.clone(), to: to_text.clone() },
+            changes: vec![
+                PathChange { path: from_text, before: created.clone(), saved: None, after: Some(Fingerprint::Absent) },
+                PathChange { path: to_text, before: Fingerprint::Absent, saved: None, after: Some(created) },
+            ],
+            state: FileOpState::Done,
+        };
+        home.db()
+            .commit(Change::new(move |txn| {
+                txn.put_file_op(&record)?;
+                txn.set_file_ops_settled(1)
+            }))
+            .unwrap();
+
+        let endpoint = FileEndpoint::open(&config, home.db().clone()).unwrap();
+        assert!(!file.exists(), "the move was not rolled forward");
+        assert_eq!(fs::read(&to).unwrap(), b"plan");
+        let view = endpoint.db.read().unwrap();
+        assert_eq!(view.file_op(2).unwrap().unwrap().state, FileOpState::Done);
+        assert_eq!(view.file_ops_settled().unwrap(), 2);
+        let [recovered] = recoveries(&home).try_into().unwrap();
+        assert_eq!(recovered.outcome, Outcome::Success, "{recovered:?}");
+        assert!(recovered.object.starts_with("operation 2: "), "{recovered:?}");
     }
 }

@@ -90,10 +90,14 @@ impl FileEndpoint {
                 return Err(FileError::Conflict { op: number, path: change.path.clone() });
             }
         }
-        let changed = record.changes.iter().filter_map(|change| parse_stored(&change.path).ok());
-        self.intent.record(undo_number, changed.collect())?;
+        let moved = as_move(&record);
+        if moved.is_none() {
+            // (Moving back prepares nothing on disk, so it needs no note; see `change`.)
+            let changed = record.changes.iter().filter_map(|change| parse_stored(&change.path).ok());
+            self.intent.record(undo_number, changed.collect())?;
+        }
         let basis = format!("owner undo of operation {number}");
-        let plan = match as_move(&record) {
+        let plan = match moved {
             Some((from, to)) => {
                 let mut plan = self.prepare_move(&to, &from, basis)?;
                 plan.kind = FileOpKind::Undo { of: number };
