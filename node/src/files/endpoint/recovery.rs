@@ -172,25 +172,13 @@ mod tests {
 
     #[test]
     fn a_write_journaled_but_not_installed_is_abandoned_and_the_old_content_stays() {
-        let temp = tempfile::tempdir().unwrap();
-        let base = temp.path().canonicalize().unwrap();
-        let (data, folder) = (base.join("node"), base.join("work"));
-        fs::create_dir_all(&folder).unwrap();
-        let home = NodeHome::init(&data, "Ada", KeyProtection::None).unwrap();
-        let config = crate::files::endpoint_config(
-            &data,
-            &[FolderConfig { path: folder.clone(), access: FileAccess::ReadWrite }],
-        );
-        let file = folder.join("plan.md");
-        let before = {
-            let endpoint = FileEndpoint::open(&config, home.db().clone()).unwrap();
-            endpoint.execute(&write(&file, b"old", WriteMode::Create)).unwrap();
-            endpoint.db.read().unwrap().file_op(1).unwrap().unwrap().changes[0].after.clone().unwrap()
-        };
+        let (_temp, home, config, file) = created_and_closed();
+        let before = home.db().read().unwrap().file_op(1).unwrap().unwrap().changes[0].after.clone().unwrap();
+        let folder = file.parent().unwrap();
 
         // What a crash leaves when the overwrite's journal entry committed while its staged
         // content was still syncing, before the install: the entry, and the staged file.
-        let dir = rustix::fs::open(&folder, OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).unwrap();
+        let dir = rustix::fs::open(folder, OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).unwrap();
         let (_, after) = entry::stage_bytes(&dir, ".clawnet-2-0.new", None, b"new", 0o644).unwrap();
         let record = FileOpRecord {
             number: 2,
@@ -213,7 +201,7 @@ mod tests {
         let view = endpoint.db.read().unwrap();
         assert_eq!(view.file_op(2).unwrap().unwrap().state, FileOpState::Abandoned);
         assert_eq!(view.file_ops_settled().unwrap(), 2);
-        assert_eq!(fs::read(&file).unwrap(), b"old");
+        assert_eq!(fs::read(&file).unwrap(), b"plan");
         assert!(!folder.join(".clawnet-2-0.new").exists(), "the staged file was left behind");
         let recovered = home.db().audit_entries().unwrap().into_iter().find(|e| e.action == "files.recover").unwrap();
         assert!(
