@@ -349,20 +349,25 @@ impl ReadView {
     }
 
     /// The last journal entry known to be fully applied to the file system; entries after it
-    /// are rolled forward when the endpoint opens.
+    /// are rolled forward when the endpoint opens. An entry is settled once a later one is
+    /// committed (changes are serialized, and each commits only after the previous one
+    /// settled), so the mark itself is written only where that does not say it: an abandoned
+    /// entry, a recovery, a clean stop.
     pub fn file_ops_settled(&self) -> Result<u64, StoreError> {
+        let implied = self.next_file_op()?.saturating_sub(2);
         let table = self.tx.open_table(META).ctx("reading the file journal")?;
         let value = table.get(META_FILE_OPS_SETTLED).ctx("reading the file journal")?;
-        match value {
+        let marked = match value {
             Some(value) => {
                 let bytes: [u8; 8] = value
                     .value()
                     .try_into()
                     .map_err(|_| StoreError::Corrupt { what: "file journal mark", detail: "wrong length".into() })?;
-                Ok(u64::from_le_bytes(bytes))
+                u64::from_le_bytes(bytes)
             }
-            None => Ok(0),
-        }
+            None => 0,
+        };
+        Ok(marked.max(implied))
     }
 
     /// The number the next journal entry gets.

@@ -11,8 +11,8 @@
 //! 3. **Apply**: one atomic rename (or unlink) per path. A write syncs the directories before
 //!    its reply; any other change replies now and its directories sync on the settling thread
 //!    (the `settler` module), as recovery would roll it forward from the journal.
-//! 4. The next change waits for that sync, and its commit marks this entry settled (a clean
-//!    stop marks it too). If the process dies between 2 and 4, the next start rolls the entry
+//! 4. The next change waits for that sync, and its commit implies this entry settled (a clean
+//!    stop marks it). If the process dies between 2 and 4, the next start rolls the entry
 //!    forward (or, if it cannot, records why; a write not yet installed is abandoned, as its
 //!    staged content may not be on disk), so the file system ends in the old or the new state
 //!    and the journal says which, with the backup present.
@@ -490,11 +490,12 @@ impl FileEndpoint {
                 undone.state = FileOpState::Undone { by: stored.number };
                 txn.put_file_op(&undone)?;
             }
-            txn.set_file_ops_settled(stored.number.saturating_sub(1))
+            Ok(())
         })
         .with_audit(audit);
-        // The previous change is settled (its directories synced) before this one commits and
-        // says so: recovery only ever has the last entry to check.
+        // The previous change is settled (its directories synced) before this one commits, and
+        // the commit says so by itself (see `file_ops_settled`): recovery only ever has the
+        // last entry to check.
         if let Err(err) = self.settler.wait() {
             self.abandon_staged(number, &plan);
             return Err(err);

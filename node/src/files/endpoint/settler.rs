@@ -8,7 +8,7 @@
 //! disk), so a write syncs its directory before its reply and has nothing left to settle.
 //!
 //! One change at most is unsettled: the next change waits for this one's syncs before its own
-//! journal commit ([`Settler::wait`]), which marks this one settled, so recovery only ever has
+//! journal commit ([`Settler::wait`]), which implies this one settled, so recovery only ever has
 //! the last entry to check (and none after a clean stop, which marks the last one). A
 //! failed sync is sticky, like the database writer's failed commit: nothing can be built on a
 //! change whose durability is unknown, so every later change fails until the node is restarted
