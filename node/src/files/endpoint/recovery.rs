@@ -180,22 +180,11 @@ mod tests {
         // content was still syncing, before the install: the entry, and the staged file.
         let dir = rustix::fs::open(folder, OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).unwrap();
         let (_, after) = entry::stage_bytes(&dir, ".clawnet-2-0.new", None, b"new", 0o644).unwrap();
-        let record = FileOpRecord {
-            number: 2,
-            time: Timestamp::now(),
-            actor: Actor::Owner,
-            session: None,
-            basis: "test".into(),
-            kind: FileOpKind::Overwrite { path: file.to_str().unwrap().into() },
-            changes: vec![PathChange { path: file.to_str().unwrap().into(), before, saved: None, after: Some(after) }],
-            state: FileOpState::Done,
-        };
-        home.db()
-            .commit(Change::new(move |txn| {
-                txn.put_file_op(&record)?;
-                txn.set_file_ops_settled(1)
-            }))
-            .unwrap();
+        journal_op_2(
+            &home,
+            FileOpKind::Overwrite { path: file.to_str().unwrap().into() },
+            vec![PathChange { path: file.to_str().unwrap().into(), before, saved: None, after: Some(after) }],
+        );
 
         let endpoint = FileEndpoint::open(&config, home.db().clone()).unwrap();
         let view = endpoint.db.read().unwrap();
@@ -233,6 +222,22 @@ mod tests {
         (temp, home, config, file)
     }
 
+    /// Commits operation 2 as decided (done) without applying it: what a crash between its
+    /// journal commit and its renames leaves in the database.
+    fn journal_op_2(home: &UnlockedHome, kind: FileOpKind, changes: Vec<PathChange>) {
+        let record = FileOpRecord {
+            number: 2,
+            time: Timestamp::now(),
+            actor: Actor::Owner,
+            session: None,
+            basis: "test".into(),
+            kind,
+            changes,
+            state: FileOpState::Done,
+        };
+        home.db().commit(Change::new(move |txn| txn.put_file_op(&record))).unwrap();
+    }
+
     fn recoveries(home: &UnlockedHome) -> Vec<clawnet_protocol::audit::AuditEntry> {
         home.db().audit_entries().unwrap().into_iter().filter(|entry| entry.action == "files.recover").collect()
     }
@@ -259,25 +264,14 @@ mod tests {
         let (from_text, to_text) = (file.to_str().unwrap().to_owned(), to.to_str().unwrap().to_owned());
         // What a crash leaves when a move's journal entry committed and its rename never reached
         // the disk (the directory syncs after the reply): the entry, the file where it was.
-        let record = FileOpRecord {
-            number: 2,
-            time: Timestamp::now(),
-            actor: Actor::Owner,
-            session: None,
-            basis: "test".into(),
-            kind: FileOpKind::Move { from: from_text.clone(), to: to_text.clone() },
-            changes: vec![
+        journal_op_2(
+            &home,
+            FileOpKind::Move { from: from_text.clone(), to: to_text.clone() },
+            vec![
                 PathChange { path: from_text, before: created.clone(), saved: None, after: Some(Fingerprint::Absent) },
                 PathChange { path: to_text, before: Fingerprint::Absent, saved: None, after: Some(created) },
             ],
-            state: FileOpState::Done,
-        };
-        home.db()
-            .commit(Change::new(move |txn| {
-                txn.put_file_op(&record)?;
-                txn.set_file_ops_settled(1)
-            }))
-            .unwrap();
+        );
 
         let endpoint = FileEndpoint::open(&config, home.db().clone()).unwrap();
         assert!(!file.exists(), "the move was not rolled forward");
