@@ -202,6 +202,106 @@ async fn a_delivery_to_a_stopped_node_arrives_exactly_once_after_it_restarts() -
     Ok(())
 }
 
+/// A TCP listener that accepts connections and never says a word: what dialing an address that
+/// now leads nowhere (a laptop that left its network) looks like, until the connection timeout.
+struct Tarpit {
+    address: String,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Tarpit {
+    async fn start() -> anyhow::Result<Tarpit> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let address = format!("/ip4/127.0.0.1/tcp/{}", listener.local_addr()?.port());
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                held.push(socket);
+            }
+        });
+        Ok(Tarpit { address, accepted, task })
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Tarpit {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_that_never_answer_do_not_hold_up_a_delivery_to_a_node_that_does() -> Result {
+    let tarpit = Tarpit::start().await?;
+    let alice = TestNode::start("alice", direct()).await?;
+    let bob = TestNode::start("bob", direct()).await?;
+    befriend(&alice, &bob).await?;
+
+    // Alice has a backlog for twenty nodes whose only known address is the tarpit.
+    let device = signing_copy(&alice.node().home.keys().device);
+    let ghosts: Vec<SigningPublicKey> =
+        (0..20u8).map(|n| clawnet_crypto::SigningSecret::from_bytes(&[100 + n; 32]).public_key()).collect();
+    let backlog: Vec<WireMessage> = (0..100).map(|n| turn_message(&device, n)).collect();
+    let address = vec![tarpit.address.clone()];
+    let queued = ghosts.clone();
+    alice.node().home.db().commit(clawnet_storage::Change::new(move |txn| {
+        let now = Timestamp::now();
+        for ghost in &queued {
+            txn.add_peer_addresses(ghost, &address, now)?;
+            for message in &backlog {
+                clawnet_node::delivery::enqueue(txn, *ghost, message, now)?;
+            }
+        }
+        Ok(())
+    }))?;
+    alice.node().outbox.wake();
+    eventually("alice to dial the tarpit", || async { Some(()).filter(|()| tarpit.accepted() > 0) }).await?;
+
+    // While every attempt at those nodes hangs, a tag update for bob still goes at once.
+    alice.node().home.create_identity("club", "Chess club")?;
+    alice.node().assign(&bob.node().home.owner().fingerprint().to_string(), "club").await?;
+    eventually("bob to see club", || async {
+        Some(()).filter(|()| visible_tags(&bob, &alice).contains(&"club".to_owned()))
+    })
+    .await?;
+    let stats = alice.node().outbox.stats();
+    assert_eq!(stats.retried.load(Ordering::SeqCst), 0, "bob's update waited for an attempt at a silent node to fail");
+    // The silent nodes are probed, one request each and a bounded number at once; the rest of
+    // their messages wait in the outbox.
+    assert!(tarpit.accepted() <= 16, "{} connections to silent nodes", tarpit.accepted());
+    let pending = alice.node().home.db().read()?.outbound()?;
+    assert_eq!(pending.len(), 20 * 100, "every message for the silent nodes is still queued");
+    // The worker read its outbox table once, when it started: it learned of the 2 000 messages
+    // from the commit that queued them.
+    assert_eq!(stats.scans.load(Ordering::SeqCst), 1);
+    Ok(())
+}
+
+/// A session turn signed by `device`, unique per `n` (its content does not matter here).
+fn turn_message(device: &clawnet_crypto::SigningSecret, n: usize) -> WireMessage {
+    let turn = clawnet_protocol::session::Turn {
+        session: clawnet_protocol::SessionId([7; 16]),
+        turn_no: 1,
+        prev: clawnet_crypto::Hash32([1; 32]),
+        speaker: clawnet_crypto::IdentityId([2; 16]),
+        text: format!("message {n}"),
+        end: None,
+        sent_at: Timestamp::now(),
+    };
+    WireMessage::Turn(Signed::sign(&turn, device))
+}
+
+fn signing_copy(key: &clawnet_crypto::SigningSecret) -> clawnet_crypto::SigningSecret {
+    clawnet_crypto::SigningSecret::from_bytes(&key.to_bytes())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_letter_left_at_the_relay_reaches_a_node_that_returns_while_its_sender_is_away() -> Result {
     let relay = TestRelay::start().await?;

@@ -9,6 +9,10 @@
 //! delivery's path, made durable by the node's next durable commit rather than an fsync of its
 //! own); that full "settled" latency is printed too, against RTT + 3 commits.
 //!
+//! Throughput is measured twice: with 64 messages kept in flight, and draining a backlog of
+//! 20 000 messages queued in one commit (a node coming back to a contact after a long
+//! absence), both against raw request-response with 64 in flight.
+//!
 //! Run: `cargo bench -p clawnet-node --bench deliver` (add `-- --runs N`).
 
 mod common;
@@ -34,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 const LATENCY_SAMPLES: usize = 300;
 const THROUGHPUT_MESSAGES: usize = 3000;
 const IN_FLIGHT: usize = 64;
+const BACKLOG: usize = 20_000;
 
 fn main() -> anyhow::Result<()> {
     let results = common::repeat(5, run_once)?;
@@ -47,6 +52,8 @@ fn main() -> anyhow::Result<()> {
     let throughput = median(&|r| r.delivery_per_s);
     let raw_throughput = median(&|r| r.raw_per_s);
     let throughput_ratio = median(&|r| r.delivery_per_s / r.raw_per_s);
+    let drain = median(&|r| r.drain_per_s);
+    let drain_ratio = median(&|r| r.drain_per_s / r.raw_per_s);
     println!("\nmedian of {} runs (ratios are medians of each run's ratio)", results.len());
     println!("  delivery latency p50 (one in flight):       {p50:>9.1} us  (queued until signed ack verified)");
     println!("  raw request-response round trip p50:        {rtt:>9.1} us");
@@ -57,6 +64,8 @@ fn main() -> anyhow::Result<()> {
     println!("  deliveries/s with {IN_FLIGHT} in flight:              {throughput:>9.0}");
     println!("  raw request-response/s with {IN_FLIGHT} in flight:    {raw_throughput:>9.0}");
     println!("  delivery / raw throughput:                  {throughput_ratio:>9.2}  (target >= 0.50)");
+    println!("  backlog of {BACKLOG} drained, deliveries/s:       {drain:>9.0}");
+    println!("  backlog drain / raw throughput:             {drain_ratio:>9.2}");
     Ok(())
 }
 
@@ -67,19 +76,21 @@ struct RunResult {
     raw_commit_p50_us: f64,
     delivery_per_s: f64,
     raw_per_s: f64,
+    drain_per_s: f64,
 }
 
 impl std::fmt::Display for RunResult {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "delivery p50 {:.1}us (settled {:.1}us) vs rtt {:.1}us + commit {:.1}us; {:.0}/s vs raw {:.0}/s",
+            "delivery p50 {:.1}us (settled {:.1}us) vs rtt {:.1}us + commit {:.1}us; {:.0}/s vs raw {:.0}/s; backlog {:.0}/s",
             self.delivery_p50_us,
             self.settled_p50_us,
             self.raw_rtt_p50_us,
             self.raw_commit_p50_us,
             self.delivery_per_s,
-            self.raw_per_s
+            self.raw_per_s,
+            self.drain_per_s
         )
     }
 }
@@ -91,8 +102,17 @@ async fn run_once() -> anyhow::Result<RunResult> {
     drop(raw_db);
     let raw_commit_p50_us = micros(median_duration(commits));
     let (raw_rtt_p50_us, raw_per_s) = common::raw_network(LATENCY_SAMPLES, THROUGHPUT_MESSAGES, IN_FLIGHT).await?;
-    let (delivery_p50_us, settled_p50_us, delivery_per_s) = deliveries(dir.path()).await?;
-    Ok(RunResult { delivery_p50_us, settled_p50_us, raw_rtt_p50_us, raw_commit_p50_us, delivery_per_s, raw_per_s })
+    let Deliveries { latency_p50_us: delivery_p50_us, settled_p50_us, per_s: delivery_per_s, drain_per_s } =
+        deliveries(dir.path()).await?;
+    Ok(RunResult {
+        delivery_p50_us,
+        settled_p50_us,
+        raw_rtt_p50_us,
+        raw_commit_p50_us,
+        delivery_per_s,
+        raw_per_s,
+        drain_per_s,
+    })
 }
 
 /// Accepts every delivery, recording it with an audit entry as a node does.
@@ -131,9 +151,16 @@ async fn side(dir: &std::path::Path, name: &str, shutdown: &CancellationToken) -
     Ok(Side { home, network, events })
 }
 
-/// The real delivery path between two nodes; returns (p50 latency and p50 settled latency in
-/// us, deliveries/s).
-async fn deliveries(dir: &std::path::Path) -> anyhow::Result<(f64, f64, f64)> {
+/// What the real delivery path measured.
+struct Deliveries {
+    latency_p50_us: f64,
+    settled_p50_us: f64,
+    per_s: f64,
+    drain_per_s: f64,
+}
+
+/// The real delivery path between two nodes.
+async fn deliveries(dir: &std::path::Path) -> anyhow::Result<Deliveries> {
     let shutdown = CancellationToken::new();
     let sender = side(dir, "sender", &shutdown).await?;
     let mut receiver = side(dir, "receiver", &shutdown).await?;
@@ -172,6 +199,8 @@ async fn deliveries(dir: &std::path::Path) -> anyhow::Result<(f64, f64, f64)> {
     // Messages are made (and signed) before timing: producing them is the application's cost.
     let mut messages: Vec<Option<WireMessage>> =
         (0..=LATENCY_SAMPLES + THROUGHPUT_MESSAGES).map(|n| Some(message(&sender.home, n))).collect();
+    let backlog: Vec<WireMessage> =
+        (0..BACKLOG).map(|n| message(&sender.home, LATENCY_SAMPLES + THROUGHPUT_MESSAGES + 1 + n)).collect();
     let queue = |messages: &mut Vec<Option<WireMessage>>, n: usize| {
         let message = messages[n].take().expect("each message is sent once");
         sender
@@ -238,8 +267,31 @@ async fn deliveries(dir: &std::path::Path) -> anyhow::Result<(f64, f64, f64)> {
             receiver_home.db().writer_stats(),
         );
     }
+
+    // The backlog: queued in one commit, then drained by the worker.
+    let base = *settled.borrow();
+    sender
+        .home
+        .db()
+        .submit(Change::new(move |txn| {
+            let now = Timestamp::now();
+            for message in &backlog {
+                enqueue(txn, receiver_device, message, now)?;
+            }
+            Ok(())
+        }))?
+        .await?;
+    let start = Instant::now();
+    outbox.wake();
+    settled.wait_for(|count| *count - base >= BACKLOG as u64).await?;
+    let drain_per_s = BACKLOG as f64 / start.elapsed().as_secs_f64();
     shutdown.cancel();
-    Ok((micros(median_duration(latencies)), micros(median_duration(settle_latencies)), per_s))
+    Ok(Deliveries {
+        latency_p50_us: micros(median_duration(latencies)),
+        settled_p50_us: micros(median_duration(settle_latencies)),
+        per_s,
+        drain_per_s,
+    })
 }
 
 /// A session turn of realistic size, unique per `n`.

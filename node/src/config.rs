@@ -67,6 +67,9 @@ pub struct NetworkSettings {
     pub max_connections_per_peer: u32,
     /// Seconds an idle connection is kept.
     pub idle_timeout_secs: u64,
+    /// Seconds a new connection may take to be set up (dial, Noise, Yamux) before the peer
+    /// counts as unreachable for now.
+    pub connect_timeout_secs: u64,
 }
 
 impl Default for NetworkSettings {
@@ -78,6 +81,7 @@ impl Default for NetworkSettings {
             max_connections: 256,
             max_connections_per_peer: 4,
             idle_timeout_secs: 300,
+            connect_timeout_secs: 10,
         }
     }
 }

@@ -133,6 +133,7 @@ impl Network {
             .with_swarm_config(|config| {
                 config.with_idle_connection_timeout(Duration::from_secs(settings.idle_timeout_secs))
             })
+            .with_connection_timeout(Duration::from_secs(settings.connect_timeout_secs.max(1)))
             .build();
         let (commands, command_rx) = mpsc::channel(COMMAND_CAPACITY);
         let (events, event_rx) = mpsc::channel(EVENT_CAPACITY);

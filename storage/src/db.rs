@@ -7,6 +7,7 @@ use clawnet_crypto::{DeviceCert, OwnerId, Signed, SigningPublicKey, SigningSecre
 use clawnet_protocol::audit::{Actor, AuditDraft, Outcome};
 use redb::{Database, ReadableDatabase};
 
+use crate::deliveries::QueuedFeed;
 use crate::error::{DbResultExt, StoreError};
 use crate::schema::{self, META};
 use crate::view::ReadView;
@@ -45,6 +46,7 @@ pub struct NodeDb {
     path: PathBuf,
     info: NodeInfo,
     writer: Option<Arc<Writer>>,
+    queued: Arc<QueuedFeed>,
 }
 
 impl NodeDb {
@@ -112,7 +114,8 @@ impl NodeDb {
             return Err(StoreError::WrongDeviceKey);
         }
         let head = crate::audit::read_head(&self.read()?)?;
-        self.writer = Some(Arc::new(Writer::start(self.db.clone(), device, self.info.owner, head)?));
+        self.writer =
+            Some(Arc::new(Writer::start(self.db.clone(), device, self.info.owner, head, self.queued.clone())?));
         Ok(())
     }
 
@@ -164,6 +167,12 @@ impl NodeDb {
     /// Where the database file is.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The messages committed changes queue in the outbox, as they commit: how the sending
+    /// worker learns of them without scanning the outbox.
+    pub fn queued_outbound(&self) -> &Arc<QueuedFeed> {
+        &self.queued
     }
 
     /// Group-commit statistics since the writer was unlocked.
@@ -225,7 +234,7 @@ impl NodeDb {
         let info = NodeInfo { owner, device_key: cert.device_key, device_cert, node_name };
         drop(meta);
         drop(tx);
-        Ok(NodeDb { db: Arc::new(db), path: path.to_owned(), info, writer: None })
+        Ok(NodeDb { db: Arc::new(db), path: path.to_owned(), info, writer: None, queued: Arc::default() })
     }
 }
 

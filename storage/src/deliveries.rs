@@ -4,7 +4,11 @@
 //!
 //! An outbox record starts with its retry schedule and ends with the message, so the sender's
 //! worker scans what is due by decoding only the front of each record, in one table (every
-//! table a commit touches costs it a page write).
+//! table a commit touches costs it a page write). The worker scans the outbox when it starts;
+//! after that, every committed transaction publishes what it queued to the [`QueuedFeed`], so
+//! finding what to send costs what was queued, not what is waiting.
+
+use std::sync::Mutex;
 
 use clawnet_crypto::{Hash32, SigningPublicKey, Timestamp, WireFormat, encoding};
 use clawnet_protocol::MessageId;
@@ -81,6 +85,83 @@ impl WireFormat for InboundRecord {
     const MAX_LEN: usize = clawnet_protocol::limits::MAX_WIRE_MESSAGE + 256;
 }
 
+/// A message a committed transaction queued in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedOutbound {
+    /// Its outbox key.
+    pub id: MessageId,
+    /// Its retry schedule, as queued.
+    pub schedule: OutboundSchedule,
+    /// The encoded wire message.
+    pub message: Vec<u8>,
+}
+
+/// What committed transactions queued since the subscriber last looked, in commit order.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Queued {
+    /// These messages, oldest first.
+    Messages(Vec<QueuedOutbound>),
+    /// More than [`QueuedFeed::CAPACITY`] piled up and were dropped: scan the outbox instead.
+    Overflowed,
+}
+
+/// The messages committed transactions queued, kept for one subscriber (the outbox worker)
+/// once it subscribed; nothing is kept before that, or for more than a bounded backlog.
+#[derive(Debug, Default)]
+pub struct QueuedFeed {
+    state: Mutex<FeedState>,
+}
+
+#[derive(Debug, Default)]
+struct FeedState {
+    subscribed: bool,
+    overflowed: bool,
+    queued: Vec<QueuedOutbound>,
+}
+
+impl QueuedFeed {
+    /// Messages kept for a subscriber that does not take them, at most.
+    pub const CAPACITY: usize = 65_536;
+
+    /// Starts keeping what commits queue, from now on; forgets anything kept before. Subscribe
+    /// *before* scanning the outbox, so nothing committed between the two is missed (what both
+    /// report is the same message twice).
+    pub fn subscribe(&self) {
+        let mut state = lock(&self.state);
+        *state = FeedState { subscribed: true, ..FeedState::default() };
+    }
+
+    /// What was queued since the last call (or the subscription).
+    pub fn take(&self) -> Queued {
+        let mut state = lock(&self.state);
+        if std::mem::take(&mut state.overflowed) {
+            return Queued::Overflowed;
+        }
+        Queued::Messages(std::mem::take(&mut state.queued))
+    }
+
+    /// Called once a transaction that queued `queued` committed.
+    pub(crate) fn publish(&self, queued: Vec<QueuedOutbound>) {
+        if queued.is_empty() {
+            return;
+        }
+        let mut state = lock(&self.state);
+        if !state.subscribed || state.overflowed {
+            return;
+        }
+        if state.queued.len() + queued.len() > Self::CAPACITY {
+            state.overflowed = true;
+            state.queued = Vec::new();
+        } else {
+            state.queued.extend(queued);
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
 impl ReadView {
     /// The schedule of every queued message, oldest first (message bodies are not read).
     pub fn outbound_schedule(&self) -> Result<Vec<(MessageId, OutboundSchedule)>, StoreError> {
@@ -136,6 +217,7 @@ impl Txn<'_> {
             return Ok(false);
         }
         table.insert(id.0.as_bytes(), encoding::encode(record).as_slice()).ctx("writing the outbox")?;
+        self.queued.push(QueuedOutbound { id: *id, schedule: record.schedule, message: record.message.clone() });
         Ok(true)
     }
 

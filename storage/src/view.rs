@@ -22,6 +22,9 @@ impl fmt::Debug for ReadView {
 /// decisions belong to the caller, made before the change is submitted.
 pub struct Txn<'a> {
     pub(crate) tx: &'a redb::WriteTransaction,
+    /// Messages this transaction queued in the outbox, published to the sending worker once it
+    /// commits (see [`crate::deliveries::QueuedFeed`]).
+    pub(crate) queued: Vec<crate::deliveries::QueuedOutbound>,
 }
 
 impl fmt::Debug for Txn<'_> {

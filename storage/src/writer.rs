@@ -45,6 +45,7 @@ use clawnet_crypto::{Hash32, OwnerId, SigningSecret, Timestamp};
 use clawnet_protocol::audit::{AuditDraft, LinkedEntry, SealedEntry};
 use redb::Database;
 
+use crate::deliveries::QueuedFeed;
 use crate::error::{DbResultExt, StoreError};
 use crate::schema::AUDIT;
 use crate::view::Txn;
@@ -268,6 +269,8 @@ struct Shared {
     /// Set once, by the first failed commit.
     poisoned: OnceLock<String>,
     stats: Mutex<WriterStats>,
+    /// Where committed transactions publish the messages they queued.
+    queued: Arc<QueuedFeed>,
 }
 
 /// The group-commit writer of one database: a handle on the sealer and committer threads.
@@ -290,6 +293,7 @@ impl Writer {
         signer: SigningSecret,
         owner: OwnerId,
         head: ChainHead,
+        queued: Arc<QueuedFeed>,
     ) -> Result<Writer, StoreError> {
         let shared = Arc::new(Shared {
             db,
@@ -299,6 +303,7 @@ impl Writer {
             in_flight: AtomicUsize::new(0),
             poisoned: OnceLock::new(),
             stats: Mutex::new(WriterStats::default()),
+            queued,
         });
         let (inbox, jobs) = sync_channel::<Job>(QUEUE_CAPACITY);
         // The sealer never waits for the committer (which takes every sealed batch at once),
@@ -599,21 +604,21 @@ fn commit_batch(shared: &Shared, jobs: Vec<Job>, sealed: &[Vec<SealedEntry>]) ->
         return Err(StoreError::Poisoned(reason.clone()));
     }
     // A panicking step must not take the pipeline down with it.
-    std::panic::catch_unwind(AssertUnwindSafe(|| write_batch(&shared.db, jobs, sealed)))
+    std::panic::catch_unwind(AssertUnwindSafe(|| write_batch(shared, jobs, sealed)))
         .unwrap_or_else(|_| Err(StoreError::Poisoned("a change panicked while being committed".into())))
 }
 
-fn write_batch(db: &Database, jobs: Vec<Job>, sealed: &[Vec<SealedEntry>]) -> Result<Vec<Committed>, StoreError> {
+fn write_batch(shared: &Shared, jobs: Vec<Job>, sealed: &[Vec<SealedEntry>]) -> Result<Vec<Committed>, StoreError> {
     let context = "committing a change";
-    let mut tx = db.begin_write().ctx(context)?;
+    let mut tx = shared.db.begin_write().ctx(context)?;
     if jobs.iter().all(|job| job.durable_later) {
         // Refused only by a database shared between processes: it then commits durably, which
         // is always allowed.
         let _ = tx.set_durability(redb::Durability::None);
     }
     let mut done = Vec::with_capacity(jobs.len());
-    {
-        let mut txn = Txn { tx: &tx };
+    let queued = {
+        let mut txn = Txn { tx: &tx, queued: Vec::new() };
         for (job, entries) in jobs.into_iter().zip(sealed) {
             let output = match job.step {
                 Some(step) => step(&mut txn)?,
@@ -626,8 +631,10 @@ fn write_batch(db: &Database, jobs: Vec<Job>, sealed: &[Vec<SealedEntry>]) -> Re
         for entry in sealed.iter().flatten() {
             audit.insert(entry.seq, entry.record.as_slice()).ctx(context)?;
         }
-    }
+        txn.queued
+    };
     tx.commit().ctx(context)?;
+    shared.queued.publish(queued);
     Ok(done)
 }
 

@@ -11,7 +11,7 @@ use clawnet_protocol::testkit::{T0, TestOwner};
 use clawnet_protocol::{MessageId, Nonce, NonceLedger};
 use clawnet_storage::approvals::{ApprovalId, ApprovalRecord, ApprovalRequest, ApprovalStatus};
 use clawnet_storage::audit::{AuditVerifyError, raw_entry, tamper_with_entry};
-use clawnet_storage::deliveries::{InboundRecord, OutboundRecord};
+use clawnet_storage::deliveries::{InboundRecord, OutboundRecord, Queued, QueuedFeed};
 use clawnet_storage::identities::{IdentityRecord, IdentityStatus};
 use clawnet_storage::replay::NonceCheck;
 use clawnet_storage::{Change, Genesis, NodeDb, StoreError};
@@ -441,4 +441,53 @@ fn memory_entries_are_numbered_per_identity() {
     assert!(deleted);
     assert_eq!(db.read().unwrap().memories(&work).unwrap().len(), 1);
     assert_eq!(db.read().unwrap().memory_count().unwrap(), 2);
+}
+
+#[test]
+fn the_outbox_feed_reports_what_committed_changes_queued_once_subscribed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (owner, db) = create(dir.path());
+    let key = owner.device.public_key();
+    let queue = move |numbers: std::ops::Range<u32>| {
+        Change::new(move |txn| {
+            for n in numbers {
+                let id = MessageId::of(&n.to_le_bytes());
+                txn.enqueue_outbound(&id, &OutboundRecord::new(key, n.to_le_bytes().to_vec(), T0))?;
+            }
+            Ok(())
+        })
+    };
+    let reported = |queued: Queued| match queued {
+        Queued::Messages(messages) => {
+            messages.iter().map(|m| u32::from_le_bytes(m.message[..4].try_into().unwrap())).collect::<Vec<u32>>()
+        }
+        Queued::Overflowed => panic!("overflowed"),
+    };
+    let feed = db.queued_outbound().clone();
+    db.commit(queue(0..1)).unwrap();
+    feed.subscribe();
+    assert!(reported(feed.take()).is_empty(), "nothing from before the subscription");
+
+    // In commit order, changes sharing a group commit included; a message queued again is not new.
+    db.commit(queue(1..3)).unwrap();
+    let (first, second) = (db.submit(queue(3..4)).unwrap(), db.submit(queue(2..5)).unwrap());
+    first.wait().unwrap();
+    second.wait().unwrap();
+    assert_eq!(reported(feed.take()), [1, 2, 3, 4]);
+    assert!(reported(feed.take()).is_empty(), "each is reported once");
+
+    // A subscriber that falls too far behind is told to scan instead.
+    let many = QueuedFeed::CAPACITY as u32 + 1;
+    db.commit(queue(10..10 + many)).unwrap();
+    assert_eq!(feed.take(), Queued::Overflowed);
+    assert!(reported(feed.take()).is_empty());
+    assert_eq!(db.read().unwrap().outbound_schedule().unwrap().len(), 5 + many as usize);
+
+    // A change that fails queues nothing, so reports nothing.
+    let failing = Change::new(move |txn| {
+        txn.enqueue_outbound(&MessageId::of(b"never"), &OutboundRecord::new(key, b"never".to_vec(), T0))?;
+        Err::<(), _>(StoreError::ReadOnly)
+    });
+    assert!(db.commit(failing).is_err());
+    assert!(reported(feed.take()).is_empty());
 }

@@ -1,9 +1,9 @@
 //! Relays' mailboxes, for a contact's node that is offline when we send and comes back while
 //! we are offline (DESIGN.md, "bootstrap relay"; the wire in `clawnet_protocol::mailbox`).
 //!
-//! **Leaving.** When a direct attempt cannot reach a contact's node, each message of the batch
-//! is left once (per run of this node) as a sealed, signed letter at a relay where that node
-//! collects: the relays its circuit addresses name, then our own bootstrap relays. The message
+//! **Leaving.** When a direct attempt cannot reach a contact's node, each message of the batch,
+//! and the next ones waiting for that node (64 more per failed attempt), is left once (per run
+//! of this node) as a sealed, signed letter at a relay where that node collects: the relays its circuit addresses name, then our own bootstrap relays. The message
 //! stays in the outbox and is still retried directly: only the receiver's signed
 //! acknowledgement removes it, and a receiver that already took the letter answers the retry
 //! "recorded" without applying it again.
@@ -72,8 +72,8 @@ pub struct Collected {
 pub struct Mailboxes {
     home: Arc<UnlockedHome>,
     network: Network,
-    /// Messages already left by this run; after a restart one may be left again, which the
-    /// receiver deduplicates like any repeated delivery.
+    /// Messages already left (or being left) by this run; after a restart one may be left
+    /// again, which the receiver deduplicates like any repeated delivery.
     left: Mutex<HashSet<MessageId>>,
     /// Held while a box is read: one collection at a time, so a letter is handed to the inbox
     /// once, and a caller asking for a collection gets one that starts after its request.
@@ -102,13 +102,21 @@ impl Mailboxes {
     /// where the node with device key `recipient` collects. Best effort: a message no relay
     /// takes is simply not left (the outbox keeps retrying it directly).
     pub(crate) async fn leave(&self, recipient: SigningPublicKey, messages: Vec<(MessageId, Vec<u8>)>) {
+        // Claimed up front, so a call running meanwhile (the next failed attempt) skips them;
+        // given back if no relay takes them.
         let messages: Vec<(MessageId, Vec<u8>)> = {
-            let left = lock(&self.left);
-            messages.into_iter().filter(|(id, _)| !left.contains(id)).collect()
+            let mut left = lock(&self.left);
+            messages.into_iter().filter(|(id, _)| left.insert(*id)).collect()
         };
         if messages.is_empty() {
             return;
         }
+        let give_back = |ids: &mut dyn Iterator<Item = MessageId>| {
+            let mut left = lock(&self.left);
+            for id in ids {
+                left.remove(&id);
+            }
+        };
         let (owner_key, relays) = match self.home.db().read().and_then(|view| {
             let contact = view.contact_by_device(&recipient)?;
             Ok((contact.and_then(|c| c.contact_key), view.peer(&recipient)?))
@@ -117,10 +125,10 @@ impl Mailboxes {
             Ok((Some(owner_key), peer)) => {
                 (owner_key, self.relays_of(peer.map(|p| p.addresses).unwrap_or_default()).await)
             }
-            Ok((None, _)) => return,
+            Ok((None, _)) => return give_back(&mut messages.into_iter().map(|(id, _)| id)),
             Err(err) => {
                 tracing::warn!(%err, "cannot read the contact to leave letters for");
-                return;
+                return give_back(&mut messages.into_iter().map(|(id, _)| id));
             }
         };
         for (id, message) in messages {
@@ -132,23 +140,34 @@ impl Mailboxes {
                 Ok(item) => item,
                 Err(err) => {
                     tracing::warn!(%err, "cannot seal a letter");
+                    give_back(&mut std::iter::once(id));
                     continue;
                 }
             };
+            let mut taken = false;
             for (relay, addresses) in &relays {
                 let request = MailboxRequest::Deposit { recipient, item: item.clone(), ttl_secs: LETTER_TTL_SECS };
                 match self.network.ask_mailbox(*relay, addresses.clone(), request).await {
                     Ok(MailboxResponse::Deposited { .. }) => {
-                        lock(&self.left).insert(id);
                         self.stats.left.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(%relay, "left a letter for an unreachable node");
+                        taken = true;
                         break;
                     }
                     Ok(answer) => tracing::debug!(%relay, ?answer, "the relay did not take the letter"),
                     Err(err) => tracing::debug!(%relay, %err, "cannot reach the relay's mailbox"),
                 }
             }
+            if !taken {
+                give_back(&mut std::iter::once(id));
+            }
         }
+    }
+
+    /// Those of `ids` not left yet by this run.
+    pub(crate) fn not_left(&self, ids: Vec<MessageId>) -> Vec<MessageId> {
+        let left = lock(&self.left);
+        ids.into_iter().filter(|id| !left.contains(id)).collect()
     }
 
     /// Forgets that these messages were left (they left the outbox for good).

@@ -1,13 +1,18 @@
-//! The sending side: a worker that sends due outbox messages (many in flight, batched per
-//! receiving node), removes them when the receiver's signed acknowledgement arrives, and
-//! reschedules them with backoff otherwise.
+//! The sending side: a worker that sends queued outbox messages (many in flight, batched per
+//! receiving node), removes them when the receiver's signed acknowledgement arrives, and tries
+//! again later otherwise.
 //!
-//! At most [`MAX_REQUESTS_PER_NODE`] requests are on their way to one node at a time. A lone
-//! message goes at once; under load, what is queued meanwhile leaves together in the next
-//! request, so the receiver commits, and signs for, a batch at a time instead of a message at a
-//! time (the group commit that makes throughput).
+//! What to send comes from the in-memory [`queue`] (its module docs give the rules: queue order
+//! per node, two requests on their way to a node that answers, one probe to any other, and a
+//! node that does not answer waits as a whole). A lone message goes at once; under load, what
+//! is queued meanwhile leaves together in the next request, so the receiver commits, and signs
+//! for, a batch at a time instead of a message at a time (the group commit that makes
+//! throughput). When a node does not answer, the messages of the failed request and the next
+//! ones waiting for it are left as letters at relays' mailboxes ([`super::mailbox`]).
 
-use std::collections::{HashMap, HashSet};
+mod queue;
+
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,33 +21,25 @@ use clawnet_crypto::{SigningPublicKey, Timestamp};
 use clawnet_protocol::MessageId;
 use clawnet_protocol::audit::{Actor, AuditDraft, Outcome};
 use clawnet_protocol::wire::{DeliveryBatch, DeliveryReply, MessageOutcome, WireMessage};
-use clawnet_storage::deliveries::OutboundSchedule;
+use clawnet_storage::deliveries::{OutboundSchedule, Queued, QueuedFeed};
 use clawnet_storage::peers::PeerRecord;
 use clawnet_storage::{Change, NodeDb, StoreError};
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
+use self::queue::{Batch, FIRST_BACKOFF, Fate, SendQueue, backoff};
 use super::mailbox::Mailboxes;
 use crate::home::UnlockedHome;
 use crate::network::{Network, peer_id_of};
 
-/// Messages in flight at once, at most.
-const MAX_IN_FLIGHT: usize = 256;
-/// Delivery requests on their way to one node at once, at most: two, so one batch can travel
-/// while the receiver works on the other.
-const MAX_REQUESTS_PER_NODE: usize = 2;
-/// Messages per delivery request, at most (the protocol allows more; smaller batches keep one
-/// slow message from holding many back).
-const MAX_BATCH: usize = 32;
-/// First retry delay; it doubles per attempt up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 /// First retry delay of a message the receiver asked for again later; it doubles likewise.
 const FIRST_LATER_RETRY: Duration = Duration::from_millis(20);
-/// Longest retry delay.
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
-/// How often the worker looks at the outbox when nothing wakes it.
+/// How often the worker looks at its queue when nothing wakes it.
 const IDLE_TICK: Duration = Duration::from_secs(5);
+/// Messages waiting for a node that did not answer that are left at its mailboxes per failed
+/// attempt, besides those of the attempt (the rest follow on later failures).
+const LETTERS_PER_FAILURE: usize = 64;
 
 /// Counters for diagnostics and tests.
 #[derive(Debug, Default)]
@@ -51,10 +48,13 @@ pub struct OutboxStats {
     pub requests: AtomicU64,
     /// Messages acknowledged.
     pub acknowledged: AtomicU64,
-    /// Attempts that failed and were rescheduled.
+    /// Messages whose attempt failed (no answer, or no receipt for them); they are sent again.
     pub retried: AtomicU64,
     /// Messages the receiver refused for good.
     pub refused: AtomicU64,
+    /// Full reads of the outbox table (at start, and if the worker fell too far behind the
+    /// commits that queue messages).
+    pub scans: AtomicU64,
 }
 
 /// The outbox worker. Cheap to clone; [`Outbox::wake`] makes it look at the outbox now.
@@ -70,9 +70,10 @@ struct Inner {
     /// Where messages go for a node that cannot be reached now.
     mailboxes: Arc<Mailboxes>,
     wake: Notify,
-    in_flight: Mutex<HashSet<MessageId>>,
-    /// Requests on their way to each node (their replies not yet in).
-    requests: Mutex<HashMap<SigningPublicKey, usize>>,
+    /// What committed changes queued, not yet in `queue`.
+    feed: Arc<QueuedFeed>,
+    /// Every unsettled message, by node and place.
+    queue: Mutex<SendQueue>,
     /// Peers whose messages should be retried now (they just connected).
     retry_now: Mutex<HashSet<SigningPublicKey>>,
     stats: OutboxStats,
@@ -88,11 +89,11 @@ impl Outbox {
         Outbox {
             inner: Arc::new(Inner {
                 db: home.db().clone(),
+                feed: home.db().queued_outbound().clone(),
                 mailboxes: Arc::new(Mailboxes::new(home, network.clone())),
                 network,
                 wake: Notify::new(),
-                in_flight: Mutex::new(HashSet::new()),
-                requests: Mutex::new(HashMap::new()),
+                queue: Mutex::new(SendQueue::default()),
                 retry_now: Mutex::new(HashSet::new()),
                 stats: OutboxStats::default(),
                 acknowledged: watch::Sender::new(0),
@@ -139,14 +140,17 @@ impl Outbox {
 
     /// Runs until `shutdown`. Cancel-safe: an interrupted attempt is retried after restart.
     pub async fn run(self, shutdown: CancellationToken) {
+        // Subscribed before the scan, so a message committed in between is in one or both.
+        self.inner.feed.subscribe();
+        let mut scanned = false;
         loop {
-            let next = match self.send_due().await {
-                Ok(next) => next,
-                Err(err) => {
-                    tracing::error!(%err, "cannot read the outbox");
-                    Some(IDLE_TICK)
+            if !scanned {
+                match self.scan() {
+                    Ok(()) => scanned = true,
+                    Err(err) => tracing::error!(%err, "cannot read the outbox"),
                 }
-            };
+            }
+            let next = if scanned { self.send_due() } else { Some(IDLE_TICK) };
             let sleep = next.unwrap_or(IDLE_TICK).min(IDLE_TICK);
             tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -156,130 +160,192 @@ impl Outbox {
         }
     }
 
-    /// Starts attempts for every due message not already in flight, batched per receiving node;
-    /// returns how long until the next one is due.
-    async fn send_due(&self) -> Result<Option<Duration>, StoreError> {
-        let now = Timestamp::now();
-        let retry_now: HashSet<SigningPublicKey> = std::mem::take(&mut *lock(&self.inner.retry_now));
+    /// Reads every queued message's schedule into the queue (bodies are read when sent). Holds
+    /// the queue meanwhile, so a message settled during the scan is not put back.
+    fn scan(&self) -> Result<(), StoreError> {
+        let mut queue = lock(&self.inner.queue);
         let schedule = self.inner.db.read()?.outbound_schedule()?;
-        let mut next_due: Option<Duration> = None;
-        let mut batches: Vec<(RequestSlot, Vec<(MessageId, OutboundSchedule)>)> = Vec::new();
-        {
-            let mut in_flight = lock(&self.inner.in_flight);
-            let mut requests = lock(&self.inner.requests);
-            for (id, entry) in schedule {
-                let due = entry.next_attempt_at <= now || retry_now.contains(&entry.recipient);
-                if !due {
-                    let wait = Duration::from_millis(entry.next_attempt_at.as_millis().saturating_sub(now.as_millis()));
-                    next_due = Some(next_due.map_or(wait, |current| current.min(wait)));
-                    continue;
+        let now = Timestamp::now();
+        for (id, entry) in schedule {
+            queue.insert(id, entry, None, now);
+        }
+        self.inner.stats.scans.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Takes in what commits queued, starts an attempt for every batch that may leave now, and
+    /// returns how long until another may.
+    fn send_due(&self) -> Option<Duration> {
+        match self.inner.feed.take() {
+            Queued::Messages(queued) => {
+                let now = Timestamp::now();
+                let mut queue = lock(&self.inner.queue);
+                for message in queued {
+                    queue.insert(message.id, message.schedule, Some(message.message), now);
                 }
-                if in_flight.len() >= MAX_IN_FLIGHT || in_flight.contains(&id) {
-                    continue;
+            }
+            Queued::Overflowed => {
+                if let Err(err) = self.scan() {
+                    tracing::error!(%err, "cannot read the outbox");
+                    return Some(IDLE_TICK);
                 }
-                // Queue order is kept within each node's batches.
-                let open = batches
-                    .iter_mut()
-                    .rev()
-                    .find(|(request, batch)| request.recipient == entry.recipient && batch.len() < MAX_BATCH);
-                match open {
-                    Some((_, batch)) => batch.push((id, entry)),
-                    None => {
-                        let on_the_way = requests.entry(entry.recipient).or_default();
-                        if *on_the_way >= MAX_REQUESTS_PER_NODE {
-                            // It goes with the next batch, when a reply frees a request.
-                            continue;
-                        }
-                        *on_the_way += 1;
-                        let request = RequestSlot { outbox: self.clone(), recipient: entry.recipient };
-                        batches.push((request, vec![(id, entry)]));
-                    }
-                }
-                in_flight.insert(id);
             }
         }
-        for (request, batch) in batches {
+        let connected: HashSet<SigningPublicKey> = std::mem::take(&mut *lock(&self.inner.retry_now));
+        let (batches, next) = lock(&self.inner.queue).take_batches(Timestamp::now(), &connected);
+        for batch in batches {
             let outbox = self.clone();
             tokio::spawn(async move {
-                let ids: Vec<MessageId> = batch.iter().map(|(id, _)| *id).collect();
-                outbox.attempt(request, batch).await;
-                let mut in_flight = lock(&outbox.inner.in_flight);
-                for id in &ids {
-                    in_flight.remove(id);
-                }
-                drop(in_flight);
+                outbox.attempt(batch).await;
                 outbox.wake();
             });
         }
-        Ok(next_due)
+        next
     }
 
     /// One delivery attempt of a batch and its bookkeeping, in one commit.
-    async fn attempt(&self, request: RequestSlot, entries: Vec<(MessageId, OutboundSchedule)>) {
-        let recipient = request.recipient;
+    async fn attempt(&self, mut batch: Batch) {
+        let recipient = batch.recipient;
         let peer = peer_id_of(&recipient);
-        let loaded = self.inner.db.read().and_then(|view| {
-            let mut messages = Vec::with_capacity(entries.len());
-            let mut size = 0;
-            for (id, entry) in &entries {
-                // Gone: acknowledged meanwhile (a retry overtook a slow attempt).
-                let Some(record) = view.outbound_message(id)? else { continue };
-                if !messages.is_empty() && size + record.message.len() > clawnet_protocol::limits::MAX_WIRE_MESSAGE {
-                    break; // The rest goes in the next batch.
-                }
-                size += record.message.len();
-                messages.push((*id, *entry, record.message));
-            }
-            Ok((messages, view.peer(&recipient)?))
-        });
-        let (messages, addresses) = match loaded {
-            Ok((messages, peer_record)) => (messages, addresses_of(peer_record)),
+        let Loaded { messages, unsent, gone, addresses } = match self.load(&mut batch) {
+            Ok(loaded) => loaded,
             Err(err) => {
                 tracing::error!(%err, "cannot read the outbox");
+                let fates: Vec<(MessageId, Fate)> = batch.messages.iter().map(|m| (m.id, Fate::Unsent)).collect();
+                lock(&self.inner.queue).finished(&batch, None, &fates, Timestamp::now());
                 return;
             }
         };
+        let mut fates: Vec<(MessageId, Fate)> = unsent.iter().map(|id| (*id, Fate::Unsent)).collect();
+        fates.extend(gone.iter().map(|id| (*id, Fate::Done)));
         if messages.is_empty() {
+            let mut queue = lock(&self.inner.queue);
+            queue.finished(&batch, None, &fates, Timestamp::now());
+            queue.forget(&gone);
             return;
         }
-        let batch = DeliveryBatch { messages: messages.iter().map(|(_, _, bytes)| bytes.clone()).collect() };
+        let request = DeliveryBatch { messages: messages.iter().map(|(_, _, bytes)| bytes.clone()).collect() };
         self.inner.stats.requests.fetch_add(1, Ordering::Relaxed);
-        let reply = self.inner.network.deliver(peer, addresses, batch).await;
-        // The next batch for this node may leave while this one's outcome is recorded.
-        drop(request);
-        let outcomes = match reply {
+        let reply = self.inner.network.deliver(peer, addresses, request).await;
+        let (answered, outcomes) = match reply {
             Ok(reply) => match check_reply(&reply, &messages, &recipient) {
-                Ok(outcomes) => outcomes,
+                Ok(outcomes) => (true, outcomes),
                 Err(reason) => {
                     tracing::warn!(%peer, %reason, "bad delivery reply");
-                    vec![Settle::Retry; messages.len()]
+                    (true, vec![Settle::Retry; messages.len()])
                 }
             },
             Err(err) => {
                 tracing::debug!(%peer, %err, "delivery attempt failed");
-                // Unreachable: leave the messages where the node collects when it is back.
-                let mailboxes = self.inner.mailboxes.clone();
-                let letters = messages.iter().map(|(id, _, bytes)| (*id, bytes.clone())).collect();
-                tokio::spawn(async move { mailboxes.leave(recipient, letters).await });
-                vec![Settle::Retry; messages.len()]
+                (false, vec![Settle::Unsent; messages.len()])
             }
         };
+        let now = Timestamp::now();
+        let message_fates: Vec<Fate> = messages
+            .iter()
+            .zip(&outcomes)
+            .map(|((_, entry, _), outcome)| {
+                let attempts = entry.attempts.saturating_add(1);
+                match outcome {
+                    Settle::Recorded | Settle::Refused(_) => Fate::Done,
+                    Settle::Retry => Fate::RetryAt(now.plus(backoff(FIRST_BACKOFF, attempts))),
+                    Settle::Later => Fate::RetryAt(now.plus(backoff(FIRST_LATER_RETRY, attempts))),
+                    Settle::Unsent => Fate::Unsent,
+                }
+            })
+            .collect();
+        fates.extend(messages.iter().map(|(id, _, _)| *id).zip(message_fates.iter().copied()));
+        // The next batch for this node may leave while this one's outcome is recorded.
+        let waiting = {
+            let mut queue = lock(&self.inner.queue);
+            queue.finished(&batch, Some(answered), &fates, now);
+            queue.forget(&gone);
+            if answered { Vec::new() } else { queue.waiting_for(&recipient, LETTERS_PER_FAILURE) }
+        };
+        self.wake();
+        if !answered {
+            self.leave_letters(recipient, &messages, waiting);
+        }
         let recorded = outcomes.iter().filter(|outcome| **outcome == Settle::Recorded).count() as u64;
         if recorded > 0 {
             self.inner.acknowledged.send_modify(|count| *count += recorded);
         }
-        self.settle(peer, &messages, outcomes).await;
+        self.settle(peer, &messages, outcomes, &message_fates).await;
     }
 
-    /// Records what became of each message of a batch, in one commit.
-    async fn settle(&self, peer: PeerId, messages: &[(MessageId, OutboundSchedule, Vec<u8>)], outcomes: Vec<Settle>) {
+    /// Reads what the batch needs from the database: the bodies not kept in memory and the
+    /// node's addresses.
+    fn load(&self, batch: &mut Batch) -> Result<Loaded, StoreError> {
+        let view = self.inner.db.read()?;
+        let mut loaded = Loaded::default();
+        let mut size = 0;
+        for outgoing in &mut batch.messages {
+            let body = match outgoing.body.take() {
+                Some(body) => body,
+                None => match view.outbound_message(&outgoing.id)? {
+                    Some(record) => record.message,
+                    None => {
+                        loaded.gone.push(outgoing.id);
+                        continue;
+                    }
+                },
+            };
+            if !loaded.messages.is_empty() && size + body.len() > clawnet_protocol::limits::MAX_WIRE_MESSAGE {
+                loaded.unsent.push(outgoing.id); // It goes in the next request.
+                continue;
+            }
+            size += body.len();
+            loaded.messages.push((outgoing.id, outgoing.schedule, body));
+        }
+        loaded.addresses = addresses_of(view.peer(&batch.recipient)?);
+        Ok(loaded)
+    }
+
+    /// Leaves at relays' mailboxes the messages of a request the node did not answer, and the
+    /// first of those still waiting for it (each once per run; reading their bodies only for
+    /// those not left yet).
+    fn leave_letters(
+        &self,
+        recipient: SigningPublicKey,
+        messages: &[(MessageId, OutboundSchedule, Vec<u8>)],
+        waiting: Vec<MessageId>,
+    ) {
+        let mailboxes = self.inner.mailboxes.clone();
+        let db = self.inner.db.clone();
+        let mut letters: Vec<(MessageId, Vec<u8>)> =
+            messages.iter().map(|(id, _, bytes)| (*id, bytes.clone())).collect();
+        let waiting = mailboxes.not_left(waiting);
+        tokio::spawn(async move {
+            if !waiting.is_empty() {
+                match db.read() {
+                    Ok(view) => {
+                        letters.extend(waiting.into_iter().filter_map(|id| {
+                            view.outbound_message(&id).ok().flatten().map(|record| (id, record.message))
+                        }))
+                    }
+                    Err(err) => tracing::warn!(%err, "cannot read the outbox to leave letters"),
+                }
+            }
+            mailboxes.leave(recipient, letters).await;
+        });
+    }
+
+    /// Records what became of each message of a batch, in one commit (`fates` says when each
+    /// one to retry is due).
+    async fn settle(
+        &self,
+        peer: PeerId,
+        messages: &[(MessageId, OutboundSchedule, Vec<u8>)],
+        outcomes: Vec<Settle>,
+        fates: &[Fate],
+    ) {
         let stats = &self.inner.stats;
-        let now = Timestamp::now();
         let mut removed = Vec::new();
         let mut retried = Vec::new();
         let mut audits = Vec::new();
         let mut acknowledged = Vec::new();
-        for ((id, entry, bytes), outcome) in messages.iter().zip(outcomes) {
+        let mut unsent = 0;
+        for (((id, entry, bytes), outcome), fate) in messages.iter().zip(outcomes).zip(fates) {
             match outcome {
                 Settle::Recorded => {
                     removed.push(*id);
@@ -296,14 +362,13 @@ impl Outbox {
                         Outcome::Failed(reason),
                     ));
                 }
-                Settle::Retry => {
-                    let attempts = entry.attempts.saturating_add(1);
-                    retried.push((*id, attempts, now.plus(backoff(FIRST_BACKOFF, attempts))));
+                Settle::Retry | Settle::Later => {
+                    if let Fate::RetryAt(at) = fate {
+                        retried.push((*id, entry.attempts.saturating_add(1), *at));
+                    }
                 }
-                Settle::Later => {
-                    let attempts = entry.attempts.saturating_add(1);
-                    retried.push((*id, attempts, now.plus(backoff(FIRST_LATER_RETRY, attempts))));
-                }
+                // Its node waits, in memory; nothing to record.
+                Settle::Unsent => unsent += 1,
             }
         }
         if !acknowledged.is_empty() {
@@ -318,9 +383,13 @@ impl Outbox {
         }
         stats.acknowledged.fetch_add(acknowledged.len() as u64, Ordering::Relaxed);
         stats.refused.fetch_add((removed.len() - acknowledged.len()) as u64, Ordering::Relaxed);
-        stats.retried.fetch_add(retried.len() as u64, Ordering::Relaxed);
+        stats.retried.fetch_add((retried.len() + unsent) as u64, Ordering::Relaxed);
+        if removed.is_empty() && retried.is_empty() {
+            return;
+        }
         let settled = removed.len() as u64;
         self.inner.mailboxes.forget(&removed);
+        let forget = removed.clone();
         // Bookkeeping a crash may undo: a message still queued after one is sent again, and its
         // receiver answers from its dedup. So it needs no fsync of its own.
         let mut change = Change::new(move |txn| {
@@ -337,32 +406,29 @@ impl Outbox {
             change = change.with_audit(audit);
         }
         match crate::node::commit(&self.inner.db, change).await {
-            Ok(_) if settled > 0 => self.inner.settled.send_modify(|count| *count += settled),
-            Ok(_) => {}
+            Ok(_) => {
+                // Only now: a scan meanwhile still finds them in the outbox.
+                lock(&self.inner.queue).forget(&forget);
+                if settled > 0 {
+                    self.inner.settled.send_modify(|count| *count += settled);
+                }
+            }
             Err(err) => tracing::error!(%err, "cannot record delivery outcomes"),
         }
     }
 }
 
-/// One of the requests a node may have on its way ([`MAX_REQUESTS_PER_NODE`]), taken when its
-/// batch was formed and given back when the reply is in (or the attempt ends without sending).
-struct RequestSlot {
-    outbox: Outbox,
-    recipient: SigningPublicKey,
-}
-
-impl Drop for RequestSlot {
-    fn drop(&mut self) {
-        let mut requests = lock(&self.outbox.inner.requests);
-        if let Some(on_the_way) = requests.get_mut(&self.recipient) {
-            *on_the_way = on_the_way.saturating_sub(1);
-            if *on_the_way == 0 {
-                requests.remove(&self.recipient);
-            }
-        }
-        drop(requests);
-        self.outbox.wake();
-    }
+/// What the database gives an attempt.
+#[derive(Debug, Default)]
+struct Loaded {
+    /// The messages that fit in one request, with their bodies.
+    messages: Vec<(MessageId, OutboundSchedule, Vec<u8>)>,
+    /// Those that did not fit (they go in the next request).
+    unsent: Vec<MessageId>,
+    /// Those no longer in the outbox.
+    gone: Vec<MessageId>,
+    /// The node's addresses.
+    addresses: Vec<Multiaddr>,
 }
 
 /// What to do with one message after an attempt.
@@ -377,6 +443,8 @@ enum Settle {
     /// The receiver asked for it again later: it is up, and usually waits for a message still
     /// on its way (a turn in the other request of a pair), so the retry comes soon.
     Later,
+    /// No answer: the node waits, and the message keeps its place.
+    Unsent,
 }
 
 /// Checks the reply against the batch: one outcome per message, and every message reported
@@ -412,15 +480,6 @@ fn check_reply(
 
 fn addresses_of(peer: Option<PeerRecord>) -> Vec<Multiaddr> {
     peer.map(|peer| peer.addresses.iter().filter_map(|a| a.parse().ok()).collect()).unwrap_or_default()
-}
-
-/// The delay before attempt `attempts + 1`: doubling from `first`, capped, with up to 25%
-/// jitter so many senders do not retry in lockstep.
-fn backoff(first: Duration, attempts: u32) -> Duration {
-    let exponent = attempts.saturating_sub(1).min(16);
-    let base = first.saturating_mul(1 << exponent).min(MAX_BACKOFF);
-    let jitter = u64::from(clawnet_crypto::rng::random_bytes::<2>()[0]) * base.as_millis() as u64 / 1024;
-    base + Duration::from_millis(jitter)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -479,6 +538,7 @@ mod tests {
 
     #[test]
     fn backoff_doubles_and_is_capped() {
+        use super::queue::MAX_BACKOFF;
         for first in [FIRST_BACKOFF, FIRST_LATER_RETRY] {
             assert!(backoff(first, 1) >= first && backoff(first, 1) < first * 2);
             assert!(backoff(first, 3) >= first * 4);

@@ -206,7 +206,7 @@ impl DeviceEndpoint {
             relay: false,
             max_connections: 16,
             max_connections_per_peer: 4,
-            idle_timeout_secs: 300,
+            ..NetworkSettings::default()
         };
         let (network, mut events, network_task) = Network::start(&self.key, &settings, shutdown.child_token()).await?;
         let register = encoding::encode(&EndpointCall::Register {
