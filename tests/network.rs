@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clawnet_crypto::{AgreementPublicKey, OwnerId, SealedEnvelope, Signed, SigningPublicKey, Timestamp, encoding};
+use clawnet_node::config::NetworkSettings;
 use clawnet_node::network::{Network, device_key_of};
 use clawnet_protocol::Nonce;
 use clawnet_protocol::contact::{ContactRequest, InviteCode, InviteToken};
@@ -240,7 +241,8 @@ impl Drop for Tarpit {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_that_never_answer_do_not_hold_up_a_delivery_to_a_node_that_does() -> Result {
     let tarpit = Tarpit::start().await?;
-    let alice = TestNode::start("alice", direct()).await?;
+    // Alice gives up on a connection that is not set up within a second.
+    let alice = TestNode::start("alice", NetworkSettings { connect_timeout_secs: 1, ..direct() }).await?;
     let bob = TestNode::start("bob", direct()).await?;
     befriend(&alice, &bob).await?;
 
@@ -281,6 +283,12 @@ async fn nodes_that_never_answer_do_not_hold_up_a_delivery_to_a_node_that_does()
     // The worker read its outbox table once, when it started: it learned of the 2 000 messages
     // from the commit that queued them.
     assert_eq!(stats.scans.load(Ordering::SeqCst), 1);
+
+    // The probes give up after the connect timeout (libp2p's default would be 10 s); the
+    // messages they carried keep their place, nothing is lost.
+    let failed = || async { Some(()).filter(|()| stats.retried.load(Ordering::SeqCst) > 0) };
+    tokio::time::timeout(Duration::from_secs(5), eventually("a probe to give up", failed)).await??;
+    assert_eq!(alice.node().home.db().read()?.outbound()?.len(), 20 * 100);
     Ok(())
 }
 
