@@ -6,8 +6,10 @@
 //! signing the acknowledgement. Its latency floor is one raw request-response round trip plus
 //! two raw durable commits; it is measured until the sender holds the verified signed
 //! acknowledgement. The sender then records the acknowledgement (a third commit, off the
-//! delivery's path, made durable by the node's next durable commit rather than an fsync of its
-//! own); that full "settled" latency is printed too, against RTT + 3 commits.
+//! delivery's path: its own fsync when nothing else is being sent, under load durable with the
+//! node's next durable commit); that full "settled" latency is printed too, against RTT + 3
+//! commits. Also printed: the round trip of the node's network path alone (the `Network`
+//! handle, both swarm actors and the receiver's event pump answering at once, no database).
 //!
 //! Throughput is measured twice: with 64 messages kept in flight, and draining a backlog of
 //! 20 000 messages queued in one commit (a node coming back to a contact after a long
@@ -28,7 +30,7 @@ use clawnet_node::home::{KeyProtection, NodeHome, UnlockedHome};
 use clawnet_node::network::{Network, NetworkEvent};
 use clawnet_protocol::audit::{Actor, AuditDraft, Outcome};
 use clawnet_protocol::session::Turn;
-use clawnet_protocol::wire::WireMessage;
+use clawnet_protocol::wire::{DeliveryBatch, DeliveryReply, MessageOutcome, WireMessage};
 use clawnet_protocol::{MessageId, SessionId};
 use clawnet_storage::Change;
 use common::{cpu_time, median, median_duration, micros};
@@ -45,6 +47,8 @@ fn main() -> anyhow::Result<()> {
     let median = |f: &dyn Fn(&RunResult) -> f64| median(results.iter().map(f).collect());
     let p50 = median(&|r| r.delivery_p50_us);
     let rtt = median(&|r| r.raw_rtt_p50_us);
+    let echo = median(&|r| r.echo_p50_us);
+    let echo_ratio = median(&|r| r.echo_p50_us / r.raw_rtt_p50_us);
     let commit = median(&|r| r.raw_commit_p50_us);
     let floor_ratio = median(&|r| r.delivery_p50_us / (r.raw_rtt_p50_us + 2.0 * r.raw_commit_p50_us));
     let settled = median(&|r| r.settled_p50_us);
@@ -57,6 +61,9 @@ fn main() -> anyhow::Result<()> {
     println!("\nmedian of {} runs (ratios are medians of each run's ratio)", results.len());
     println!("  delivery latency p50 (one in flight):       {p50:>9.1} us  (queued until signed ack verified)");
     println!("  raw request-response round trip p50:        {rtt:>9.1} us");
+    println!(
+        "  node network path round trip p50:           {echo:>9.1} us  ({echo_ratio:.2}x raw; handle, actors, pump; no database)"
+    );
     println!("  raw redb durable commit p50:                {commit:>9.1} us");
     println!("  delivery / (raw RTT + 2 raw commits):       {floor_ratio:>9.2}  (target <= 1.20)");
     println!("  settled latency p50 (ack also recorded):    {settled:>9.1} us");
@@ -70,6 +77,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 struct RunResult {
+    echo_p50_us: f64,
     delivery_p50_us: f64,
     settled_p50_us: f64,
     raw_rtt_p50_us: f64,
@@ -83,10 +91,11 @@ impl std::fmt::Display for RunResult {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "delivery p50 {:.1}us (settled {:.1}us) vs rtt {:.1}us + commit {:.1}us; {:.0}/s vs raw {:.0}/s; backlog {:.0}/s",
+            "delivery p50 {:.1}us (settled {:.1}us) vs rtt {:.1}us (node path {:.1}us) + commit {:.1}us; {:.0}/s vs raw {:.0}/s; backlog {:.0}/s",
             self.delivery_p50_us,
             self.settled_p50_us,
             self.raw_rtt_p50_us,
+            self.echo_p50_us,
             self.raw_commit_p50_us,
             self.delivery_per_s,
             self.raw_per_s,
@@ -102,9 +111,10 @@ async fn run_once() -> anyhow::Result<RunResult> {
     drop(raw_db);
     let raw_commit_p50_us = micros(median_duration(commits));
     let (raw_rtt_p50_us, raw_per_s) = common::raw_network(LATENCY_SAMPLES, THROUGHPUT_MESSAGES, IN_FLIGHT).await?;
-    let Deliveries { latency_p50_us: delivery_p50_us, settled_p50_us, per_s: delivery_per_s, drain_per_s } =
+    let Deliveries { echo_p50_us, latency_p50_us: delivery_p50_us, settled_p50_us, per_s: delivery_per_s, drain_per_s } =
         deliveries(dir.path()).await?;
     Ok(RunResult {
+        echo_p50_us,
         delivery_p50_us,
         settled_p50_us,
         raw_rtt_p50_us,
@@ -153,6 +163,7 @@ async fn side(dir: &std::path::Path, name: &str, shutdown: &CancellationToken) -
 
 /// What the real delivery path measured.
 struct Deliveries {
+    echo_p50_us: f64,
     latency_p50_us: f64,
     settled_p50_us: f64,
     per_s: f64,
@@ -165,7 +176,8 @@ async fn deliveries(dir: &std::path::Path) -> anyhow::Result<Deliveries> {
     let sender = side(dir, "sender", &shutdown).await?;
     let mut receiver = side(dir, "receiver", &shutdown).await?;
     let receiver_device = receiver.home.db().info().device_key;
-    let addresses: Vec<String> = wait_addresses(&receiver.network).await?.iter().map(|a| a.to_string()).collect();
+    let receiver_addresses: Vec<Multiaddr> = wait_addresses(&receiver.network).await?;
+    let addresses: Vec<String> = receiver_addresses.iter().map(|a| a.to_string()).collect();
     sender
         .home
         .db()
@@ -176,11 +188,18 @@ async fn deliveries(dir: &std::path::Path) -> anyhow::Result<Deliveries> {
     let requests = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let request_count = requests.clone();
     let pump_stop = shutdown.child_token();
+    // While set, the receiver answers at once, without its inbox: the network path alone.
+    let echo = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let echoing = echo.clone();
     tokio::spawn(async move {
         loop {
             tokio::select! {
                 () = pump_stop.cancelled() => break,
                 event = receiver.events.recv() => match event {
+                    Some(NetworkEvent::Delivery { peer: _, batch, reply }) if echoing.load(std::sync::atomic::Ordering::Relaxed) => {
+                        let outcomes = vec![MessageOutcome::Recorded; batch.messages.len()];
+                        let _ = reply.send(DeliveryReply { outcomes, ack: None });
+                    }
                     Some(NetworkEvent::Delivery { peer, batch, reply }) => {
                         let inbox = inbox.clone();
                         requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -192,6 +211,19 @@ async fn deliveries(dir: &std::path::Path) -> anyhow::Result<Deliveries> {
             }
         }
     });
+    // The node's network path alone: the handle, both swarm actors and the receiver's event
+    // pump, with a message of the same size and no database on either side.
+    let probe = DeliveryBatch { messages: vec![message(&sender.home, usize::MAX).encode()] };
+    let receiver_peer = clawnet_node::network::peer_id_of(&receiver_device);
+    let mut echoes = Vec::with_capacity(LATENCY_SAMPLES);
+    for _ in 0..=LATENCY_SAMPLES {
+        let start = Instant::now();
+        sender.network.deliver(receiver_peer, receiver_addresses.clone(), probe.clone()).await?;
+        echoes.push(start.elapsed());
+    }
+    echoes.remove(0); // the first one dials
+    echo.store(false, std::sync::atomic::Ordering::Relaxed);
+
     let outbox = Outbox::new(sender.home.clone(), sender.network.clone());
     tokio::spawn(outbox.clone().run(shutdown.child_token()));
     let mut settled = outbox.settled();
@@ -287,6 +319,7 @@ async fn deliveries(dir: &std::path::Path) -> anyhow::Result<Deliveries> {
     let drain_per_s = BACKLOG as f64 / start.elapsed().as_secs_f64();
     shutdown.cancel();
     Ok(Deliveries {
+        echo_p50_us: micros(median_duration(echoes)),
         latency_p50_us: micros(median_duration(latencies)),
         settled_p50_us: micros(median_duration(settle_latencies)),
         per_s,

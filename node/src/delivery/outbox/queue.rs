@@ -254,6 +254,13 @@ impl SendQueue {
         }
     }
 
+    /// Whether nothing is on its way or ready to leave (messages due later aside).
+    pub(super) fn is_quiet(&self) -> bool {
+        self.in_flight == 0
+            && self.probes == 0
+            && self.nodes.values().all(|node| node.requests == 0 && node.ready.is_empty())
+    }
+
     /// Up to `limit` of the messages waiting for `recipient` (not on their way), in queue order.
     pub(super) fn waiting_for(&self, recipient: &SigningPublicKey, limit: usize) -> Vec<MessageId> {
         let Some(node) = self.nodes.get(recipient) else { return Vec::new() };
