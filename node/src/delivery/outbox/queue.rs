@@ -418,5 +418,11 @@ mod tests {
         let (batches, wait) = queue.take_batches(T0, &HashSet::new());
         assert_eq!(ids(&batches[0]), [id]);
         assert_eq!(wait, Some(Duration::from_millis(50)));
+
+        // Quiet once nothing is on its way or ready (a message due later does not count).
+        assert!(!queue.is_quiet());
+        queue.finished(&batches[0], Some(true), &all(&batches[0], Fate::Done), T0);
+        queue.forget(&[id]);
+        assert!(queue.is_quiet());
     }
 }
