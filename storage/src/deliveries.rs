@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{DbResultExt, StoreError};
 use crate::schema::{INBOX, OUTBOX};
 use crate::view::{ReadView, Txn, decode_value};
+use crate::writer::lock;
 
 /// A message waiting for its acknowledgement, with its retry schedule.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -156,10 +157,6 @@ impl QueuedFeed {
             state.queued.extend(queued);
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
 }
 
 impl ReadView {

@@ -640,6 +640,6 @@ fn write_batch(shared: &Shared, jobs: Vec<Job>, sealed: &[Vec<SealedEntry>]) -> 
 
 /// Locks `mutex`, tolerating poisoning: every critical section here leaves its state
 /// consistent (single assignments), so a panic elsewhere does not corrupt it.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poison| poison.into_inner())
 }
