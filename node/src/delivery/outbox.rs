@@ -211,8 +211,10 @@ impl Outbox {
             Ok(loaded) => loaded,
             Err(err) => {
                 tracing::error!(%err, "cannot read the outbox");
+                // Counted as unanswered, so the node waits with backoff instead of the worker
+                // trying again at once, in a loop, while the database cannot be read.
                 let fates: Vec<(MessageId, Fate)> = batch.messages.iter().map(|m| (m.id, Fate::Unsent)).collect();
-                lock(&self.inner.queue).finished(&batch, None, &fates, Timestamp::now());
+                lock(&self.inner.queue).finished(&batch, Some(false), &fates, Timestamp::now());
                 return;
             }
         };
