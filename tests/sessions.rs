@@ -234,6 +234,36 @@ async fn the_turn_limit_and_an_owner_stop_close_both_sides_with_a_signed_close()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_decides_every_pending_request_at_once_each_exactly_once() -> Result {
+    let policies = |contact: &str, identity: &str| vec![trust(contact, identity, 2, false)];
+    let acme = node("acme", ScriptedBrain::saying(["ok"]), turns(2), policies("globex", "procurement")).await?;
+    let globex = node("globex", ScriptedBrain::saying(["ok"]), turns(2), policies("acme", "sales")).await?;
+    connect(&acme, "procurement", &globex, "sales").await?;
+
+    // The decisions run concurrently; each request must still become one session.
+    const REQUESTS: usize = 6;
+    for index in 0..REQUESTS {
+        ask(&acme, "procurement", &globex, &format!("order {index}")).await?;
+    }
+    acme.node().apply_policies().await;
+    assert!(pending(&acme, "collaboration").is_empty(), "every request was decided");
+    for node in [&acme, &globex] {
+        let sessions = eventually(&format!("{REQUESTS} closed sessions on {}", node.name), || async {
+            let list = node.node().session_list().ok()?;
+            (list.len() == REQUESTS && list.iter().all(|s| s.state == "closed")).then_some(list)
+        })
+        .await?;
+        let purposes: std::collections::BTreeSet<&str> = sessions.iter().map(|s| s.purpose.as_str()).collect();
+        assert_eq!(purposes.len(), REQUESTS, "one session per request on {}", node.name);
+    }
+    let approvals = acme.node().home.home().approvals()?;
+    assert_eq!(approvals.iter().filter(|a| a.status == "approved").count(), REQUESTS);
+    let decided = acme.node().home.db().audit_entries()?.iter().filter(|e| e.action == "approval.approved").count();
+    assert_eq!(decided, REQUESTS, "each request decided once");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_replayed_and_expired_consents_and_turns_from_other_identities_are_security_events() -> Result {
     // Slow agents keep the session open while the attacks arrive.
     let slow = |line: &str| ScriptedBrain::saying([line.to_owned()]).with_delay(Duration::from_millis(500));

@@ -470,6 +470,8 @@ async fn parallel(pair: &Pair, events: &mut Events) -> anyhow::Result<Parallel> 
     let turns = PARALLEL_SESSIONS * usize::from(TURNS);
     let mut closed: [HashSet<String>; 2] = Default::default();
     let mut received = 0;
+    // The first turn received marks the end of the proposals and consents.
+    let mut first_turn = None;
     let (mut turns_done, mut sessions_done) = (None, None);
     let deadline = start + PATIENCE;
     while sessions_done.is_none() {
@@ -484,6 +486,7 @@ async fn parallel(pair: &Pair, events: &mut Events) -> anyhow::Result<Parallel> 
                 }
             }
             Some((_, at, NodeEvent::Turn { speaker, .. })) if speaker != "us" => {
+                first_turn.get_or_insert(at);
                 received += 1;
                 if received == turns {
                     turns_done = Some(at);
@@ -500,6 +503,11 @@ async fn parallel(pair: &Pair, events: &mut Events) -> anyhow::Result<Parallel> 
     // bound it.
     let turns_wall = turns_done.map_or(sessions_wall, |done| done - start);
     debug_phase(pair, "parallel", sessions_wall, cpu_time() - cpu_before, turns);
+    if std::env::var_os("BENCH_DEBUG").is_some()
+        && let Some(first) = first_turn
+    {
+        eprintln!("  first turn received {:?} after the start (proposals and consents)", first - start);
+    }
     let lost = events.lagged - lagged_before;
     if lost > 0 {
         eprintln!("(the benchmark lost {lost} events in the parallel phase; it checked the databases instead)");

@@ -66,12 +66,20 @@ impl Node {
             Ok(pending) => pending,
             Err(err) => return tracing::error!(%err, "cannot read approvals"),
         };
+        // Each decision is about its own approval and session, so they run as tasks of their
+        // own: on both workers, their commits sharing the group commit. Polled in one task,
+        // each would commit inline before the next began (64 decisions took 30 ms).
+        let mut decisions = tokio::task::JoinSet::new();
         for approval in pending {
             let Some(basis) = self.policy_for(&approval) else { continue };
-            if let Err(err) = self.decide(approval, Decision::Approve, &basis).await {
-                tracing::warn!(%err, "a policy could not approve");
-            }
+            let node = self.clone();
+            decisions.spawn(async move {
+                if let Err(err) = node.decide(approval, Decision::Approve, &basis).await {
+                    tracing::warn!(%err, "a policy could not approve");
+                }
+            });
         }
+        decisions.join_all().await;
     }
 
     /// After a restart: decisions a policy covers, and turns that are ours to speak.
