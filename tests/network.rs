@@ -474,9 +474,9 @@ impl Intruder {
     }
 }
 
-/// The one message of the batch was refused for good, and nothing was acknowledged.
+/// The one message of the batch was refused for good.
 fn refused(reply: &DeliveryReply) -> bool {
-    matches!(reply.outcomes.as_slice(), [MessageOutcome::Refused { retry: false, .. }]) && reply.ack.is_none()
+    matches!(reply.outcomes.as_slice(), [MessageOutcome::Refused { retry: false, .. }])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,9 @@
 //!
 //! A signature is made over `context || 0x00 || body`, a hash over `context || 0x00 || bytes`.
 //! Context strings never contain a NUL byte, so the framing is unambiguous, and they are all
-//! listed here so that no two kinds can share one by accident.
+//! listed here so that no two kinds can share one by accident. Retired contexts are not reused:
+//! `clawnet/v1/delivery-ack` (delivery replies were signed until the Noise channel was found to
+//! prove the same, see `clawnet_protocol::wire`).
 
 /// What a signature is for. The signer and the verifier must agree on it, so a signature over one
 /// kind of object is never valid as another kind.
@@ -33,8 +35,6 @@ pub enum Domain {
     Turn,
     /// An owner closes a session.
     Close,
-    /// A node acknowledges a delivery.
-    DeliveryAck,
     /// A node appends an entry to its audit chain.
     AuditEntry,
     /// A node leaves a delivery at a relay's mailbox for an offline node.
@@ -43,7 +43,7 @@ pub enum Domain {
 
 impl Domain {
     /// Every domain, for exhaustive checks.
-    pub const ALL: [Domain; 15] = [
+    pub const ALL: [Domain; 14] = [
         Domain::DeviceCert,
         Domain::IdentityCert,
         Domain::Revocation,
@@ -56,7 +56,6 @@ impl Domain {
         Domain::Rejection,
         Domain::Turn,
         Domain::Close,
-        Domain::DeliveryAck,
         Domain::AuditEntry,
         Domain::MailboxLetter,
     ];
@@ -76,7 +75,6 @@ impl Domain {
             Domain::Rejection => "clawnet/v1/rejection",
             Domain::Turn => "clawnet/v1/turn",
             Domain::Close => "clawnet/v1/close",
-            Domain::DeliveryAck => "clawnet/v1/delivery-ack",
             Domain::AuditEntry => "clawnet/v1/audit-entry",
             Domain::MailboxLetter => "clawnet/v1/mailbox-letter",
         }

@@ -3,9 +3,9 @@
 //!
 //! A delivery needs two durable commits before it is complete: the sender queues the message
 //! (outbox) before sending, and the receiver records it (inbox, with its audit entry) before
-//! signing the acknowledgement. Its latency floor is one raw request-response round trip plus
-//! two raw durable commits; it is measured until the sender holds the verified signed
-//! acknowledgement. The sender then records the acknowledgement (a third commit, off the
+//! replying. Its latency floor is one raw request-response round trip plus two raw durable
+//! commits; it is measured until the sender holds the receiver's reply ("recorded"). The
+//! sender then records the acknowledgement (a third commit, off the
 //! delivery's path: its own fsync when nothing else is being sent, under load durable with the
 //! node's next durable commit); that full "settled" latency is printed too, against RTT + 3
 //! commits. Also printed: the round trip of the node's network path alone (the `Network`
@@ -59,7 +59,7 @@ fn main() -> anyhow::Result<()> {
     let drain = median(&|r| r.drain_per_s);
     let drain_ratio = median(&|r| r.drain_per_s / r.raw_per_s);
     println!("\nmedian of {} runs (ratios are medians of each run's ratio)", results.len());
-    println!("  delivery latency p50 (one in flight):       {p50:>9.1} us  (queued until signed ack verified)");
+    println!("  delivery latency p50 (one in flight):       {p50:>9.1} us  (queued until the receiver's reply)");
     println!("  raw request-response round trip p50:        {rtt:>9.1} us");
     println!(
         "  node network path round trip p50:           {echo:>9.1} us  ({echo_ratio:.2}x raw; handle, actors, pump; no database)"
@@ -198,7 +198,7 @@ async fn deliveries(dir: &std::path::Path) -> anyhow::Result<Deliveries> {
                 event = receiver.events.recv() => match event {
                     Some(NetworkEvent::Delivery { peer: _, batch, reply }) if echoing.load(std::sync::atomic::Ordering::Relaxed) => {
                         let outcomes = vec![MessageOutcome::Recorded; batch.messages.len()];
-                        let _ = reply.send(DeliveryReply { outcomes, ack: None });
+                        let _ = reply.send(DeliveryReply { outcomes });
                     }
                     Some(NetworkEvent::Delivery { peer, batch, reply }) => {
                         let inbox = inbox.clone();

@@ -8,14 +8,14 @@
 //! a scripted brain that answers instantly, so every cost measured is the node's: composing
 //! the turn (role prompt, history, disclosure guard), signing it with the identity key,
 //! checking it against the session state machine on both sides, the audit entries, the durable
-//! outbox and inbox, the signed delivery acknowledgement, and the owner-signed close committed
+//! outbox and inbox, the delivery replies, and the owner-signed close committed
 //! with the last turn.
 //!
 //! **Per-turn latency** (one session at a time, [`TURNS`] turns each): the time from turn *n*
 //! being durable on its speaker's node to turn *n + 1* being durable on the other node, taken
 //! from each node's own `Turn` event (sent right after the commit). Its critical path is: the
 //! speaker's outbox sends turn *n*; the receiver checks it and commits it (inbox record, turn,
-//! audit entry) before signing the acknowledgement; the receiver's agent composes turn *n + 1*
+//! audit entry) before replying; the receiver's agent composes turn *n + 1*
 //! and commits it (turn, outbox entry, audit entry; on the last turn the close too). That is
 //! **two durable commits** and one network crossing. The acknowledgement's way back and the
 //! speaker recording it (the third commit, "settle") happen while the receiver composes, so

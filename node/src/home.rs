@@ -143,11 +143,6 @@ impl UnlockedHome {
         Signed::sign(value, &self.keys().owner.signing)
     }
 
-    /// Signs `value` with the device key.
-    pub fn sign_as_device<T: Signable>(&self, value: &T) -> Signed<T> {
-        Signed::sign(value, &self.keys().device)
-    }
-
     /// Signs `value` with the key of identity `id`, if it still has one.
     pub fn sign_as_identity<T: Signable>(&self, id: &IdentityId, value: &T) -> Option<Signed<T>> {
         self.keys().identities.get(id).map(|keys| Signed::sign(value, &keys.signing))

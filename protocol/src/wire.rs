@@ -1,7 +1,12 @@
-//! The envelope every delivery carries (`/clawnet/deliver/1`), and the signed acknowledgement
-//! that answers it.
+//! The envelope every delivery carries (`/clawnet/deliver/1`), and the reply that answers it.
+//!
+//! The reply is not signed: it travels back on the request's own stream, inside the Noise
+//! session that authenticated the receiving node's device key when the connection was made
+//! (end to end, through a relay too), and nothing keeps it afterwards as proof. A signature
+//! would only repeat what the channel already proves, at the cost of a signing and a
+//! verification on every delivery's path.
 
-use clawnet_crypto::{Domain, Signable, Signed, SigningPublicKey, Timestamp, WireFormat, encoding};
+use clawnet_crypto::{Signed, WireFormat, encoding};
 use serde::{Deserialize, Serialize};
 
 use crate::contact::{ContactAccept, ContactRemoval, ContactRequest};
@@ -106,7 +111,7 @@ impl WireMessage {
 pub const MAX_BATCH_MESSAGES: usize = 64;
 
 /// One request of `/clawnet/deliver/1`: messages for the same node, sent together so that one
-/// stream, one signed acknowledgement and the receiver's group commit serve them all.
+/// stream, one reply and the receiver's group commit serve them all.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryBatch {
     /// Encoded wire messages; each is identified by the hash of its bytes.
@@ -153,32 +158,10 @@ impl DeliveryBatch {
     }
 }
 
-/// A node confirms it durably recorded messages. Signed by the receiving node's device key,
-/// once per batch.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeliveryAck {
-    /// The messages recorded.
-    pub messages: Vec<MessageId>,
-    /// The receiving device.
-    pub device: SigningPublicKey,
-    /// When they were recorded.
-    pub received_at: Timestamp,
-}
-
-impl WireFormat for DeliveryAck {
-    const NAME: &'static str = "delivery acknowledgement";
-    const VERSION: u8 = 1;
-    const MAX_LEN: usize = MAX_BATCH_MESSAGES * 33 + 64;
-}
-
-impl Signable for DeliveryAck {
-    const DOMAIN: Domain = Domain::DeliveryAck;
-}
-
 /// What became of one message of a batch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MessageOutcome {
-    /// Durably recorded (or recorded before: deliveries are idempotent); listed in the ack.
+    /// Durably recorded (or recorded before: deliveries are idempotent): the sender may let go.
     Recorded,
     /// Not accepted.
     Refused {
@@ -202,26 +185,25 @@ impl MessageOutcome {
     }
 }
 
-/// A receiving node's answer to a delivery batch: one outcome per message, in order, and the
-/// signed acknowledgement of those recorded.
+/// A receiving node's answer to a delivery batch: one outcome per message, in order. Sent only
+/// once every message it calls recorded is durable.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryReply {
     /// One per message of the batch.
     pub outcomes: Vec<MessageOutcome>,
-    /// Lists every message whose outcome is [`MessageOutcome::Recorded`]; absent if none is.
-    pub ack: Option<Signed<DeliveryAck>>,
 }
 
 impl WireFormat for DeliveryReply {
     const NAME: &'static str = "delivery reply";
-    const VERSION: u8 = 1;
-    const MAX_LEN: usize = MAX_BATCH_MESSAGES * (limits::MAX_REASON + 8) + DeliveryAck::MAX_LEN + 256;
+    /// Version 1 carried a signed acknowledgement of the recorded messages (see the module doc).
+    const VERSION: u8 = 2;
+    const MAX_LEN: usize = MAX_BATCH_MESSAGES * (limits::MAX_REASON + 8) + 256;
 }
 
 impl DeliveryReply {
     /// Every one of `count` messages refused for the same reason, to retry later.
     pub fn try_later(count: usize, reason: &str) -> DeliveryReply {
-        DeliveryReply { outcomes: vec![MessageOutcome::try_later(reason); count], ack: None }
+        DeliveryReply { outcomes: vec![MessageOutcome::try_later(reason); count] }
     }
 }
 

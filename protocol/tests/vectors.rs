@@ -20,7 +20,7 @@ use clawnet_protocol::mailbox::seal_context;
 use clawnet_protocol::session::{CloseReason, EndMarker, turn_hash};
 use clawnet_protocol::tags::{FeedId, IdentityTag, SealedTags, TagAnnouncement};
 use clawnet_protocol::testkit::{T0, TestOwner, rng};
-use clawnet_protocol::wire::{DeliveryAck, WireMessage};
+use clawnet_protocol::wire::WireMessage;
 use clawnet_protocol::{MessageId, Nonce};
 use serde_json::{Value, json};
 
@@ -127,7 +127,7 @@ fn session_messages() {
     let last = bob.turn("sales", session, 2, turn_hash(&turn), "Agreed.", Some(EndMarker::Resolved));
     check_signed("close", &bob.close(session, CloseReason::Ended(EndMarker::Resolved), 2, turn_hash(&last)));
 
-    // The same turn as a delivery, and its acknowledgement.
+    // The same turn as a delivery.
     let message = WireMessage::Turn(turn);
     let bytes = message.encode();
     let stored = check_vector(
@@ -137,8 +137,6 @@ fn session_messages() {
     let stored_bytes = hex::decode(stored["bytes"].as_str().unwrap()).unwrap();
     assert_eq!(WireMessage::decode(&stored_bytes).unwrap(), message);
     assert_eq!(MessageId::of(&stored_bytes).0.to_hex(), stored["message_id"].as_str().unwrap());
-    let ack = DeliveryAck { messages: vec![message.id()], device: bob.device.public_key(), received_at: T0 };
-    check_signed("delivery_ack", &Signed::sign(&ack, &bob.device));
 }
 
 #[test]

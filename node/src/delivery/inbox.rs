@@ -1,7 +1,7 @@
 //! The receiving side: dedup by message id, validation by a [`Handler`], one commit of the
-//! inbox record together with the changes each message causes, then one signed
-//! acknowledgement for the messages of a batch that were recorded. The messages of a batch are
-//! processed concurrently, so their commits share the group commit.
+//! inbox record together with the changes each message causes, then one reply for the batch
+//! (the sender's Noise session authenticates it: see `clawnet_protocol::wire`). The messages of
+//! a batch are processed concurrently, so their commits share the group commit.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use clawnet_crypto::Timestamp;
 use clawnet_protocol::MessageId;
 use clawnet_protocol::audit::{Actor, AuditDraft};
-use clawnet_protocol::wire::{DeliveryAck, DeliveryBatch, DeliveryReply, MessageOutcome, WireMessage};
+use clawnet_protocol::wire::{DeliveryBatch, DeliveryReply, MessageOutcome, WireMessage};
 use clawnet_storage::Change;
 use clawnet_storage::deliveries::InboundRecord;
 use libp2p::PeerId;
@@ -124,21 +124,7 @@ impl<H: Handler> Inbox<H> {
             batch.messages.into_iter().zip(&ids).map(|(bytes, id)| self.receive_one(peer, *id, bytes, alone)),
         )
         .await;
-        let recorded: Vec<MessageId> = ids
-            .iter()
-            .zip(&outcomes)
-            .filter(|(_, outcome)| **outcome == MessageOutcome::Recorded)
-            .map(|(id, _)| *id)
-            .collect();
-        let ack = (!recorded.is_empty()).then(|| {
-            let ack = DeliveryAck {
-                messages: recorded,
-                device: self.home.db().info().device_key,
-                received_at: Timestamp::now(),
-            };
-            self.home.sign_as_device(&ack)
-        });
-        DeliveryReply { outcomes, ack }
+        DeliveryReply { outcomes }
     }
 
     /// Checks and records one message; `alone` when it is the only one of its batch.

@@ -3,10 +3,10 @@
 //!
 //! **Leaving.** When a direct attempt cannot reach a contact's node, each message of the batch,
 //! and the next ones waiting for that node (64 more per failed attempt), is left once (per run
-//! of this node) as a sealed, signed letter at a relay where that node collects: the relays its circuit addresses name, then our own bootstrap relays. The message
-//! stays in the outbox and is still retried directly: only the receiver's signed
-//! acknowledgement removes it, and a receiver that already took the letter answers the retry
-//! "recorded" without applying it again.
+//! of this node) as a sealed, signed letter at a relay where that node collects: the relays its
+//! circuit addresses name, then our own bootstrap relays. The message stays in the outbox and
+//! is still retried directly: only the receiver's own reply removes it, and a receiver that
+//! already took the letter answers the retry "recorded" without applying it again.
 //!
 //! **Collecting.** On connecting to one of its bootstrap relays, and every
 //! [`COLLECT_EVERY`] while connected, a node fetches its box, opens each letter, verifies who

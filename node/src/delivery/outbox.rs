@@ -1,12 +1,12 @@
 //! The sending side: a worker that sends queued outbox messages (many in flight, batched per
-//! receiving node), removes them when the receiver's signed acknowledgement arrives, and tries
+//! receiving node), removes them when the receiver's reply says they are recorded, and tries
 //! again later otherwise.
 //!
 //! What to send comes from the in-memory [`queue`] (its module docs give the rules: queue order
 //! per node, two requests on their way to a node that answers, one probe to any other, and a
 //! node that does not answer waits as a whole). A lone message goes at once; under load, what
-//! is queued meanwhile leaves together in the next request, so the receiver commits, and signs
-//! for, a batch at a time instead of a message at a time (the group commit that makes
+//! is queued meanwhile leaves together in the next request, so the receiver commits and answers
+//! a batch at a time instead of a message at a time (the group commit that makes
 //! throughput). When a node does not answer, the messages of the failed request and the next
 //! ones waiting for it are left as letters at relays' mailboxes ([`super::mailbox`]).
 
@@ -77,7 +77,7 @@ struct Inner {
     /// Peers whose messages should be retried now (they just connected).
     retry_now: Mutex<HashSet<SigningPublicKey>>,
     stats: OutboxStats,
-    /// Messages whose signed acknowledgement arrived and verified, so far.
+    /// Messages the receiver's reply said were recorded, so far.
     acknowledged: watch::Sender<u64>,
     /// Messages that left the outbox for good, so far.
     settled: watch::Sender<u64>,
@@ -126,8 +126,8 @@ impl Outbox {
         &self.inner.stats
     }
 
-    /// Counts messages whose receiver's signed acknowledgement arrived and verified: the
-    /// moment a delivery is complete (recording it, below, is bookkeeping).
+    /// Counts messages the receiver's reply said were recorded: the moment a delivery is
+    /// complete (recording it, below, is bookkeeping).
     pub fn acknowledged(&self) -> watch::Receiver<u64> {
         self.inner.acknowledged.subscribe()
     }
@@ -230,7 +230,7 @@ impl Outbox {
         self.inner.stats.requests.fetch_add(1, Ordering::Relaxed);
         let reply = self.inner.network.deliver(peer, addresses, request).await;
         let (answered, outcomes) = match reply {
-            Ok(reply) => match check_reply(&reply, &messages, &recipient) {
+            Ok(reply) => match check_reply(&reply, &messages) {
                 Ok(outcomes) => (true, outcomes),
                 Err(reason) => {
                     tracing::warn!(%peer, %reason, "bad delivery reply");
@@ -379,7 +379,7 @@ impl Outbox {
                 Actor::Node,
                 "delivery.acknowledged",
                 object,
-                "signed delivery acknowledgement",
+                "the receiving node's reply",
                 Outcome::Success,
             ));
         }
@@ -443,11 +443,11 @@ struct Loaded {
 /// What to do with one message after an attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Settle {
-    /// The receiver recorded it (and signed for it): done.
+    /// The receiver recorded it: done.
     Recorded,
     /// The receiver refused it for good: done, audited as failed.
     Refused(String),
-    /// Try again later (no answer, or no proof).
+    /// Try again later (a reply that does not fit the request).
     Retry,
     /// The receiver asked for it again later: it is up, and usually waits for a message still
     /// on its way (a turn in the other request of a pair), so the retry comes soon.
@@ -456,28 +456,21 @@ enum Settle {
     Unsent,
 }
 
-/// Checks the reply against the batch: one outcome per message, and every message reported
-/// recorded listed in an acknowledgement signed by the receiving node.
+/// Checks the reply against the batch: one outcome per message. (It came back on the request's
+/// own stream from the Noise-authenticated node the request went to, which is what makes
+/// "recorded" trustworthy: see `clawnet_protocol::wire`.)
 fn check_reply(
     reply: &DeliveryReply,
     messages: &[(MessageId, OutboundSchedule, Vec<u8>)],
-    recipient: &SigningPublicKey,
 ) -> Result<Vec<Settle>, String> {
     if reply.outcomes.len() != messages.len() {
         return Err(format!("{} outcomes for {} messages", reply.outcomes.len(), messages.len()));
     }
-    let acknowledged = match &reply.ack {
-        Some(ack) => ack.verify_signed_by(recipient).map_err(|err| err.to_string())?.into_value().messages,
-        None => Vec::new(),
-    };
     Ok(messages
         .iter()
         .zip(&reply.outcomes)
-        // The outbox keys a message by recipient; the receiver acknowledges it by its own id.
         .map(|((_, _, bytes), outcome)| match outcome {
-            MessageOutcome::Recorded if acknowledged.contains(&MessageId::of(bytes)) => Settle::Recorded,
-            // Claimed recorded without a signature for it: not proof, send it again.
-            MessageOutcome::Recorded => Settle::Retry,
+            MessageOutcome::Recorded => Settle::Recorded,
             MessageOutcome::Refused { reason, retry: false } => Settle::Refused(reason.clone()),
             MessageOutcome::Refused { reason, retry: true } => {
                 tracing::debug!(kind = WireMessage::kind_of(bytes), %reason, "the receiver asks for the message again later");
@@ -498,8 +491,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clawnet_crypto::{Signed, SigningSecret};
-    use clawnet_protocol::wire::DeliveryAck;
+    use clawnet_crypto::SigningSecret;
 
     fn batch(n: u8) -> Vec<(MessageId, OutboundSchedule, Vec<u8>)> {
         let recipient = SigningSecret::from_bytes(&[1; 32]).public_key();
@@ -512,37 +504,24 @@ mod tests {
             .collect()
     }
 
-    fn ack(by: &SigningSecret, messages: Vec<MessageId>) -> Option<Signed<DeliveryAck>> {
-        Some(Signed::sign(&DeliveryAck { messages, device: by.public_key(), received_at: Timestamp(0) }, by))
-    }
-
     #[test]
-    fn replies_are_checked_against_the_batch_and_the_signed_ack() {
-        let receiver = SigningSecret::from_bytes(&[1; 32]);
+    fn replies_are_checked_against_the_batch() {
         let messages = batch(3);
-        let ids: Vec<MessageId> = messages.iter().map(|(id, _, _)| *id).collect();
-        let recipient = receiver.public_key();
         let outcomes = vec![MessageOutcome::Recorded, MessageOutcome::refused("no"), MessageOutcome::Recorded];
 
-        // Both recorded ones are signed for: settled; the refusal is final.
-        let reply = DeliveryReply { outcomes: outcomes.clone(), ack: ack(&receiver, vec![ids[0], ids[2]]) };
+        // Recorded ones are settled; the refusal is final.
+        let reply = DeliveryReply { outcomes: outcomes.clone() };
         assert_eq!(
-            check_reply(&reply, &messages, &recipient).unwrap(),
+            check_reply(&reply, &messages).unwrap(),
             vec![Settle::Recorded, Settle::Refused("no".into()), Settle::Recorded]
         );
-        // "Recorded" without a signature for it is sent again.
-        let reply = DeliveryReply { outcomes: outcomes.clone(), ack: ack(&receiver, vec![ids[0]]) };
-        assert_eq!(check_reply(&reply, &messages, &recipient).unwrap()[2], Settle::Retry);
-        // An ack signed by another node, or the wrong number of outcomes, is no answer at all.
-        let impostor = SigningSecret::from_bytes(&[2; 32]);
-        let reply = DeliveryReply { outcomes: outcomes.clone(), ack: ack(&impostor, ids.clone()) };
-        assert!(check_reply(&reply, &messages, &recipient).is_err());
-        let reply = DeliveryReply { outcomes: outcomes[..2].to_vec(), ack: ack(&receiver, ids) };
-        assert!(check_reply(&reply, &messages, &recipient).is_err());
+        // The wrong number of outcomes is no answer at all.
+        let reply = DeliveryReply { outcomes: outcomes[..2].to_vec() };
+        assert!(check_reply(&reply, &messages).is_err());
         // Asked for again later: a retry soon, not the backoff of an unanswered attempt.
         let later = vec![MessageOutcome::try_later("the turn it follows is on its way"); 3];
-        let reply = DeliveryReply { outcomes: later, ack: None };
-        assert_eq!(check_reply(&reply, &messages, &recipient).unwrap(), vec![Settle::Later; 3]);
+        let reply = DeliveryReply { outcomes: later };
+        assert_eq!(check_reply(&reply, &messages).unwrap(), vec![Settle::Later; 3]);
     }
 
     #[test]

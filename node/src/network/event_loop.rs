@@ -344,8 +344,18 @@ impl EventLoop {
                     }
                 }
                 request_response::Message::Response { request_id, response } => {
-                    if let Some((_, reply)) = self.pending_deliveries.remove(&request_id) {
-                        let _ = reply.send(Ok(response));
+                    if let Some((to, reply)) = self.pending_deliveries.remove(&request_id) {
+                        // The reply is the receiver's word that the messages are durable, and
+                        // only the Noise session vouches for who gave it: it must come from the
+                        // node the request went to (request-response guarantees as much; this
+                        // keeps it true whatever the behaviour underneath).
+                        let answer = if peer == to {
+                            Ok(response)
+                        } else {
+                            tracing::error!(%peer, %to, "a delivery reply came from another node");
+                            Err(NetworkError::Unreachable { peer: to, reason: format!("the reply came from {peer}") })
+                        };
+                        let _ = reply.send(answer);
                     }
                 }
             },
