@@ -175,16 +175,20 @@ async fn write_frame<T: futures::AsyncWrite + Unpin>(io: &mut T, frame: &[u8]) -
     io.close().await
 }
 
-/// `--runs N` from the command line, or `default`.
 /// Runs `run_once` the number of times `--runs` asks for (default `default`), with tracing set
-/// up, printing each run's result as it comes.
+/// up, printing each run's result as it comes. `BENCH_WORKERS=N` gives the runtime N worker
+/// threads instead of one per CPU (every node of a bench shares this runtime).
 pub(crate) fn repeat<R: std::fmt::Display, F: Future<Output = anyhow::Result<R>>>(
     default: usize,
     run_once: impl Fn() -> F,
 ) -> anyhow::Result<Vec<R>> {
     let runs = runs_arg(default);
     init_tracing();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = std::env::var("BENCH_WORKERS").ok().and_then(|w| w.parse().ok()) {
+        builder.worker_threads(workers);
+    }
+    let runtime = builder.enable_all().build()?;
     let mut results = Vec::new();
     for run in 1..=runs {
         let result = runtime.block_on(run_once())?;
@@ -194,6 +198,7 @@ pub(crate) fn repeat<R: std::fmt::Display, F: Future<Output = anyhow::Result<R>>
     Ok(results)
 }
 
+/// `--runs N` from the command line, or `default`.
 fn runs_arg(default: usize) -> usize {
     std::env::args().skip_while(|a| a != "--runs").nth(1).and_then(|n| n.parse().ok()).unwrap_or(default)
 }
