@@ -4,12 +4,12 @@
 //! A delivery needs two durable commits before it is complete: the sender queues the message
 //! (outbox) before sending, and the receiver records it (inbox, with its audit entry) before
 //! replying. Its latency floor is one raw request-response round trip plus two raw durable
-//! commits; it is measured until the sender holds the receiver's reply ("recorded"). The
-//! sender then records the acknowledgement (a third commit, off the
-//! delivery's path: its own fsync when nothing else is being sent, under load durable with the
-//! node's next durable commit); that full "settled" latency is printed too, against RTT + 3
-//! commits. Also printed: the round trip of the node's network path alone (the `Network`
-//! handle, both swarm actors and the receiver's event pump answering at once, no database).
+//! commits; it is measured until the sender holds the receiver's reply ("recorded"). The sender
+//! then records the acknowledgement (a third commit, off the delivery's path: its own fsync when
+//! nothing else is being sent, under load durable with the node's next durable commit); that
+//! full "settled" latency is printed too, against RTT + 3 commits. Also printed: the round trip
+//! of the node's network path alone (the `Network` handle, both swarm actors and the
+//! receiver's event pump answering at once, no database).
 //!
 //! Throughput is measured twice: with 64 messages kept in flight, and draining a backlog of
 //! 20 000 messages queued in one commit (a node coming back to a contact after a long
