@@ -13,6 +13,7 @@ mod codec;
 mod endpoint_codec;
 mod event_loop;
 mod mailbox_codec;
+mod stale_addresses;
 
 use std::time::Duration;
 

@@ -12,12 +12,13 @@ use futures::stream::FuturesUnordered;
 use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
-use libp2p::swarm::SwarmEvent;
+use libp2p::swarm::{DialError, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, kad};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
+use super::stale_addresses::StaleAddresses;
 use super::{NetworkError, NetworkEvent};
 use crate::config::NetworkSettings;
 
@@ -96,6 +97,8 @@ pub(super) struct EventLoop {
     circuits: Vec<(Multiaddr, Option<ListenerId>)>,
     /// Bootstrap relays, by peer id.
     bootstrap_peers: HashSet<PeerId>,
+    /// Addresses where another node answered for a peer, left out of dials to it.
+    stale: StaleAddresses,
 }
 
 impl EventLoop {
@@ -119,6 +122,7 @@ impl EventLoop {
             looked_up: HashSet::new(),
             circuits: Vec::new(),
             bootstrap_peers: HashSet::new(),
+            stale: StaleAddresses::default(),
         }
     }
 
@@ -196,7 +200,7 @@ impl EventLoop {
     fn on_command(&mut self, command: Command) {
         match command {
             Command::Deliver { peer, addresses, batch, reply } => {
-                for address in addresses {
+                for address in self.stale.keep(&peer, addresses) {
                     self.swarm.add_peer_address(peer, address);
                 }
                 if !self.swarm.is_connected(&peer) && self.looked_up.insert(peer) {
@@ -207,14 +211,14 @@ impl EventLoop {
                 self.pending_deliveries.insert(request_id, (peer, reply));
             }
             Command::CallEndpoint { peer, addresses, request, reply } => {
-                for address in addresses {
+                for address in self.stale.keep(&peer, addresses) {
                     self.swarm.add_peer_address(peer, address);
                 }
                 let request_id = self.swarm.behaviour_mut().endpoint.send_request(&peer, request);
                 self.pending_calls.insert(request_id, (peer, reply));
             }
             Command::AskMailbox { relay, addresses, request, reply } => {
-                for address in addresses {
+                for address in self.stale.keep(&relay, addresses) {
                     self.swarm.add_peer_address(relay, address);
                 }
                 let request_id = self.swarm.behaviour_mut().mailbox.send_request(&relay, request);
@@ -321,6 +325,24 @@ impl EventLoop {
             }
             SwarmEvent::Behaviour(BehaviourEvent::RelayClient(event)) => {
                 tracing::debug!(?event, "relay client");
+            }
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: Some(peer),
+                error: DialError::WrongPeerId { obtained, address },
+                ..
+            } => {
+                tracing::warn!(%peer, %obtained, %address, "another node answered at an address of this peer: left out of dials for now");
+                let address = self.stale.mark(peer, &address);
+                // Every address book the swarm dials from forgets it too (the node's own peer
+                // record still lists it; `stale` keeps it out when it is handed in again).
+                let behaviour = self.swarm.behaviour_mut();
+                behaviour.kad.remove_address(&peer, &address);
+                #[allow(deprecated)] // the only way to take an address out of their caches
+                {
+                    behaviour.deliver.remove_address(&peer, &address);
+                    behaviour.endpoint.remove_address(&peer, &address);
+                    behaviour.mailbox.remove_address(&peer, &address);
+                }
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 tracing::debug!(?peer_id, %error, "outgoing connection failed");
