@@ -197,12 +197,18 @@ impl EventLoop {
         tracing::debug!("network event loop stopped");
     }
 
+    /// Tells the swarm where `peer` may be reached, except at addresses where another node
+    /// answered for it lately.
+    fn add_addresses(&mut self, peer: PeerId, addresses: Vec<Multiaddr>) {
+        for address in self.stale.keep(&peer, addresses) {
+            self.swarm.add_peer_address(peer, address);
+        }
+    }
+
     fn on_command(&mut self, command: Command) {
         match command {
             Command::Deliver { peer, addresses, batch, reply } => {
-                for address in self.stale.keep(&peer, addresses) {
-                    self.swarm.add_peer_address(peer, address);
-                }
+                self.add_addresses(peer, addresses);
                 if !self.swarm.is_connected(&peer) && self.looked_up.insert(peer) {
                     // Ask the DHT too, in case the addresses we have are stale.
                     self.swarm.behaviour_mut().kad.get_closest_peers(peer);
@@ -211,16 +217,12 @@ impl EventLoop {
                 self.pending_deliveries.insert(request_id, (peer, reply));
             }
             Command::CallEndpoint { peer, addresses, request, reply } => {
-                for address in self.stale.keep(&peer, addresses) {
-                    self.swarm.add_peer_address(peer, address);
-                }
+                self.add_addresses(peer, addresses);
                 let request_id = self.swarm.behaviour_mut().endpoint.send_request(&peer, request);
                 self.pending_calls.insert(request_id, (peer, reply));
             }
             Command::AskMailbox { relay, addresses, request, reply } => {
-                for address in self.stale.keep(&relay, addresses) {
-                    self.swarm.add_peer_address(relay, address);
-                }
+                self.add_addresses(relay, addresses);
                 let request_id = self.swarm.behaviour_mut().mailbox.send_request(&relay, request);
                 self.pending_mailbox.insert(request_id, (relay, reply));
             }
