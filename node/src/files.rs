@@ -10,15 +10,19 @@
 //! - [`blobs`]: the content-addressed backup store.
 //! - [`entry`]: reading an entry's state (fingerprint, or saved with its content), staging new
 //!   content, removing trees.
-//! - [`endpoint`]: the primitives, the journal (write-ahead: the journal commit decides an
+//! - [`endpoint`]: the primitives, the journal (write-ahead: the synced decision decides an
 //!   operation, a crash after it is rolled forward at the next start), undo and rollback.
-//! - `intent`: the note of the change being prepared, so a crash before its journal commit
-//!   leaves nothing behind.
+//! - `intent`: the note of the change being prepared, so a crash before its decision leaves
+//!   nothing behind.
+//! - `spare`: a file made ahead of time for the next write to stage its content in.
+//! - `decision`: the write-ahead copy of the journal entry that decides a change, synced before
+//!   the change applies; the journal (and the audit log) receive it after the reply.
 //! - [`governed`]: the node's side: layer 1, security events, the async API.
 //! - [`remote`]: the endpoint on another device of the owner: the device's process, and the
 //!   node's registry of the devices it routes directives to.
 
 pub mod blobs;
+mod decision;
 pub mod endpoint;
 pub mod entry;
 pub mod governed;
@@ -29,6 +33,7 @@ pub mod remote;
 pub mod request;
 pub mod sandbox;
 pub mod scope;
+mod spare;
 
 use clawnet_storage::StoreError;
 use clawnet_storage::files::FileAccess;

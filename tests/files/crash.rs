@@ -71,9 +71,10 @@ fn a_kill_during_file_operations_leaves_the_old_or_the_new_state_with_its_backup
     };
     let mut dice = Dice::new(99);
     let started = Instant::now();
-    // How often the kill fell before a change's journal commit, and after it but before the
-    // change was (wholly) applied.
-    let (mut before_commit, mut after_commit) = (0, 0);
+    // How often the kill fell before a change was decided, after its decision but before its
+    // journal commit (after the reply, on the settling thread), and after the commit but before
+    // the change was (wholly) applied.
+    let (mut before_decision, mut decided, mut after_commit) = (0, 0, 0);
     for round in 0..ROUNDS {
         let after = Duration::from_millis(5 + dice.roll() % 60);
         tags.extend(run_worker_and_kill(&data, &folder, identity, round, after));
@@ -86,12 +87,16 @@ fn a_kill_during_file_operations_leaves_the_old_or_the_new_state_with_its_backup
         let noted: Option<serde_json::Value> = fs::read(data.join("files/intent"))
             .ok()
             .and_then(|bytes| serde_json::from_slice(bytes.trim_ascii_end()).ok());
-        before_commit += usize::from(noted.is_some_and(|note| note["op"].as_u64() >= Some(next)));
         after_commit += usize::from(last_committed.is_some_and(|record| {
             record.changes.iter().any(|change| Some(current_fingerprint(Path::new(&change.path))) != change.after)
         }));
         let files = GovernedFiles::open(&config, home.db().clone()).unwrap(); // rolls forward
         let records = files.history(&RollbackFilter::default()).unwrap();
+        // The decision the journal did not have yet is in it now.
+        let journaled_at_open = records.last().is_some_and(|record| record.number >= next);
+        decided += usize::from(journaled_at_open);
+        before_decision +=
+            usize::from(!journaled_at_open && noted.is_some_and(|note| note["op"].as_u64() >= Some(next)));
         let context = format!("round {round} ({} operations in the journal)", records.len());
         // Nothing left unsettled.
         for record in &records {
@@ -166,7 +171,8 @@ fn a_kill_during_file_operations_leaves_the_old_or_the_new_state_with_its_backup
         }
     }
     eprintln!(
-        "{ROUNDS} kill rounds in {:?}: {before_commit} before a journal commit, {after_commit} between commit and applied",
+        "{ROUNDS} kill rounds in {:?}: {before_decision} before a decision, {decided} between decision and journal \
+         commit, {after_commit} between commit and applied",
         started.elapsed()
     );
 }

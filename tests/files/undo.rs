@@ -124,6 +124,9 @@ fn a_change_refused_after_saving_leaves_no_backup_linked_to_the_live_file() {
     let node = Node::start("node", &[("rw", RW)], |base| put_file(&base.join("rw/notes.txt"), b"notes\n", 0o644, OLD));
     let work = node.identity("work", &[("rw", RW)]);
     let notes = node.path("rw/notes.txt");
+    // Without its spare-file directory (no change has made a spare ahead yet) the endpoint
+    // stages beside the file.
+    fs::remove_dir_all(node.path("node/files/staging")).unwrap();
     let next = node.home.db().read().unwrap().next_file_op().unwrap();
     fs::create_dir(node.path(&format!("rw/.clawnet-{next}-0.new"))).unwrap();
     let before = everything(&node);

@@ -4,18 +4,22 @@
 //! A change runs in four steps, one at a time (changes are serialized):
 //! 1. **Prepare**: resolve every path through the whitelist, read the state of what will change
 //!    (saving the content of anything the change destroys in the blob store, durably), and stage
-//!    the new content under a temporary name beside its destination, written and synced (a
-//!    write's content syncs during step 2 instead, while the writer thread commits).
-//! 2. **Commit**: the journal entry (what each path was, its backup, what it will be) and its
-//!    audit entry in one durable transaction. This decides the operation.
+//!    the new content under a temporary name beside its destination (a write's: in a spare file
+//!    in the state directory, the `spare` module), written and synced (a small write's content
+//!    syncs during step 2 instead, on another thread).
+//! 2. **Decide**: the journal entry (what each path was, its backup, what it will be) is
+//!    written and synced to the state directory (the `decision` module). This decides the
+//!    operation.
 //! 3. **Apply**: one atomic rename (or unlink) per path. A write syncs the directories before
 //!    its reply; any other change replies now and its directories sync on the settling thread
-//!    (the `settler` module), as recovery would roll it forward from the journal.
-//! 4. The next change waits for that sync, and its commit implies this entry settled (a clean
-//!    stop marks it). If the process dies between 2 and 4, the next start rolls the entry
-//!    forward (or, if it cannot, records why; a write not yet installed is abandoned, as its
-//!    staged content may not be on disk), so the file system ends in the old or the new state
-//!    and the journal says which, with the backup present.
+//!    (the `settler` module), as recovery would roll it forward from its decision.
+//! 4. After the reply the settling thread commits the entry to the journal with its audit
+//!    entry. The next change waits for that, and its commit implies this entry settled (a clean
+//!    stop marks it). If the process dies between 2 and 4, the next start copies the decision
+//!    into the journal if it is not there yet and rolls the entry forward (or, if it cannot,
+//!    records why; a write not yet installed is abandoned, as its staged content may not be on
+//!    disk), so the file system ends in the old or the new state and the journal says which,
+//!    with the backup present.
 //!
 //! Before step 1 the operation's number and paths are noted (synced) outside the folders
 //! (the `intent` module). If the process dies before step 2, the next start finds a note the
@@ -31,7 +35,7 @@ mod undo;
 use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use clawnet_crypto::IdentityId;
 use clawnet_crypto::Timestamp;
@@ -45,11 +49,13 @@ use serde::{Deserialize, Serialize};
 
 use super::FileError;
 use super::blobs::BlobStore;
+use super::decision::{Decision, Decisions};
 use super::entry::{self, Walk};
 use super::intent::Intent;
 use super::path::{FsPath, is_plain_name};
 use super::request::{FileDirective, FileReply, FileRequest, RESERVED_PREFIX, WriteMode};
 use super::sandbox::{Denial, FolderConfig, Place, Whitelist, io, lstat};
+use super::spare::Spares;
 use settler::Settler;
 
 /// Largest file a write may create, and most bytes one read returns.
@@ -114,6 +120,10 @@ pub struct FileEndpoint {
     blobs: BlobStore,
     /// The change being prepared (cleared up after a crash before its commit).
     intent: Intent,
+    /// Where writes stage their content.
+    spares: Arc<Spares>,
+    /// The decision of the last change, until the journal has it.
+    decisions: Decisions,
     db: NodeDb,
     changes: Mutex<()>,
     /// Finishes each change after its reply.
@@ -125,6 +135,8 @@ pub struct FileEndpoint {
 enum Step {
     /// Rename the staged `temp` to `name` (replacing what is there, or only where nothing is).
     Install { dir: OwnedFd, temp: String, name: String, replace: bool },
+    /// Rename the filled `spare` in the spare-file directory `spares` to `name` in `dir`.
+    InstallSpare { spares: OwnedFd, spare: String, dir: OwnedFd, name: String, replace: bool },
     /// Rename an entry to where nothing is.
     Move { from_dir: OwnedFd, from: String, to_dir: OwnedFd, to: String },
     /// Rename an entry aside, then remove it.
@@ -142,9 +154,11 @@ struct Plan {
     /// The directory and name of each change (for removing what was staged).
     places: Vec<Place>,
     basis: String,
-    /// Staged files not synced yet: they sync while the journal entry commits (both are durable
+    /// Staged files not synced yet: they sync while the decision is written (both are durable
     /// before any step applies; see `recovery.rs` for why a write may take this shortcut).
     unsynced: Vec<File>,
+    /// The spare file the content is staged in, if it is.
+    spare: Option<String>,
 }
 
 impl FileEndpoint {
@@ -155,8 +169,11 @@ impl FileEndpoint {
         let whitelist = Whitelist::open(&config.folders, &protected)?;
         let blobs = BlobStore::open(&config.state_dir.join("blobs"))?;
         let intent = Intent::open(&config.state_dir)?;
-        let settler = Settler::start(db.clone())?;
-        let endpoint = FileEndpoint { whitelist, blobs, intent, db, changes: Mutex::new(()), settler };
+        let decisions = Decisions::open(&config.state_dir)?;
+        let spares = Arc::new(Spares::open(&config.state_dir.join("staging"))?);
+        let settler = Settler::start(db.clone(), spares.clone())?;
+        let endpoint =
+            FileEndpoint { whitelist, blobs, intent, spares, decisions, db, changes: Mutex::new(()), settler };
         endpoint.recover()?;
         Ok(endpoint)
     }
@@ -181,16 +198,18 @@ impl FileEndpoint {
         result
     }
 
-    /// Waits until the last change is settled: the directories it changed synced (a change
-    /// other than a write replies before that, as recovery would finish it from the journal).
-    /// An error means a change could not be made durable; restart the node so its recovery
-    /// checks it.
+    /// Waits until the last change is settled: its journal entry committed and the directories
+    /// it changed synced (a change replies before that, as recovery would finish it from its
+    /// decision). An error means a change could not be made durable; restart the node so its
+    /// recovery checks it.
     pub fn settle(&self) -> Result<(), FileError> {
         self.settler.wait()
     }
 
     /// The journal, oldest first, filtered.
     pub fn history(&self, filter: &RollbackFilter) -> Result<Vec<FileOpRecord>, FileError> {
+        // The last change is in it once settled (a failure to settle stops changes, not reads).
+        let _ = self.settler.wait();
         let records = self.db.read()?.file_ops()?;
         Ok(records.into_iter().filter(|record| filter.selects(record)).collect())
     }
@@ -204,10 +223,13 @@ impl FileEndpoint {
                 "{name}: names starting with {RESERVED_PREFIX} are reserved for the endpoint's temporary files"
             )));
         }
+        // The last change is in the journal (and its directories synced) before this one is
+        // numbered.
+        self.settler.wait()?;
         let number = self.db.read()?.next_file_op()?;
         if !matches!(directive.request, FileRequest::Move { .. } | FileRequest::Rename { .. }) {
             // A move prepares nothing on disk (no staged content, no linked backup), so a crash
-            // before its commit leaves nothing to clear and it needs no note.
+            // before its decision leaves nothing to clear and it needs no note.
             let accesses = directive.request.accesses();
             let changed = accesses.into_iter().filter(|(_, access)| access.can_write()).map(|(path, _)| path.clone());
             self.intent.record(number, changed.collect())?;
@@ -233,12 +255,30 @@ impl FileEndpoint {
                 }
                 // Blobs it links are released if this returns early (when `walk` drops).
                 let mut walk = Walk::saving(&self.whitelist, place.dev, &self.blobs);
+                // Staged in a spare file made ahead of time where one can be installed (returning
+                // its name), beside the destination elsewhere (or if no spare can be made).
                 let stage = |prefix: Option<&File>, file_mode| {
-                    entry::stage_bytes(&place.parent, &temp(0), prefix, content, file_mode)
+                    let spare = self.spares.serves(&place.parent).then(|| self.spares.take()).and_then(|spare| {
+                        spare.inspect_err(|err| tracing::warn!(%err, "no spare file; staging beside the file")).ok()
+                    });
+                    if let Some(spare) = spare {
+                        let (file, after) = entry::stage_in_spare(spare.file, prefix, content, file_mode)
+                            .inspect_err(|_| self.spares.discard(&spare.name))?;
+                        Ok((file, after, Some(spare.name)))
+                    } else {
+                        let (file, after) = entry::stage_bytes(&place.parent, &temp(0), prefix, content, file_mode)?;
+                        Ok((file, after, None))
+                    }
                 };
-                let (kind, saved, (staged, after)) = match (mode, current) {
+                let unstage = |spare: Option<String>| match spare {
+                    Some(name) => self.spares.discard(&name),
+                    None => {
+                        let _ = entry::remove_tree(&place.parent, &temp(0));
+                    }
+                };
+                let (kind, saved, (staged, after, spare), synced) = match (mode, current) {
                     (WriteMode::Create, None) => {
-                        (FileOpKind::Create { path: path.to_string() }, None, stage(None, 0o644)?)
+                        (FileOpKind::Create { path: path.to_string() }, None, stage(None, 0o644)?, false)
                     }
                     (WriteMode::Create, Some(_)) => return Err(FileError::Exists(path.to_string())),
                     (_, None) => return Err(FileError::NotFound(path.to_string())),
@@ -267,12 +307,22 @@ impl FileEndpoint {
                             WriteMode::Append => FileOpKind::Append { path: path.to_string() },
                             _ => FileOpKind::Overwrite { path: path.to_string() },
                         };
-                        let (saved, staged) = if facts.len >= PARALLEL_SAVE_LEN {
+                        let parallel = facts.len >= PARALLEL_SAVE_LEN;
+                        let (saved, staged) = if parallel {
                             // Hashing the old content into the backup store is CPU, staging the
-                            // new content mostly the disk: a large file does both at once.
+                            // new content mostly the disk: a large file does both at once, and
+                            // its staged content syncs meanwhile too.
                             std::thread::scope(|scope| {
                                 let saving = scope.spawn(|| walk.read(&place.parent, &place.name, path));
-                                let staged = stage(prefix.as_ref(), facts.meta.mode);
+                                let staged = stage(prefix.as_ref(), facts.meta.mode).and_then(|staged| {
+                                    match staged.0.sync_all() {
+                                        Ok(()) => Ok(staged),
+                                        Err(err) => {
+                                            unstage(staged.2);
+                                            Err(FileError::std_io("syncing a file")(err))
+                                        }
+                                    }
+                                });
                                 let saved = saving.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
                                 (saved, staged)
                             })
@@ -281,9 +331,9 @@ impl FileEndpoint {
                             (Ok(saved), stage(prefix.as_ref(), facts.meta.mode))
                         };
                         match (saved, staged) {
-                            (Ok(saved), Ok(staged)) => (kind, Some(saved), staged),
-                            (Err(err), Ok(_)) => {
-                                let _ = entry::remove_tree(&place.parent, &temp(0));
+                            (Ok(saved), Ok(staged)) => (kind, Some(saved), staged, parallel),
+                            (Err(err), Ok((_, _, spare))) => {
+                                unstage(spare);
                                 return Err(err);
                             }
                             (_, Err(err)) => return Err(err),
@@ -293,14 +343,26 @@ impl FileEndpoint {
                 let replace = saved.is_some();
                 let before = saved.as_ref().map_or(Fingerprint::Absent, SavedEntry::fingerprint);
                 let dir = dup(&place.parent)?;
+                let name = place.name.clone();
+                let step = match &spare {
+                    Some(spare) => Step::InstallSpare {
+                        spares: dup(self.spares.handle())?,
+                        spare: spare.clone(),
+                        dir,
+                        name,
+                        replace,
+                    },
+                    None => Step::Install { dir, temp: temp(0), name, replace },
+                };
                 Ok(Plan {
                     kind,
                     changes: vec![PathChange { path: path.to_string(), before, saved, after: Some(after) }],
-                    steps: vec![Step::Install { dir, temp: temp(0), name: place.name.clone(), replace }],
+                    steps: vec![step],
                     linked: std::mem::take(&mut walk.linked),
                     places: vec![place],
                     basis,
-                    unsynced: vec![staged],
+                    unsynced: if synced { Vec::new() } else { vec![staged] },
+                    spare,
                 })
             }
             FileRequest::Mkdir { path } => {
@@ -325,6 +387,7 @@ impl FileEndpoint {
                     places: vec![place],
                     basis,
                     unsynced: Vec::new(),
+                    spare: None,
                 })
             }
             FileRequest::Move { from, to } => self.prepare_move(from, to, basis),
@@ -368,6 +431,7 @@ impl FileEndpoint {
                     places: vec![target],
                     basis,
                     unsynced: Vec::new(),
+                    spare: None,
                 })
             }
             FileRequest::Delete { path } => {
@@ -395,6 +459,7 @@ impl FileEndpoint {
                     places: vec![place],
                     basis,
                     unsynced: Vec::new(),
+                    spare: None,
                 })
             }
             FileRequest::Read { .. }
@@ -445,6 +510,7 @@ impl FileEndpoint {
             places: vec![source, target],
             basis,
             unsynced: Vec::new(),
+            spare: None,
         })
     }
 
@@ -457,7 +523,9 @@ impl FileEndpoint {
         Ok(place)
     }
 
-    /// Commits `plan` as operation `number` (with the entry it undoes marked), then applies it.
+    /// Decides `plan` as operation `number` (undoing `undoes`, if it is an undo), applies it,
+    /// and hands its journal entry to the settling thread. The caller has waited for the last
+    /// change to settle.
     fn run(
         &self,
         number: u64,
@@ -476,42 +544,25 @@ impl FileEndpoint {
             changes: plan.changes.clone(),
             state: FileOpState::Done,
         };
-        let audit = AuditDraft::new(
-            actor,
-            format!("files.{}", record.kind.name()),
-            format!("operation {number}: {}", record.kind.describe()),
-            record.basis.clone(),
-            Outcome::Success,
-        );
-        let stored = record.clone();
-        let change = Change::new(move |txn| {
-            txn.put_file_op(&stored)?;
-            if let Some(mut undone) = undoes {
-                undone.state = FileOpState::Undone { by: stored.number };
-                txn.put_file_op(&undone)?;
-            }
-            Ok(())
-        })
-        .with_audit(audit);
-        // The previous change is settled (its directories synced) before this one commits, and
-        // the commit says so by itself (see `file_ops_settled`): recovery only ever has the
-        // last entry to check.
-        if let Err(err) = self.settler.wait() {
-            self.abandon_staged(number, &plan);
-            return Err(err);
-        }
-        let (commit, synced) = if plan.unsynced.is_empty() {
-            (self.db.commit(change), Ok(()))
+        let decision = Decision { record: record.clone(), undoes: undoes.as_ref().map(|undone| undone.number) };
+        let (decided, synced) = if plan.unsynced.is_empty() {
+            (self.decisions.record(&decision), Ok(()))
         } else {
-            // The writer thread commits the journal entry while this one syncs the staged
-            // content: two waits for the disk overlap instead of adding up.
-            let pending = self.db.submit(change);
-            let synced = plan.unsynced.iter().try_for_each(|file| file.sync_all());
-            (pending.and_then(|pending| pending.wait()), synced.map_err(FileError::std_io("syncing a file")))
+            // The staged content syncs on another thread while the decision is written: two
+            // waits for the disk overlap instead of adding up.
+            std::thread::scope(|scope| {
+                let syncing = scope.spawn(|| plan.unsynced.iter().try_for_each(File::sync_all));
+                let decided = self.decisions.record(&decision);
+                let synced = syncing.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                (decided, synced.map_err(FileError::std_io("syncing a file")))
+            })
         };
-        if let Err(err) = commit {
+        if let Err(err) = decided {
+            // Whether the decision reached the disk is unknown, so the change may yet be rolled
+            // forward by recovery: nothing more is built on it until a restart settles that.
             self.abandon_staged(number, &plan);
-            return Err(err.into());
+            self.settler.fail(number, err.clone());
+            return Err(err);
         }
         let dirs = match synced.and_then(|()| apply(std::mem::take(&mut plan.steps))) {
             Ok(dirs) => dirs,
@@ -536,17 +587,18 @@ impl FileEndpoint {
                 return Err(err);
             }
         };
+        let journaled = journal_entry(record, undoes);
         if plan.kind.is_write() {
             // Recovery abandons a write it finds not installed (its staged content may not be
             // on disk), so a write's rename is durable before its reply. Everything else rolls
-            // forward from the journal, so its directories sync after the reply.
+            // forward from its decision, so its directories sync after the reply.
             if let Err(err) = sync_dirs(&dirs) {
                 self.settler.fail(number, err.clone());
                 return Err(err);
             }
-            self.settler.hand_over(number, Vec::new());
+            self.settler.hand_over(number, Vec::new(), journaled);
         } else {
-            self.settler.hand_over(number, dirs);
+            self.settler.hand_over(number, dirs, journaled);
         }
         Ok(())
     }
@@ -555,6 +607,9 @@ impl FileEndpoint {
     fn abandon_staged(&self, number: u64, plan: &Plan) {
         for place in &plan.places {
             let _ = entry::remove_tree(&place.parent, &format!(".clawnet-{number}-0.new"));
+        }
+        if let Some(spare) = &plan.spare {
+            self.spares.discard(spare);
         }
         for hash in &plan.linked {
             self.blobs.release(hash);
@@ -598,6 +653,27 @@ impl FileEndpoint {
     }
 }
 
+/// The journal entry of a decided change, `record`, with its audit entry, and the entry it
+/// undoes marked so.
+fn journal_entry(record: FileOpRecord, undoes: Option<FileOpRecord>) -> Change {
+    let audit = AuditDraft::new(
+        record.actor,
+        format!("files.{}", record.kind.name()),
+        format!("operation {}: {}", record.number, record.kind.describe()),
+        record.basis.clone(),
+        Outcome::Success,
+    );
+    Change::new(move |txn| {
+        txn.put_file_op(&record)?;
+        if let Some(mut undone) = undoes {
+            undone.state = FileOpState::Undone { by: record.number };
+            txn.put_file_op(&undone)?;
+        }
+        Ok(())
+    })
+    .with_audit(audit)
+}
+
 /// Applies steps in order; returns the directories they changed, which still need a sync for
 /// the changes to be durable (a delete's directory sync while it removes a tree excepted).
 fn apply(steps: Vec<Step>) -> Result<Vec<OwnedFd>, FileError> {
@@ -612,6 +688,13 @@ fn apply(steps: Vec<Step>) -> Result<Vec<OwnedFd>, FileError> {
             Step::Install { dir, temp, name, replace } => {
                 let flags = if replace { RenameFlags::empty() } else { RenameFlags::NOREPLACE };
                 rename(&dir, &temp, &dir, &name, flags)?;
+                note(dir);
+            }
+            Step::InstallSpare { spares, spare, dir, name, replace } => {
+                let flags = if replace { RenameFlags::empty() } else { RenameFlags::NOREPLACE };
+                rename(&spares, &spare, &dir, &name, flags)?;
+                // Only the destination's directory needs a sync: if a crash loses the spare's
+                // removal from its directory, the next start removes that name.
                 note(dir);
             }
             Step::Move { from_dir, from, to_dir, to } => {

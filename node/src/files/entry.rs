@@ -163,7 +163,22 @@ pub(crate) fn stage_bytes(
     bytes: &[u8],
     mode: u32,
 ) -> Result<(File, Fingerprint), FileError> {
-    let mut out = create_temp(dir, temp, mode)?;
+    fill(create_temp(dir, temp, mode)?, prefix, bytes)
+}
+
+/// Stages `bytes` (after the content of `prefix`) in the empty `spare` with permissions `mode`,
+/// **not synced**, as [`stage_bytes`] does in a new file.
+pub(crate) fn stage_in_spare(
+    spare: File,
+    prefix: Option<&File>,
+    bytes: &[u8],
+    mode: u32,
+) -> Result<(File, Fingerprint), FileError> {
+    rustix::fs::fchmod(&spare, Mode::from_raw_mode(mode as _)).map_err(io("setting permissions"))?;
+    fill(spare, prefix, bytes)
+}
+
+fn fill(mut out: File, prefix: Option<&File>, bytes: &[u8]) -> Result<(File, Fingerprint), FileError> {
     if let Some(prefix) = prefix {
         copy_hashing(prefix, &mut out)?;
     }

@@ -200,7 +200,11 @@ fn journal(
     device: Option<&str>,
 ) -> Result<Vec<FileOpRecord>, NodeError> {
     match device {
-        None => Ok(home.db().read()?.file_ops()?),
+        // The running endpoint's journal has its last change once it settled.
+        None => match files {
+            Some(files) => Ok(files.history(&RollbackFilter::default())?),
+            None => Ok(home.db().read()?.file_ops()?),
+        },
         Some(device) => {
             let files = files.ok_or_else(|| {
                 NodeError::Files(FileError::Remote {

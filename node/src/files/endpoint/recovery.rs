@@ -8,15 +8,17 @@ use clawnet_storage::Change;
 use clawnet_storage::files::{FileAccess, FileOpRecord, FileOpState, Fingerprint, PathChange};
 
 use super::super::FileError;
+use super::super::decision::Decision;
 use super::super::entry::{self, Walk};
 use super::super::path::FsPath;
 use super::super::sandbox::{Place, io, lstat};
-use super::{FileEndpoint, Step, apply, as_move, dup, parse_stored, sync_dirs};
+use super::{FileEndpoint, Step, apply, as_move, dup, journal_entry, parse_stored, sync_dirs};
 
 impl FileEndpoint {
     /// Rolls forward the journal entries a crash left unapplied, and clears what a change the
     /// crash interrupted before its journal commit left behind.
     pub(super) fn recover(&self) -> Result<(), FileError> {
+        self.journal_last_decision()?;
         let view = self.db.read()?;
         let settled = view.file_ops_settled()?;
         let next = view.next_file_op()?;
@@ -67,6 +69,25 @@ impl FileEndpoint {
             self.db.commit(Change::new(move |txn| txn.put_file_op(&settled_record)).with_audit(audit))?;
         }
         self.db.commit(Change::new(move |txn| txn.set_file_ops_settled(last)))?;
+        Ok(())
+    }
+
+    /// Commits the last decision to the journal if the process died before its settling did
+    /// (with the mark on the entry it undoes, and its audit entry): from here on the journal
+    /// holds every decided change, and the rest of recovery reads only the journal.
+    fn journal_last_decision(&self) -> Result<(), FileError> {
+        let Some(Decision { record, undoes }) = self.decisions.last() else { return Ok(()) };
+        let view = self.db.read()?;
+        if record.number != view.next_file_op()? {
+            // In the journal already (or, older than it, superseded).
+            return Ok(());
+        }
+        let undone = match undoes {
+            Some(number) => view.file_op(number)?,
+            None => None,
+        };
+        drop(view);
+        self.db.commit(journal_entry(record, undone))?;
         Ok(())
     }
 
@@ -154,9 +175,10 @@ mod tests {
     use clawnet_storage::files::FileOpKind;
     use rustix::fs::{Mode, OFlags};
 
+    use super::super::super::decision::Decisions;
     use super::super::super::request::{FileDirective, FileRequest, WriteMode};
     use super::super::super::sandbox::FolderConfig;
-    use super::super::EndpointConfig;
+    use super::super::{EndpointConfig, RollbackFilter};
     use super::*;
     use crate::home::{KeyProtection, NodeHome, UnlockedHome};
 
@@ -236,6 +258,47 @@ mod tests {
             state: FileOpState::Done,
         };
         home.db().commit(Change::new(move |txn| txn.put_file_op(&record))).unwrap();
+    }
+
+    #[test]
+    fn a_move_decided_but_never_journaled_is_journaled_and_rolled_forward() {
+        let (_temp, home, config, file) = created_and_closed();
+        let created = home.db().read().unwrap().file_op(1).unwrap().unwrap().changes[0].after.clone().unwrap();
+        let to = file.with_file_name("plan-v1.md");
+        let (from_text, to_text) = (file.to_str().unwrap().to_owned(), to.to_str().unwrap().to_owned());
+        // What a kill leaves after a move's decision was synced and before its rename and its
+        // journal commit (which follows the reply): the decision alone.
+        let record = FileOpRecord {
+            number: 2,
+            time: Timestamp::now(),
+            actor: Actor::Owner,
+            session: None,
+            basis: "test".into(),
+            kind: FileOpKind::Move { from: from_text.clone(), to: to_text.clone() },
+            changes: vec![
+                PathChange { path: from_text, before: created.clone(), saved: None, after: Some(Fingerprint::Absent) },
+                PathChange { path: to_text, before: Fingerprint::Absent, saved: None, after: Some(created) },
+            ],
+            state: FileOpState::Done,
+        };
+        Decisions::open(&config.state_dir).unwrap().record(&Decision { record: record.clone(), undoes: None }).unwrap();
+        assert_eq!(home.db().read().unwrap().next_file_op().unwrap(), 2, "the journal does not have it");
+
+        let endpoint = FileEndpoint::open(&config, home.db().clone()).unwrap();
+        assert!(!file.exists(), "the move was not rolled forward");
+        assert_eq!(fs::read(&to).unwrap(), b"plan");
+        assert_eq!(endpoint.history(&RollbackFilter::default()).unwrap().last(), Some(&record));
+        let audit = home.db().audit_entries().unwrap();
+        assert!(audit.iter().any(|entry| entry.action == "files.move"), "the move's own audit entry is missing");
+        let [recovered] = recoveries(&home).try_into().unwrap();
+        assert_eq!(recovered.outcome, Outcome::Success, "{recovered:?}");
+        home.db().verify_audit().unwrap();
+        drop(endpoint);
+
+        // A decision the journal already has is not copied again.
+        let _reopened = FileEndpoint::open(&config, home.db().clone()).unwrap();
+        assert_eq!(home.db().read().unwrap().next_file_op().unwrap(), 3);
+        assert_eq!(home.db().audit_entries().unwrap().iter().filter(|entry| entry.action == "files.move").count(), 1);
     }
 
     fn recoveries(home: &UnlockedHome) -> Vec<clawnet_protocol::audit::AuditEntry> {

@@ -1,16 +1,18 @@
-//! Settling a change after its reply: the directory syncs that make its renames durable.
+//! Settling a change after its reply: the directory syncs that make its renames durable, then
+//! the commit of its journal entry and audit entry.
 //!
-//! A change's journal entry is durable before its steps apply, and recovery rolls a committed
-//! move, delete, mkdir, copy or undo forward from the journal. So once such a change's renames
-//! are made, the caller can have its reply: the syncs of the directories they touched can
-//! finish on this thread while the caller goes on. Writes are the exception (recovery abandons
-//! a write whose install it finds undone, as its staged content may never have reached the
-//! disk), so a write syncs its directory before its reply and has nothing left to settle.
+//! A change's decision (its journal entry) is durable before its steps apply, and recovery
+//! copies it into the journal and rolls a decided move, delete, mkdir, copy or undo forward.
+//! So once a change's renames are made, the caller can have its reply: the syncs of the
+//! directories they touched and the journal commit can finish on this thread while the caller
+//! goes on. Writes sync their directory before their reply (recovery abandons a write whose
+//! install it finds undone, as its staged content may never have reached the disk), so a write
+//! leaves only its journal commit to settle.
 //!
-//! One change at most is unsettled: the next change waits for this one's syncs before its own
-//! journal commit ([`Settler::wait`]), which implies this one settled, so recovery only ever has
-//! the last entry to check (and none after a clean stop, which marks the last one). A
-//! failed sync is sticky, like the database writer's failed commit: nothing can be built on a
+//! One change at most is unsettled: the next change waits for this one to settle before it is
+//! numbered ([`Settler::wait`]), and its own commit implies this one settled, so recovery only
+//! ever has the last entry to check (and none after a clean stop, which marks the last one). A
+//! failure is sticky, like the database writer's failed commit: nothing can be built on a
 //! change whose durability is unknown, so every later change fails until the node is restarted
 //! and its recovery has compared that entry with the folders.
 
@@ -22,6 +24,7 @@ use std::thread::JoinHandle;
 use clawnet_storage::{Change, NodeDb};
 
 use super::super::FileError;
+use super::super::spare::Spares;
 use super::sync_dirs;
 
 /// The thread that settles changes, and what it is doing.
@@ -38,6 +41,8 @@ struct Unsettled {
     op: u64,
     /// The directories its steps changed and did not sync.
     dirs: Vec<OwnedFd>,
+    /// Its journal entry and audit entry.
+    journal: Change,
 }
 
 #[derive(Debug, Default)]
@@ -57,17 +62,24 @@ struct State {
 }
 
 impl Settler {
-    /// Starts the settling thread; when the endpoint closes, it marks the last change settled
-    /// through `db`.
-    pub(super) fn start(db: NodeDb) -> Result<Settler, FileError> {
+    /// Starts the settling thread, which commits journal entries to `db`; when the endpoint
+    /// closes, it marks the last change settled.
+    pub(super) fn start(db: NodeDb, spares: Arc<Spares>) -> Result<Settler, FileError> {
         let (work, queue) = channel::<Unsettled>();
         let shared = Arc::new(Shared::default());
         let worker = shared.clone();
         let thread = std::thread::Builder::new()
             .name("clawnet-files-settle".into())
             .spawn(move || {
-                for Unsettled { op, dirs } in queue {
-                    match sync_dirs(&dirs) {
+                for Unsettled { op, dirs, journal } in queue {
+                    if lock(&worker.state).failed.is_some() {
+                        // Nothing is built on a change whose durability is unknown.
+                        lock(&worker.state).pending = None;
+                        worker.settled.notify_all();
+                        continue;
+                    }
+                    let settled = sync_dirs(&dirs).and_then(|()| db.commit(journal).map(drop).map_err(FileError::from));
+                    match settled {
                         Ok(()) => {
                             let mut state = lock(&worker.state);
                             state.pending = None;
@@ -75,6 +87,8 @@ impl Settler {
                         }
                         Err(err) => fail(&worker, op, err),
                     }
+                    // The next write's spare is made before the next change may begin.
+                    spares.refill();
                     worker.settled.notify_all();
                 }
                 // The endpoint is closing with every change settled: saying so spares the next
@@ -92,15 +106,11 @@ impl Settler {
         Ok(Settler { work: Some(work), shared, thread: Some(thread) })
     }
 
-    /// Hands over change `op`, whose steps applied, with the directories still to sync. The
-    /// caller waits ([`Settler::wait`]) before handing over another.
-    pub(super) fn hand_over(&self, op: u64, dirs: Vec<OwnedFd>) {
-        if dirs.is_empty() {
-            lock(&self.shared.state).last = Some(op);
-            return;
-        }
+    /// Hands over change `op`, whose steps applied, with the directories still to sync and its
+    /// journal entry to commit. The caller waits ([`Settler::wait`]) before handing over another.
+    pub(super) fn hand_over(&self, op: u64, dirs: Vec<OwnedFd>, journal: Change) {
         lock(&self.shared.state).pending = Some(op);
-        let sent = self.work.as_ref().is_some_and(|work| work.send(Unsettled { op, dirs }).is_ok());
+        let sent = self.work.as_ref().is_some_and(|work| work.send(Unsettled { op, dirs, journal }).is_ok());
         if !sent {
             // Only when the thread is gone (it panicked): the change stays unsettled, which
             // recovery handles, and later changes are refused.
@@ -173,19 +183,20 @@ mod tests {
     fn a_failed_sync_refuses_every_later_change_and_marks_nothing() {
         let temp = tempfile::tempdir().unwrap();
         let home = NodeHome::init(&temp.path().join("node"), "Ada", KeyProtection::None).unwrap();
-        let settler = Settler::start(home.db().clone()).unwrap();
+        let spares = Arc::new(Spares::open(&temp.path().join("staging")).unwrap());
+        let settler = Settler::start(home.db().clone(), spares).unwrap();
         let good = rustix::fs::open(temp.path(), OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).unwrap();
-        settler.hand_over(1, vec![good]);
+        settler.hand_over(1, vec![good], Change::new(|_| Ok(())));
         settler.wait().unwrap();
         // A handle that cannot be synced (opened only as a path) stands for a disk that fails.
         let unsyncable = rustix::fs::open(temp.path(), OFlags::PATH | OFlags::CLOEXEC, Mode::empty()).unwrap();
-        settler.hand_over(2, vec![unsyncable]);
+        settler.hand_over(2, vec![unsyncable], Change::new(|_| Ok(())));
         for _ in 0..2 {
             let err = settler.wait().unwrap_err();
             assert!(err.to_string().contains("restart the node"), "{err}");
         }
         // Nothing more is settled, and closing does not claim otherwise.
-        settler.hand_over(3, Vec::new());
+        settler.hand_over(3, Vec::new(), Change::new(|_| Ok(())));
         assert!(settler.wait().is_err());
         drop(settler);
         assert_eq!(home.db().read().unwrap().file_ops_settled().unwrap(), 0);

@@ -15,7 +15,8 @@ impl FileEndpoint {
     /// whitelist, whatever the journal says.
     pub fn undo(&self, number: u64, actor: Actor) -> Result<u64, FileError> {
         let _serial = self.changes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let result = self.undo_locked(number, actor);
+        // The owner reads the journal next: the undo is in it when this returns.
+        let result = self.undo_locked(number, actor).and_then(|undo| self.settler.wait().map(|()| undo));
         if let Err(err @ FileError::Denied { .. }) = &result {
             self.audit(AuditDraft::new(
                 actor,
@@ -30,6 +31,9 @@ impl FileEndpoint {
 
     /// What rolling back `filter` would undo, and what stands in the way.
     pub fn plan_rollback(&self, filter: &RollbackFilter) -> Result<RollbackPlan, FileError> {
+        // The last change is in the journal once settled (a failure to settle stops changes,
+        // not plans).
+        let _ = self.settler.wait();
         let records: Vec<FileOpRecord> = self.db.read()?.file_ops()?;
         let mut operations = Vec::new();
         let mut conflicts = Vec::new();
@@ -70,6 +74,7 @@ impl FileEndpoint {
     }
 
     fn undo_locked(&self, number: u64, actor: Actor) -> Result<u64, FileError> {
+        self.settler.wait()?;
         let view = self.db.read()?;
         let record = view.file_op(number)?.ok_or_else(|| FileError::NotUndoable(format!("no operation {number}")))?;
         match record.state {
@@ -145,6 +150,7 @@ impl FileEndpoint {
             places: vec![place],
             basis,
             unsynced: Vec::new(),
+            spare: None,
         })
     }
 
