@@ -247,7 +247,13 @@ mod tests {
     /// Commits operation 2 as decided (done) without applying it: what a crash between its
     /// journal commit and its renames leaves in the database.
     fn journal_op_2(home: &UnlockedHome, kind: FileOpKind, changes: Vec<PathChange>) {
-        let record = FileOpRecord {
+        let record = op_2(kind, changes);
+        home.db().commit(Change::new(move |txn| txn.put_file_op(&record))).unwrap();
+    }
+
+    /// Operation 2, done, by the owner.
+    fn op_2(kind: FileOpKind, changes: Vec<PathChange>) -> FileOpRecord {
+        FileOpRecord {
             number: 2,
             time: Timestamp::now(),
             actor: Actor::Owner,
@@ -256,8 +262,7 @@ mod tests {
             kind,
             changes,
             state: FileOpState::Done,
-        };
-        home.db().commit(Change::new(move |txn| txn.put_file_op(&record))).unwrap();
+        }
     }
 
     #[test]
@@ -268,19 +273,13 @@ mod tests {
         let (from_text, to_text) = (file.to_str().unwrap().to_owned(), to.to_str().unwrap().to_owned());
         // What a kill leaves after a move's decision was synced and before its rename and its
         // journal commit (which follows the reply): the decision alone.
-        let record = FileOpRecord {
-            number: 2,
-            time: Timestamp::now(),
-            actor: Actor::Owner,
-            session: None,
-            basis: "test".into(),
-            kind: FileOpKind::Move { from: from_text.clone(), to: to_text.clone() },
-            changes: vec![
+        let record = op_2(
+            FileOpKind::Move { from: from_text.clone(), to: to_text.clone() },
+            vec![
                 PathChange { path: from_text, before: created.clone(), saved: None, after: Some(Fingerprint::Absent) },
                 PathChange { path: to_text, before: Fingerprint::Absent, saved: None, after: Some(created) },
             ],
-            state: FileOpState::Done,
-        };
+        );
         Decisions::open(&config.state_dir).unwrap().record(&Decision { record: record.clone(), undoes: None }).unwrap();
         assert_eq!(home.db().read().unwrap().next_file_op().unwrap(), 2, "the journal does not have it");
 
