@@ -1,7 +1,7 @@
 //! The endpoint's note of the change it is preparing: the operation's number and the paths it
 //! will change, synced before preparing touches anything (a backup linked to a live file, content
-//! staged beside its destination). The journal commit supersedes the note; if the process dies
-//! before that commit, the next start finds the note and clears what the change left behind.
+//! staged beside its destination). The change's decision supersedes the note; if the process
+//! dies before that, the next start finds the note and clears what the change left behind.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;

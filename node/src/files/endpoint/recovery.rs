@@ -1,7 +1,8 @@
-//! Recovery at open: the journal entry a crash left decided but maybe unapplied is rolled
-//! forward (or recorded as abandoned: always for a write that was not installed, whose staged
-//! content may not be on disk), and what a change interrupted before its commit staged is
-//! cleared.
+//! Recovery at open: a decision the journal never received (the process died before the
+//! settling thread committed it) is journaled first; then the journal entry a crash left
+//! decided but maybe unapplied is rolled forward (or recorded as abandoned: always for a write
+//! that was not installed, whose staged content may not be on disk), and what a change
+//! interrupted before its decision staged is cleared.
 
 use clawnet_protocol::audit::{Actor, AuditDraft, Outcome};
 use clawnet_storage::Change;
@@ -15,8 +16,9 @@ use super::super::sandbox::{Place, io, lstat};
 use super::{FileEndpoint, Step, apply, as_move, dup, journal_entry, parse_stored, sync_dirs};
 
 impl FileEndpoint {
-    /// Rolls forward the journal entries a crash left unapplied, and clears what a change the
-    /// crash interrupted before its journal commit left behind.
+    /// Journals the decision a crash kept from the journal, rolls forward the journal entries a
+    /// crash left unapplied, and clears what a change the crash interrupted before its decision
+    /// left behind.
     pub(super) fn recover(&self) -> Result<(), FileError> {
         self.journal_last_decision()?;
         let view = self.db.read()?;
@@ -198,8 +200,9 @@ mod tests {
         let before = home.db().read().unwrap().file_op(1).unwrap().unwrap().changes[0].after.clone().unwrap();
         let folder = file.parent().unwrap();
 
-        // What a crash leaves when the overwrite's journal entry committed while its staged
-        // content was still syncing, before the install: the entry, and the staged file.
+        // What a crash leaves when the overwrite was decided while its staged content was still
+        // syncing, before the install (once its decision is journaled): the entry, and the staged
+        // file.
         let dir = rustix::fs::open(folder, OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).unwrap();
         let (_, after) = entry::stage_bytes(&dir, ".clawnet-2-0.new", None, b"new", 0o644).unwrap();
         journal_op_2(
@@ -244,8 +247,8 @@ mod tests {
         (temp, home, config, file)
     }
 
-    /// Commits operation 2 as decided (done) without applying it: what a crash between its
-    /// journal commit and its renames leaves in the database.
+    /// Commits operation 2 as decided (done) without applying it: what the journal holds once
+    /// recovery journaled a decision whose renames never happened (or never reached the disk).
     fn journal_op_2(home: &UnlockedHome, kind: FileOpKind, changes: Vec<PathChange>) {
         let record = op_2(kind, changes);
         home.db().commit(Change::new(move |txn| txn.put_file_op(&record))).unwrap();
@@ -324,8 +327,9 @@ mod tests {
         let created = home.db().read().unwrap().file_op(1).unwrap().unwrap().changes[0].after.clone().unwrap();
         let to = file.with_file_name("plan-v1.md");
         let (from_text, to_text) = (file.to_str().unwrap().to_owned(), to.to_str().unwrap().to_owned());
-        // What a crash leaves when a move's journal entry committed and its rename never reached
-        // the disk (the directory syncs after the reply): the entry, the file where it was.
+        // What a crash leaves when a move was decided and its rename never reached the disk (the
+        // directory syncs after the reply), once its decision is journaled: the entry, the file
+        // where it was.
         journal_op_2(
             &home,
             FileOpKind::Move { from: from_text.clone(), to: to_text.clone() },

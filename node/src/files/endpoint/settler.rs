@@ -1,5 +1,5 @@
-//! Settling a change after its reply: the directory syncs that make its renames durable, then
-//! the commit of its journal entry and audit entry.
+//! Settling a change after its reply: the directory syncs that make its renames durable, the
+//! commit of its journal entry and audit entry, and the next write's spare file.
 //!
 //! A change's decision (its journal entry) is durable before its steps apply, and recovery
 //! copies it into the journal and rolls a decided move, delete, mkdir, copy or undo forward.
@@ -72,11 +72,14 @@ impl Settler {
             .name("clawnet-files-settle".into())
             .spawn(move || {
                 for Unsettled { op, dirs, journal } in queue {
-                    if lock(&worker.state).failed.is_some() {
-                        // Nothing is built on a change whose durability is unknown.
-                        lock(&worker.state).pending = None;
-                        worker.settled.notify_all();
-                        continue;
+                    {
+                        let mut state = lock(&worker.state);
+                        if state.failed.is_some() {
+                            // Nothing is built on a change whose durability is unknown.
+                            state.pending = None;
+                            worker.settled.notify_all();
+                            continue;
+                        }
                     }
                     let settled = sync_dirs(&dirs).and_then(|()| db.commit(journal).map(drop).map_err(FileError::from));
                     match settled {
