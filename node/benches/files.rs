@@ -32,11 +32,12 @@
 //! has. The files an overwrite or a move starts from are written and synced, untimed, just
 //! before. The sides take turns going first. Reported per size and operation: the p50 of each,
 //! and the ratio governed / plain (the issue's target: at most 2 at 1 MiB). For reference, in the
-//! same run: a raw redb durable commit (`common::RawDb`; the governed path contains one node
-//! commit), and the p50 of creating an empty file in the folder during each phase ("bare
-//! create": a governed write creates a file, a plain overwrite or any move does not, and on some
-//! virtual disks what a new inode costs varies from tens of microseconds to a millisecond with
-//! where the directory happens to be).
+//! same run: a raw redb durable commit (`common::RawDb`; a governed change makes one node commit,
+//! while settling), and the p50 of creating an empty file in the folder during each phase ("bare
+//! create": a plain create and the plain atomic overwrite create a file, a governed write creates
+//! its spare while settling, a plain overwrite or any move creates none; on some virtual disks
+//! what a new inode costs varies from tens of microseconds to a millisecond with where the
+//! directory happens to be and how busy the disk is).
 //!
 //! Run: `cargo bench -p clawnet-node --bench files` (add `-- --runs N`). `BENCH_DIR=/dev/shm`
 //! puts the node and the folder on tmpfs, which takes the disk out of every figure; `BENCH_DIR`

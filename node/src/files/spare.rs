@@ -21,6 +21,7 @@ use clawnet_crypto::rng::random_bytes;
 use rustix::fs::{AtFlags, Mode, OFlags, StatxFlags};
 
 use super::FileError;
+use super::entry;
 use super::sandbox::io;
 
 /// The spare-file directory, with the spare made ready for the next write.
@@ -47,18 +48,8 @@ impl Spares {
         let handle = rustix::fs::open(dir, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
             .map_err(|err| FileError::Config(format!("opening the staging directory {}: {err}", dir.display())))?;
         let mount = mount_of(&handle);
-        let listing = rustix::io::fcntl_dupfd_cloexec(&handle, 0).map_err(io("listing the staging directory"))?;
-        let mut listing = rustix::fs::Dir::new(listing).map_err(io("listing the staging directory"))?;
-        let mut leftovers = Vec::new();
-        while let Some(entry) = listing.read() {
-            let entry = entry.map_err(io("listing the staging directory"))?;
-            if !matches!(entry.file_name().to_bytes(), b"." | b"..") {
-                leftovers.push(entry.file_name().to_owned());
-            }
-        }
-        for name in leftovers {
-            rustix::fs::unlinkat(&handle, name.as_c_str(), AtFlags::empty())
-                .map_err(io("clearing the staging directory"))?;
+        for name in entry::names_in(&handle)? {
+            entry::remove_tree(&handle, &name)?;
         }
         Ok(Spares { handle, mount, ready: Mutex::new(None) })
     }
