@@ -15,6 +15,9 @@
 //! 20 000 messages queued in one commit (a node coming back to a contact after a long
 //! absence), both against raw request-response with 64 in flight.
 //!
+//! The sender and the receiver each run on a tokio runtime of their own, as two nodes run in
+//! two processes, and so do the raw client and server (see `common::side_runtime`).
+//!
 //! Run: `cargo bench -p clawnet-node --bench deliver` (add `-- --runs N`).
 
 mod common;
@@ -33,7 +36,7 @@ use clawnet_protocol::session::Turn;
 use clawnet_protocol::wire::{DeliveryBatch, DeliveryReply, MessageOutcome, WireMessage};
 use clawnet_protocol::{MessageId, SessionId};
 use clawnet_storage::Change;
-use common::{cpu_time, median, median_duration, micros};
+use common::{Side, cpu_time, median, median_duration, micros, on};
 use libp2p::{Multiaddr, PeerId};
 use tokio_util::sync::CancellationToken;
 
@@ -112,7 +115,7 @@ async fn run_once() -> anyhow::Result<RunResult> {
     let raw_commit_p50_us = micros(median_duration(commits));
     let (raw_rtt_p50_us, raw_per_s) = common::raw_network(LATENCY_SAMPLES, THROUGHPUT_MESSAGES, IN_FLIGHT).await?;
     let Deliveries { echo_p50_us, latency_p50_us: delivery_p50_us, settled_p50_us, per_s: delivery_per_s, drain_per_s } =
-        deliveries(dir.path()).await?;
+        on(Side::First, deliveries(dir.path().to_owned())).await?;
     Ok(RunResult {
         echo_p50_us,
         delivery_p50_us,
@@ -146,19 +149,21 @@ impl Handler for AcceptAll {
     async fn committed(&self, (): ()) {}
 }
 
-struct Side {
+struct Node {
     home: Arc<UnlockedHome>,
     network: Network,
     events: tokio::sync::mpsc::Receiver<NetworkEvent>,
 }
 
-async fn side(dir: &std::path::Path, name: &str, shutdown: &CancellationToken) -> anyhow::Result<Side> {
+/// One node's database and network, its swarm running on `side`'s runtime.
+async fn node(dir: &std::path::Path, name: &str, side: Side, shutdown: &CancellationToken) -> anyhow::Result<Node> {
     let home = Arc::new(NodeHome::init(&dir.join(name), name, KeyProtection::None)?);
     let settings =
         NetworkSettings { listen: vec!["/ip4/127.0.0.1/tcp/0".into()], relay: false, ..NetworkSettings::default() };
     let device = clawnet_crypto::SigningSecret::from_bytes(&home.keys().device.to_bytes());
-    let (network, events, _task) = Network::start(&device, &settings, shutdown.child_token()).await?;
-    Ok(Side { home, network, events })
+    let stop = shutdown.child_token();
+    let (network, events, _task) = on(side, async move { Network::start(&device, &settings, stop).await }).await?;
+    Ok(Node { home, network, events })
 }
 
 /// What the real delivery path measured.
@@ -170,11 +175,14 @@ struct Deliveries {
     drain_per_s: f64,
 }
 
-/// The real delivery path between two nodes.
-async fn deliveries(dir: &std::path::Path) -> anyhow::Result<Deliveries> {
+/// The real delivery path between two nodes: the sender (its outbox, and this function as the
+/// application queueing messages) on the bench's first side, the receiver (its inbox) on the
+/// second (see [`common::side_runtime`]).
+async fn deliveries(dir: std::path::PathBuf) -> anyhow::Result<Deliveries> {
+    let dir = dir.as_path();
     let shutdown = CancellationToken::new();
-    let sender = side(dir, "sender", &shutdown).await?;
-    let mut receiver = side(dir, "receiver", &shutdown).await?;
+    let sender = node(dir, "sender", Side::First, &shutdown).await?;
+    let mut receiver = node(dir, "receiver", Side::Second, &shutdown).await?;
     let receiver_device = receiver.home.db().info().device_key;
     let receiver_addresses: Vec<Multiaddr> = wait_addresses(&receiver.network).await?;
     let addresses: Vec<String> = receiver_addresses.iter().map(|a| a.to_string()).collect();
@@ -191,7 +199,7 @@ async fn deliveries(dir: &std::path::Path) -> anyhow::Result<Deliveries> {
     // While set, the receiver answers at once, without its inbox: the network path alone.
     let echo = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let echoing = echo.clone();
-    tokio::spawn(async move {
+    common::side_runtime(Side::Second).spawn(async move {
         loop {
             tokio::select! {
                 () = pump_stop.cancelled() => break,

@@ -3,8 +3,9 @@
 //! commits between the latency sessions, on the same disk).
 //!
 //! Both nodes are started as `clawnet run` starts them (libp2p TCP + Noise + Yamux, redb,
-//! outbox, inbox, local API), are contacts, and carry an owner policy that approves the
-//! collaboration on both sides, so nothing waits for a person. Their identity agents think with
+//! outbox, inbox, local API), each on a tokio runtime of its own as in two processes, are
+//! contacts, and carry an owner policy that approves the collaboration on both sides, so
+//! nothing waits for a person. Their identity agents think with
 //! a scripted brain that answers instantly, so every cost measured is the node's: composing
 //! the turn (role prompt, history, disclosure guard), signing it with the identity key,
 //! checking it against the session state machine on both sides, the audit entries, the durable
@@ -55,7 +56,7 @@ use clawnet_node::node::Node;
 use clawnet_node::sessions::{NodeEvent, OwnerPolicy, PolicyDirection, SessionSettings};
 use clawnet_node::views::ContactView;
 use clawnet_storage::approvals::ApprovalRequest;
-use common::{RawDb, cpu_time, median, micros};
+use common::{RawDb, Side, cpu_time, median, micros, on};
 use tokio::sync::broadcast;
 
 /// Turns in every session (the turn limit both owners grant; the last carries the close).
@@ -226,16 +227,23 @@ struct Pair {
 }
 
 impl Pair {
+    /// Acme on the bench's first side, globex on its second (see [`common::side_runtime`]): every
+    /// call into a node below runs on that node's runtime, so the tasks it spawns do too.
     async fn start(dir: &std::path::Path) -> anyhow::Result<Pair> {
-        let acme = start_node(dir, "acme", "procurement", "globex").await?;
-        let globex = start_node(dir, "globex", "sales", "acme").await?;
+        let acme = on(Side::First, start_node(dir.to_owned(), "acme", "procurement", "globex")).await?;
+        let globex = on(Side::Second, start_node(dir.to_owned(), "globex", "sales", "acme")).await?;
         befriend(acme.node(), globex.node()).await?;
         let procurement = acme.node().home.create_identity("procurement", "buys for acme")?.id;
         globex.node().home.create_identity("sales", "sells for globex")?;
         let acme_sees_globex = contact_of(acme.node(), globex.node())?;
         let globex_sees_acme = contact_of(globex.node(), acme.node())?;
-        acme.node().assign(&acme_sees_globex.id, "procurement").await?;
-        globex.node().assign(&globex_sees_acme.id, "sales").await?;
+        for (side, node, contact, identity) in [
+            (Side::First, acme.node(), &acme_sees_globex, "procurement"),
+            (Side::Second, globex.node(), &globex_sees_acme, "sales"),
+        ] {
+            let (node, contact) = (node.clone(), contact.id.clone());
+            on(side, async move { node.assign(&contact, identity).await }).await?;
+        }
         for (viewer, contact) in [(acme.node(), &acme_sees_globex), (globex.node(), &globex_sees_acme)] {
             eventually("each node to see the other's identity", || {
                 viewer.contact_tags(&contact.id).ok().filter(|t| !t.tags.is_empty())
@@ -251,22 +259,35 @@ impl Pair {
     }
 
     /// Acme's procurement identity asks its owner for a session with globex (the policy will
-    /// approve it once `apply_policies` runs).
+    /// approve it once [`Pair::approve`] runs).
     async fn ask(&self, purpose: String) -> anyhow::Result<()> {
         let request = ApprovalRequest::Collaboration { contact: self.globex_owner, purpose, parent: None };
-        self.acme.node().home.request_approval(self.procurement, request, None, Vec::new()).await?;
+        let (acme, procurement) = (self.acme.node().clone(), self.procurement);
+        on(Side::First, async move { acme.home.request_approval(procurement, request, None, Vec::new()).await })
+            .await?;
         Ok(())
     }
 
+    /// Acme's owner policy decides what is pending.
+    async fn approve(&self) {
+        let acme = self.acme.node().clone();
+        on(Side::First, async move { acme.apply_policies().await }).await;
+    }
+
     async fn shutdown(self) {
-        self.acme.shutdown().await;
-        self.globex.shutdown().await;
+        on(Side::First, self.acme.shutdown()).await;
+        on(Side::Second, self.globex.shutdown()).await;
     }
 }
 
 /// A node named `name` whose `identity` works with the contact named `partner` under a policy,
 /// and whose agents say [`LINE`] instantly.
-async fn start_node(dir: &std::path::Path, name: &str, identity: &str, partner: &str) -> anyhow::Result<Daemon> {
+async fn start_node(
+    dir: PathBuf,
+    name: &'static str,
+    identity: &'static str,
+    partner: &'static str,
+) -> anyhow::Result<Daemon> {
     let home = NodeHome::init(&dir.join(name), name, KeyProtection::None)?;
     let config = NodeConfig {
         network: NetworkSettings {
@@ -288,13 +309,16 @@ async fn start_node(dir: &std::path::Path, name: &str, identity: &str, partner: 
     Ok(Daemon::start_with_brain(home, config, Arc::new(brain)).await?)
 }
 
-/// Makes `a` and `b` contacts as their owners would: `a` invites, `b` adds the code, `a`
-/// accepts; returns once `b` sees `a` as connected.
+/// Makes `a` (on the first side) and `b` (on the second) contacts as their owners would: `a`
+/// invites, `b` adds the code, `a` accepts; returns once `b` sees `a` as connected.
 async fn befriend(a: &Arc<Node>, b: &Arc<Node>) -> anyhow::Result<()> {
-    let code = a.invite(Duration::from_secs(3600)).await?.code;
-    b.add_contact(&code).await?;
+    let inviter = a.clone();
+    let code = on(Side::First, async move { inviter.invite(Duration::from_secs(3600)).await }).await?.code;
+    let adder = b.clone();
+    on(Side::Second, async move { adder.add_contact(&code).await }).await?;
     let request = eventually("the contact request", || contact_of(a, b).ok().filter(ContactView::is_request)).await?;
-    a.accept_contact(&request.id).await?;
+    let accepter = a.clone();
+    on(Side::First, async move { accepter.accept_contact(&request.id).await }).await?;
     eventually("the contact to connect", || contact_of(b, a).ok().filter(|c| c.state == "connected")).await?;
     Ok(())
 }
@@ -403,7 +427,7 @@ async fn sequential(pair: &Pair, events: &mut Events, raw_db: &mut RawDb) -> any
         events.clear();
         let start = Instant::now();
         pair.ask(format!("sequential session {index}")).await?;
-        pair.acme.node().apply_policies().await;
+        pair.approve().await;
         let mut own_turns: BTreeMap<u32, Instant> = BTreeMap::new();
         let mut last_received = None;
         let mut closed = [None, None];
@@ -466,7 +490,7 @@ async fn parallel(pair: &Pair, events: &mut Events) -> anyhow::Result<Parallel> 
     // The policy approves all of them (one proposal after the other) while this task reads
     // events, so the event queues do not overflow.
     let acme = pair.acme.node().clone();
-    tokio::spawn(async move { acme.apply_policies().await });
+    common::side_runtime(Side::First).spawn(async move { acme.apply_policies().await });
     let turns = PARALLEL_SESSIONS * usize::from(TURNS);
     let mut closed: [HashSet<String>; 2] = Default::default();
     let mut received = 0;

@@ -4,12 +4,13 @@
 //! This is `common/mod.rs` rather than `common.rs` (the house style) because Cargo would build
 //! a `benches/common.rs` as a benchmark of its own.
 
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::SwarmEvent;
-use libp2p::{PeerId, StreamProtocol, Swarm, noise, tcp, yamux};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, noise, tcp, yamux};
 
 const RAW_TABLE: redb::TableDefinition<'static, u64, &[u8]> = redb::TableDefinition::new("raw");
 
@@ -38,10 +39,39 @@ impl RawDb {
 }
 
 /// libp2p request-response between two bare swarms with the same framing and message size as
-/// `/clawnet/deliver/1`: `samples` round trips one at a time, then `total` requests with
+/// `/clawnet/deliver/1`, the client on the bench's first side and the server on its second (see
+/// [`side_runtime`]): `samples` round trips one at a time, then `total` requests with
 /// `in_flight` outstanding; returns (round trip p50 in microseconds, requests/s).
 pub(crate) async fn raw_network(samples: usize, total: usize, in_flight: usize) -> anyhow::Result<(f64, f64)> {
-    let mut client = raw_swarm()?;
+    let (listening, address) = tokio::sync::oneshot::channel();
+    let serving = side_runtime(Side::Second).spawn(raw_server(listening));
+    let Ok((server_peer, address)) = address.await else {
+        return Err(serving.await?.expect_err("the raw server stopped before listening"));
+    };
+    let measured = on(Side::First, async move {
+        let mut client = raw_swarm()?;
+        client.add_peer_address(server_peer, address);
+        let payload = vec![3u8; 400];
+        // Warm up, then one at a time.
+        raw_exchange(&mut client, server_peer, &payload, 1, 1).await;
+        let mut rtts = Vec::with_capacity(samples);
+        for _ in 0..samples {
+            let start = Instant::now();
+            raw_exchange(&mut client, server_peer, &payload, 1, 1).await;
+            rtts.push(start.elapsed());
+        }
+        let start = Instant::now();
+        raw_exchange(&mut client, server_peer, &payload, total, in_flight).await;
+        let per_s = total as f64 / start.elapsed().as_secs_f64();
+        Ok::<_, anyhow::Error>((micros(median_duration(rtts)), per_s))
+    })
+    .await;
+    serving.abort();
+    measured
+}
+
+/// The raw server: tells `listening` where it listens, then answers every request.
+async fn raw_server(listening: tokio::sync::oneshot::Sender<(PeerId, Multiaddr)>) -> anyhow::Result<()> {
     let mut server = raw_swarm()?;
     server.listen_on("/ip4/127.0.0.1/tcp/0".parse()?)?;
     let address = loop {
@@ -49,33 +79,16 @@ pub(crate) async fn raw_network(samples: usize, total: usize, in_flight: usize) 
             break address;
         }
     };
-    let server_peer = *server.local_peer_id();
-    let serving = tokio::spawn(async move {
-        loop {
-            if let SwarmEvent::Behaviour(request_response::Event::Message {
-                message: request_response::Message::Request { channel, .. },
-                ..
-            }) = server.select_next_some().await
-            {
-                let _ = server.behaviour_mut().send_response(channel, vec![1u8; 200]);
-            }
+    let _ = listening.send((*server.local_peer_id(), address));
+    loop {
+        if let SwarmEvent::Behaviour(request_response::Event::Message {
+            message: request_response::Message::Request { channel, .. },
+            ..
+        }) = server.select_next_some().await
+        {
+            let _ = server.behaviour_mut().send_response(channel, vec![1u8; 200]);
         }
-    });
-    client.add_peer_address(server_peer, address);
-    let payload = vec![3u8; 400];
-    // Warm up, then one at a time.
-    raw_exchange(&mut client, server_peer, &payload, 1, 1).await;
-    let mut rtts = Vec::with_capacity(samples);
-    for _ in 0..samples {
-        let start = Instant::now();
-        raw_exchange(&mut client, server_peer, &payload, 1, 1).await;
-        rtts.push(start.elapsed());
     }
-    let start = Instant::now();
-    raw_exchange(&mut client, server_peer, &payload, total, in_flight).await;
-    let per_s = total as f64 / start.elapsed().as_secs_f64();
-    serving.abort();
-    Ok((micros(median_duration(rtts)), per_s))
 }
 
 type RawSwarm = Swarm<request_response::Behaviour<RawCodec>>;
@@ -176,19 +189,14 @@ async fn write_frame<T: futures::AsyncWrite + Unpin>(io: &mut T, frame: &[u8]) -
 }
 
 /// Runs `run_once` the number of times `--runs` asks for (default `default`), with tracing set
-/// up, printing each run's result as it comes. `BENCH_WORKERS=N` gives the runtime N worker
-/// threads instead of one per CPU (every node of a bench shares this runtime).
+/// up, printing each run's result as it comes.
 pub(crate) fn repeat<R: std::fmt::Display, F: Future<Output = anyhow::Result<R>>>(
     default: usize,
     run_once: impl Fn() -> F,
 ) -> anyhow::Result<Vec<R>> {
     let runs = runs_arg(default);
     init_tracing();
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(workers) = std::env::var("BENCH_WORKERS").ok().and_then(|w| w.parse().ok()) {
-        builder.worker_threads(workers);
-    }
-    let runtime = builder.enable_all().build()?;
+    let runtime = multi_thread(None)?;
     let mut results = Vec::new();
     for run in 1..=runs {
         let result = runtime.block_on(run_once())?;
@@ -196,6 +204,54 @@ pub(crate) fn repeat<R: std::fmt::Display, F: Future<Output = anyhow::Result<R>>
         results.push(result);
     }
     Ok(results)
+}
+
+/// The two sides of a bench (two nodes, or the raw client and server) each run on a runtime of
+/// their own, as two nodes run in two processes: a task of one side never runs on a worker of
+/// the other, and a wake-up on one side never lands on the other's workers. Each has as many
+/// workers as the machine has CPUs, as `clawnet run` does (`BENCH_WORKERS=N` gives each N).
+/// `BENCH_SHARED_RUNTIME=1` puts both sides on the bench's own runtime instead, as these benches
+/// did until 2026-12-05.
+pub(crate) fn side_runtime(side: Side) -> tokio::runtime::Handle {
+    static RUNTIMES: OnceLock<[tokio::runtime::Runtime; 2]> = OnceLock::new();
+    if std::env::var_os("BENCH_SHARED_RUNTIME").is_some() {
+        return tokio::runtime::Handle::current();
+    }
+    let runtimes = RUNTIMES.get_or_init(|| {
+        let build = |name| multi_thread(Some(name)).expect("cannot start a runtime for the bench");
+        [build("first-side"), build("second-side")]
+    });
+    runtimes[side as usize].handle().clone()
+}
+
+/// Which side of a bench: [`side_runtime`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Side {
+    /// The sender, the asking node, the raw client.
+    First = 0,
+    /// The receiver, the asked node, the raw server.
+    Second = 1,
+}
+
+/// Runs `work` on `side`'s runtime and waits for it.
+pub(crate) async fn on<T: Send + 'static>(side: Side, work: impl Future<Output = T> + Send + 'static) -> T {
+    match side_runtime(side).spawn(work).await {
+        Ok(output) => output,
+        Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+        Err(err) => panic!("a bench task did not finish: {err}"),
+    }
+}
+
+/// A multi-threaded runtime with `BENCH_WORKERS` worker threads, or one per CPU.
+fn multi_thread(name: Option<&'static str>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = std::env::var("BENCH_WORKERS").ok().and_then(|w| w.parse().ok()) {
+        builder.worker_threads(workers);
+    }
+    if let Some(name) = name {
+        builder.thread_name(name);
+    }
+    builder.enable_all().build()
 }
 
 /// `--runs N` from the command line, or `default`.
