@@ -5,12 +5,11 @@
 //! Both nodes are started as `clawnet run` starts them (libp2p TCP + Noise + Yamux, redb,
 //! outbox, inbox, local API), each on a tokio runtime of its own as in two processes, are
 //! contacts, and carry an owner policy that approves the collaboration on both sides, so
-//! nothing waits for a person. Their identity agents think with
-//! a scripted brain that answers instantly, so every cost measured is the node's: composing
-//! the turn (role prompt, history, disclosure guard), signing it with the identity key,
-//! checking it against the session state machine on both sides, the audit entries, the durable
-//! outbox and inbox, the delivery replies, and the owner-signed close committed
-//! with the last turn.
+//! nothing waits for a person. Their identity agents think with a scripted brain that answers
+//! instantly, so every cost measured is the node's: composing the turn (role prompt, history,
+//! disclosure guard), signing it with the identity key, checking it against the session state
+//! machine on both sides, the audit entries, the durable outbox and inbox, the delivery
+//! replies, and the owner-signed close committed with the last turn.
 //!
 //! **Per-turn latency** (one session at a time, [`TURNS`] turns each): the time from turn *n*
 //! being durable on its speaker's node to turn *n + 1* being durable on the other node, taken
