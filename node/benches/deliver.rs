@@ -8,8 +8,10 @@
 //! then records the acknowledgement (a third commit, off the delivery's path: its own fsync when
 //! nothing else is being sent, under load durable with the node's next durable commit); that
 //! full "settled" latency is printed too, against RTT + 3 commits. Also printed: the round trip
-//! of the node's network path alone (the `Network` handle, both swarm actors and the
-//! receiver's event pump answering at once, no database).
+//! of the node's network path alone (the `Network` handle, a delivery lane, the receiver's lane
+//! task and its event pump answering at once, no database). A lane is negotiated once and then
+//! reused, where each raw request negotiates its stream (a round trip), so this path can be
+//! faster than the raw one.
 //!
 //! Throughput is measured twice: with 64 messages kept in flight, and draining a backlog of
 //! 20 000 messages queued in one commit (a node coming back to a contact after a long
@@ -65,7 +67,7 @@ fn main() -> anyhow::Result<()> {
     println!("  delivery latency p50 (one in flight):       {p50:>9.1} us  (queued until the receiver's reply)");
     println!("  raw request-response round trip p50:        {rtt:>9.1} us");
     println!(
-        "  node network path round trip p50:           {echo:>9.1} us  ({echo_ratio:.2}x raw; handle, actors, pump; no database)"
+        "  node network path round trip p50:           {echo:>9.1} us  ({echo_ratio:.2}x raw; handle, lane, pump; no database)"
     );
     println!("  raw redb durable commit p50:                {commit:>9.1} us");
     println!("  delivery / (raw RTT + 2 raw commits):       {floor_ratio:>9.2}  (target <= 1.20)");
@@ -219,8 +221,8 @@ async fn deliveries(dir: std::path::PathBuf) -> anyhow::Result<Deliveries> {
             }
         }
     });
-    // The node's network path alone: the handle, both swarm actors and the receiver's event
-    // pump, with a message of the same size and no database on either side.
+    // The node's network path alone: the handle, a delivery lane, the receiver's lane task and
+    // event pump, with a message of the same size and no database on either side.
     let probe = DeliveryBatch { messages: vec![message(&sender.home, usize::MAX).encode()] };
     let receiver_peer = clawnet_node::network::peer_id_of(&receiver_device);
     let mut echoes = Vec::with_capacity(LATENCY_SAMPLES);

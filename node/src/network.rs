@@ -12,6 +12,7 @@ mod behaviour;
 mod codec;
 mod endpoint_codec;
 mod event_loop;
+mod lanes;
 mod mailbox_codec;
 mod stale_addresses;
 
@@ -101,6 +102,8 @@ pub enum NetworkEvent {
 #[derive(Debug, Clone)]
 pub struct Network {
     commands: mpsc::Sender<Command>,
+    /// Delivery lanes to other nodes, used by whichever task delivers.
+    lanes: std::sync::Arc<lanes::Lanes>,
     local_peer: PeerId,
     /// The configured bootstrap relays, by peer id.
     relays: std::sync::Arc<[PeerId]>,
@@ -136,9 +139,13 @@ impl Network {
             })
             .with_connection_timeout(Duration::from_secs(settings.connect_timeout_secs.max(1)))
             .build();
+        let mut control = swarm.behaviour().lanes.new_control();
+        let incoming = control.accept(DELIVER_PROTOCOL).map_err(|err| start(err.to_string()))?;
+        let lanes = std::sync::Arc::new(lanes::Lanes::new(control));
         let (commands, command_rx) = mpsc::channel(COMMAND_CAPACITY);
         let (events, event_rx) = mpsc::channel(EVENT_CAPACITY);
-        let mut event_loop = EventLoop::new(swarm, command_rx, events, shutdown);
+        tokio::spawn(lanes::serve(incoming, events.clone(), shutdown.clone()));
+        let mut event_loop = EventLoop::new(swarm, command_rx, events, shutdown, lanes.clone());
         event_loop.start(settings)?;
         let task = tokio::spawn(event_loop.run());
         // The event loop checked that every bootstrap address parses and names its relay.
@@ -151,7 +158,7 @@ impl Network {
                 _ => None,
             })
             .collect();
-        Ok((Network { commands, local_peer, relays }, event_rx, task))
+        Ok((Network { commands, lanes, local_peer, relays }, event_rx, task))
     }
 
     /// This node's peer id.
@@ -159,16 +166,27 @@ impl Network {
         self.local_peer
     }
 
-    /// Sends `batch` to `peer` (dialing `addresses` if not connected) and waits for its reply.
+    /// Sends `batch` to `peer` on a delivery lane (dialing `addresses` if not connected) and
+    /// waits for its reply. The reply comes on the lane's stream, so only `peer`, authenticated
+    /// by Noise, can give it.
     pub async fn deliver(
         &self,
         peer: PeerId,
         addresses: Vec<Multiaddr>,
         batch: DeliveryBatch,
     ) -> Result<DeliveryReply, NetworkError> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Command::Deliver { peer, addresses, batch, reply }).await?;
-        answer.await.map_err(|_| NetworkError::Stopped)?
+        let reach = async {
+            let (reply, answer) = oneshot::channel();
+            self.send(Command::Reach { peer, addresses, reply }).await?;
+            answer.await.map_err(|_| NetworkError::Stopped)?
+        };
+        self.lanes.deliver(peer, &batch, reach).await
+    }
+
+    /// Unused delivery lanes open to `peer` (for tests: a lane is reused, not reopened).
+    #[doc(hidden)]
+    pub fn idle_lanes(&self, peer: PeerId) -> usize {
+        self.lanes.idle(peer)
     }
 
     /// Calls `peer` on `/clawnet/endpoint/1` (dialing `addresses` if not connected) and waits

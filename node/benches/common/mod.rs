@@ -183,8 +183,10 @@ async fn read_frame<T: futures::AsyncRead + Unpin>(io: &mut T) -> std::io::Resul
 
 async fn write_frame<T: futures::AsyncWrite + Unpin>(io: &mut T, frame: &[u8]) -> std::io::Result<()> {
     use futures::AsyncWriteExt;
-    io.write_all(&(frame.len() as u32).to_be_bytes()).await?;
-    io.write_all(frame).await?;
+    // One write, as the node's frames go (each write on a Yamux stream is a frame of its own).
+    let mut bytes = (frame.len() as u32).to_be_bytes().to_vec();
+    bytes.extend_from_slice(frame);
+    io.write_all(&bytes).await?;
     io.close().await
 }
 

@@ -9,7 +9,6 @@ use libp2p::{
     StreamProtocol, autonat, connection_limits, dcutr, gossipsub, identify, kad, ping, relay, request_response,
 };
 
-use super::codec::{DELIVER_PROTOCOL, DeliverCodec};
 use super::endpoint_codec::{ENDPOINT_PROTOCOL, EndpointCodec};
 use super::mailbox_codec::{MAILBOX_PROTOCOL, MailboxCodec};
 use crate::config::NetworkSettings;
@@ -31,7 +30,8 @@ pub(crate) struct Behaviour {
     pub(crate) ping: ping::Behaviour,
     pub(crate) kad: kad::Behaviour<MemoryStore>,
     pub(crate) gossipsub: gossipsub::Behaviour,
-    pub(crate) deliver: request_response::Behaviour<DeliverCodec>,
+    /// Delivery lanes (`/clawnet/deliver/1` streams the node reads and writes itself).
+    pub(crate) lanes: libp2p_stream::Behaviour,
     pub(crate) endpoint: request_response::Behaviour<EndpointCodec>,
     pub(crate) mailbox: request_response::Behaviour<MailboxCodec>,
     pub(crate) dcutr: dcutr::Behaviour,
@@ -75,13 +75,6 @@ impl Behaviour {
         let gossipsub = gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Anonymous, gossip_config)
             .map_err(|err| format!("gossipsub: {err}"))?;
 
-        let deliver = request_response::Behaviour::new(
-            [(DELIVER_PROTOCOL, request_response::ProtocolSupport::Full)],
-            request_response::Config::default()
-                .with_request_timeout(Duration::from_secs(30))
-                .with_max_concurrent_streams(512),
-        );
-
         // File operations on another device can take a while (a large copy, a deep search).
         let endpoint = request_response::Behaviour::new(
             [(ENDPOINT_PROTOCOL, request_response::ProtocolSupport::Full)],
@@ -101,7 +94,7 @@ impl Behaviour {
             ping: ping::Behaviour::default(),
             kad,
             gossipsub,
-            deliver,
+            lanes: libp2p_stream::Behaviour::new(),
             endpoint,
             mailbox,
             dcutr: dcutr::Behaviour::new(peer_id),

@@ -1,64 +1,31 @@
-//! The `/clawnet/deliver/1` stream format: one length-prefixed frame each way. The request is
-//! an encoded `DeliveryBatch`, the response an encoded `DeliveryReply`; frames are size-checked
-//! before anything is allocated.
+//! Length-prefixed frames, the format of every ClawNet stream: `/clawnet/deliver/1` (see
+//! `lanes`), `/clawnet/endpoint/1` and `/clawnet/mailbox/1`. Frames are size-checked before
+//! anything is allocated.
 
 use std::io;
 
-use clawnet_crypto::{WireFormat, encoding};
-use clawnet_protocol::wire::{DeliveryBatch, DeliveryReply};
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
-use libp2p::request_response::Codec;
 
 /// The delivery protocol.
 pub const DELIVER_PROTOCOL: StreamProtocol = StreamProtocol::new("/clawnet/deliver/1");
 
-/// Frames deliveries and replies.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct DeliverCodec;
-
-impl Codec for DeliverCodec {
-    type Protocol = StreamProtocol;
-    type Request = DeliveryBatch;
-    type Response = DeliveryReply;
-
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<DeliveryBatch>
-    where
-        T: AsyncRead + Unpin + Send,
-    {
-        let frame = read_frame(io, DeliveryBatch::MAX_LEN).await?;
-        DeliveryBatch::decode(&frame).map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))
-    }
-
-    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<DeliveryReply>
-    where
-        T: AsyncRead + Unpin + Send,
-    {
-        let frame = read_frame(io, DeliveryReply::MAX_LEN).await?;
-        encoding::decode(&frame).map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))
-    }
-
-    async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, request: DeliveryBatch) -> io::Result<()>
-    where
-        T: AsyncWrite + Unpin + Send,
-    {
-        write_frame(io, &request.encode()).await
-    }
-
-    async fn write_response<T>(&mut self, _: &StreamProtocol, io: &mut T, response: DeliveryReply) -> io::Result<()>
-    where
-        T: AsyncWrite + Unpin + Send,
-    {
-        write_frame(io, &encoding::encode(&response)).await
-    }
-}
-
 /// Reads one frame of at most `max` bytes. Memory grows with the bytes that actually arrive,
 /// so a peer announcing a large frame and sending nothing costs nothing.
 pub(super) async fn read_frame<T: AsyncRead + Unpin>(io: &mut T, max: usize) -> io::Result<Vec<u8>> {
+    let len = read_len(io).await?;
+    read_body(io, len, max).await
+}
+
+/// Reads a frame's length prefix (for a reader that waits differently for a frame to begin).
+pub(super) async fn read_len<T: AsyncRead + Unpin>(io: &mut T) -> io::Result<usize> {
     let mut len = [0u8; 4];
     io.read_exact(&mut len).await?;
-    let len = u32::from_be_bytes(len) as usize;
+    Ok(u32::from_be_bytes(len) as usize)
+}
+
+/// Reads the `len` bytes of a frame that follow its prefix, refusing more than `max`.
+pub(super) async fn read_body<T: AsyncRead + Unpin>(io: &mut T, len: usize, max: usize) -> io::Result<Vec<u8>> {
     if len > max {
         return Err(io::Error::new(io::ErrorKind::InvalidData, format!("frame of {len} bytes exceeds {max}")));
     }
@@ -73,11 +40,21 @@ pub(super) async fn read_frame<T: AsyncRead + Unpin>(io: &mut T, max: usize) -> 
 /// The most a frame reserves before its bytes arrive.
 const FIRST_ALLOCATION: usize = 64 * 1024;
 
+/// Writes one frame and closes the stream (one frame each way).
 pub(super) async fn write_frame<T: AsyncWrite + Unpin>(io: &mut T, frame: &[u8]) -> io::Result<()> {
-    let len = u32::try_from(frame.len()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
-    io.write_all(&len.to_be_bytes()).await?;
-    io.write_all(frame).await?;
+    send_frame(io, frame).await?;
     io.close().await
+}
+
+/// Writes one frame and flushes it, leaving the stream open for more.
+pub(super) async fn send_frame<T: AsyncWrite + Unpin>(io: &mut T, frame: &[u8]) -> io::Result<()> {
+    let len = u32::try_from(frame.len()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
+    // One write: each write on a Yamux stream is a frame of its own, sealed by Noise on its own.
+    let mut bytes = Vec::with_capacity(4 + frame.len());
+    bytes.extend_from_slice(&len.to_be_bytes());
+    bytes.extend_from_slice(frame);
+    io.write_all(&bytes).await?;
+    io.flush().await
 }
 
 #[cfg(test)]

@@ -4,20 +4,22 @@
 
 use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
+use std::sync::Arc;
 
 use clawnet_protocol::mailbox::{MailboxRequest, MailboxResponse};
-use clawnet_protocol::wire::{DeliveryBatch, DeliveryReply};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{DialError, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, kad};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL};
+use super::lanes::Lanes;
 use super::stale_addresses::StaleAddresses;
 use super::{NetworkError, NetworkEvent};
 use crate::config::NetworkSettings;
@@ -25,11 +27,12 @@ use crate::config::NetworkSettings;
 /// What the [`super::Network`] handle asks of the event loop.
 #[derive(Debug)]
 pub(super) enum Command {
-    Deliver {
+    /// Learn `addresses` for `peer` and connect to it, answering once connected (a delivery
+    /// lane opens only then; see `reaching`).
+    Reach {
         peer: PeerId,
         addresses: Vec<Multiaddr>,
-        batch: DeliveryBatch,
-        reply: oneshot::Sender<Result<DeliveryReply, NetworkError>>,
+        reply: oneshot::Sender<Result<(), NetworkError>>,
     },
     CallEndpoint {
         peer: PeerId,
@@ -70,7 +73,6 @@ pub(super) enum Command {
 /// How often lost relay reservations are retried.
 const RELAY_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
-type ReplyFuture = Pin<Box<dyn Future<Output = (ResponseChannel<DeliveryReply>, usize, Option<DeliveryReply>)> + Send>>;
 type CallReply = oneshot::Sender<Result<Vec<u8>, NetworkError>>;
 type AnswerFuture = Pin<Box<dyn Future<Output = (ResponseChannel<Vec<u8>>, Option<Vec<u8>>)> + Send>>;
 
@@ -79,10 +81,8 @@ pub(super) struct EventLoop {
     commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<NetworkEvent>,
     shutdown: CancellationToken,
-    /// Outbound deliveries waiting for their reply.
-    pending_deliveries: HashMap<OutboundRequestId, (PeerId, oneshot::Sender<Result<DeliveryReply, NetworkError>>)>,
-    /// Inbound deliveries whose reply the node is still working out.
-    replies: FuturesUnordered<ReplyFuture>,
+    /// Unused delivery lanes, swept here so idle connections can close.
+    lanes: Arc<Lanes>,
     /// Outbound endpoint calls waiting for their answer.
     pending_calls: HashMap<OutboundRequestId, (PeerId, CallReply)>,
     /// Inbound endpoint calls whose answer is being worked out.
@@ -91,7 +91,12 @@ pub(super) struct EventLoop {
     pending_mailbox: HashMap<OutboundRequestId, (PeerId, oneshot::Sender<Result<MailboxResponse, NetworkError>>)>,
     /// Addresses we listen on, relay circuits included.
     listen_addresses: Vec<Multiaddr>,
-    /// Peers we asked the DHT about for a pending delivery.
+    /// Deliveries waiting for a connection to their peer before opening a lane. The stream
+    /// behaviour cannot be asked to wait itself: a lane it is asked for at the moment a
+    /// connection is set up can wait for the next connection instead, as it learns of the
+    /// connection in two steps. Once the swarm reports a connection, both steps are done.
+    reaching: HashMap<PeerId, Vec<oneshot::Sender<Result<(), NetworkError>>>>,
+    /// Peers we asked the DHT about for a delivery, until connected or the dial failed.
     looked_up: HashSet<PeerId>,
     /// Relay circuits we want to listen on, by the listener serving each (if any).
     circuits: Vec<(Multiaddr, Option<ListenerId>)>,
@@ -107,14 +112,15 @@ impl EventLoop {
         commands: mpsc::Receiver<Command>,
         events: mpsc::Sender<NetworkEvent>,
         shutdown: CancellationToken,
+        lanes: Arc<Lanes>,
     ) -> EventLoop {
         EventLoop {
             swarm,
             commands,
             events,
             shutdown,
-            pending_deliveries: HashMap::new(),
-            replies: FuturesUnordered::new(),
+            lanes,
+            reaching: HashMap::new(),
             pending_calls: HashMap::new(),
             answers: FuturesUnordered::new(),
             pending_mailbox: HashMap::new(),
@@ -175,17 +181,15 @@ impl EventLoop {
         loop {
             tokio::select! {
                 () = self.shutdown.cancelled() => break,
-                _ = maintenance.tick() => self.listen_on_circuits(),
+                _ = maintenance.tick() => {
+                    self.listen_on_circuits();
+                    self.lanes.sweep();
+                }
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 command = self.commands.recv() => match command {
                     Some(command) => self.on_command(command),
                     None => break,
                 },
-                Some((channel, count, reply)) = self.replies.next(), if !self.replies.is_empty() => {
-                    let reply = reply.unwrap_or_else(|| DeliveryReply::try_later(count, "the node is shutting down"));
-                    // The peer may have gone; nothing to do about it here.
-                    let _ = self.swarm.behaviour_mut().deliver.send_response(channel, reply);
-                }
                 Some((channel, answer)) = self.answers.next(), if !self.answers.is_empty() => {
                     // No answer (the device is stopping): dropping the channel closes the stream.
                     if let Some(answer) = answer {
@@ -207,14 +211,26 @@ impl EventLoop {
 
     fn on_command(&mut self, command: Command) {
         match command {
-            Command::Deliver { peer, addresses, batch, reply } => {
+            Command::Reach { peer, addresses, reply } => {
                 self.add_addresses(peer, addresses);
-                if !self.swarm.is_connected(&peer) && self.looked_up.insert(peer) {
+                if self.swarm.is_connected(&peer) {
+                    let _ = reply.send(Ok(()));
+                    return;
+                }
+                if self.looked_up.insert(peer) {
                     // Ask the DHT too, in case the addresses we have are stale.
                     self.swarm.behaviour_mut().kad.get_closest_peers(peer);
                 }
-                let request_id = self.swarm.behaviour_mut().deliver.send_request(&peer, batch);
-                self.pending_deliveries.insert(request_id, (peer, reply));
+                let dial = DialOpts::peer_id(peer).condition(PeerCondition::DisconnectedAndNotDialing).build();
+                match self.swarm.dial(dial) {
+                    // Already dialing: its outcome answers this one too.
+                    Ok(()) | Err(DialError::DialPeerConditionFalse(_)) => {
+                        self.reaching.entry(peer).or_default().push(reply);
+                    }
+                    Err(err) => {
+                        let _ = reply.send(Err(NetworkError::Unreachable { peer, reason: err.to_string() }));
+                    }
+                }
             }
             Command::CallEndpoint { peer, addresses, request, reply } => {
                 self.add_addresses(peer, addresses);
@@ -288,6 +304,10 @@ impl EventLoop {
                 }
             }
             SwarmEvent::ConnectionEstablished { peer_id, num_established, .. } => {
+                self.looked_up.remove(&peer_id);
+                for waiting in self.reaching.remove(&peer_id).into_iter().flatten() {
+                    let _ = waiting.send(Ok(()));
+                }
                 if num_established.get() == 1 && self.bootstrap_peers.contains(&peer_id) {
                     let _ = self.swarm.behaviour_mut().kad.bootstrap();
                 }
@@ -299,7 +319,6 @@ impl EventLoop {
             SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
                 let _ = self.events.try_send(NetworkEvent::Disconnected(peer_id));
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Deliver(event)) => self.on_deliver_event(event),
             SwarmEvent::Behaviour(BehaviourEvent::Endpoint(event)) => self.on_endpoint_event(event),
             SwarmEvent::Behaviour(BehaviourEvent::Mailbox(event)) => self.on_mailbox_event(event),
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message { message, .. })) => {
@@ -334,6 +353,8 @@ impl EventLoop {
                 ..
             } => {
                 tracing::warn!(%peer, %obtained, %address, "another node answered at an address of this peer: left out of dials for now");
+                self.looked_up.remove(&peer);
+                self.fail_reaching(peer, &format!("another node ({obtained}) answered at {address}"));
                 let address = self.stale.mark(peer, &address);
                 // Every address book the swarm dials from forgets it too (the node's own peer
                 // record still lists it; `stale` keeps it out when it is handed in again).
@@ -341,58 +362,26 @@ impl EventLoop {
                 behaviour.kad.remove_address(&peer, &address);
                 #[allow(deprecated)] // the only way to take an address out of their caches
                 {
-                    behaviour.deliver.remove_address(&peer, &address);
                     behaviour.endpoint.remove_address(&peer, &address);
                     behaviour.mailbox.remove_address(&peer, &address);
                 }
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 tracing::debug!(?peer_id, %error, "outgoing connection failed");
+                if let Some(peer) = peer_id {
+                    // The next delivery asks the DHT again.
+                    self.looked_up.remove(&peer);
+                    self.fail_reaching(peer, &error.to_string());
+                }
             }
             _ => {}
         }
     }
 
-    fn on_deliver_event(&mut self, event: request_response::Event<DeliveryBatch, DeliveryReply>) {
-        match event {
-            request_response::Event::Message { peer, message, .. } => match message {
-                request_response::Message::Request { request, channel, .. } => {
-                    let (reply, answer) = oneshot::channel();
-                    let count = request.messages.len();
-                    match self.events.try_send(NetworkEvent::Delivery { peer, batch: request, reply }) {
-                        Ok(()) => self.replies.push(Box::pin(async move { (channel, count, answer.await.ok()) })),
-                        Err(_) => {
-                            let busy = DeliveryReply::try_later(count, "the node is busy");
-                            let _ = self.swarm.behaviour_mut().deliver.send_response(channel, busy);
-                        }
-                    }
-                }
-                request_response::Message::Response { request_id, response } => {
-                    if let Some((to, reply)) = self.pending_deliveries.remove(&request_id) {
-                        // The reply is the receiver's word that the messages are durable, and
-                        // only the Noise session vouches for who gave it: it must come from the
-                        // node the request went to (request-response guarantees as much; this
-                        // keeps it true whatever the behaviour underneath).
-                        let answer = if peer == to {
-                            Ok(response)
-                        } else {
-                            tracing::error!(%peer, %to, "a delivery reply came from another node");
-                            Err(NetworkError::Unreachable { peer: to, reason: format!("the reply came from {peer}") })
-                        };
-                        let _ = reply.send(answer);
-                    }
-                }
-            },
-            request_response::Event::OutboundFailure { request_id, error, .. } => {
-                if let Some((peer, reply)) = self.pending_deliveries.remove(&request_id) {
-                    self.looked_up.remove(&peer);
-                    let _ = reply.send(Err(NetworkError::Unreachable { peer, reason: error.to_string() }));
-                }
-            }
-            request_response::Event::InboundFailure { peer, error, .. } => {
-                tracing::debug!(%peer, %error, "inbound delivery failed");
-            }
-            request_response::Event::ResponseSent { .. } => {}
+    /// Tells the deliveries waiting for `peer` that the dial failed.
+    fn fail_reaching(&mut self, peer: PeerId, reason: &str) {
+        for waiting in self.reaching.remove(&peer).into_iter().flatten() {
+            let _ = waiting.send(Err(NetworkError::Unreachable { peer, reason: reason.to_owned() }));
         }
     }
 
