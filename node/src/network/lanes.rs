@@ -33,11 +33,11 @@ use super::codec::{DELIVER_PROTOCOL, read_body, read_frame, read_len, send_frame
 use super::{NetworkError, NetworkEvent};
 
 /// How long a sender keeps an unused lane.
-pub(super) const SENDER_IDLE: Duration = Duration::from_secs(10);
+const SENDER_IDLE: Duration = Duration::from_secs(10);
 /// How long a receiver waits for the next request on a lane; longer than [`SENDER_IDLE`], so a
 /// sender rarely picks a lane the receiver is closing.
-pub(super) const RECEIVER_IDLE: Duration = Duration::from_secs(20);
-/// The longest an exchange may take, opening the lane (and dialing) included.
+const RECEIVER_IDLE: Duration = Duration::from_secs(20);
+/// The longest each step of a delivery may take: connecting, opening a lane, one exchange.
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Unused lanes kept per peer: the outbox has at most two requests on their way to a node.
 const IDLE_PER_PEER: usize = 4;
