@@ -228,6 +228,9 @@ impl EventLoop {
                         self.reaching.entry(peer).or_default().push(reply);
                     }
                     Err(err) => {
+                        // No address yet, say: the next delivery asks the DHT again, which may
+                        // know one by then.
+                        self.looked_up.remove(&peer);
                         let _ = reply.send(Err(NetworkError::Unreachable { peer, reason: err.to_string() }));
                     }
                 }
