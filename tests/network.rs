@@ -278,8 +278,12 @@ async fn nodes_that_never_answer_do_not_hold_up_a_delivery_to_a_node_that_does()
     // The silent nodes are probed, one request each and a bounded number at once; the rest of
     // their messages wait in the outbox.
     assert!(tarpit.accepted() <= 16, "{} connections to silent nodes", tarpit.accepted());
-    let pending = alice.node().home.db().read()?.outbound()?;
-    assert_eq!(pending.len(), 20 * 100, "every message for the silent nodes is still queued");
+    // Counted by recipient: the acknowledgement of bob's update may still be on its way.
+    let for_ghosts = || -> anyhow::Result<usize> {
+        let pending = alice.node().home.db().read()?.outbound()?;
+        Ok(pending.iter().filter(|(_, queued)| ghosts.contains(&queued.schedule.recipient)).count())
+    };
+    assert_eq!(for_ghosts()?, 20 * 100, "every message for the silent nodes is still queued");
     // The worker read its outbox table once, when it started: it learned of the 2 000 messages
     // from the commit that queued them.
     assert_eq!(stats.scans.load(Ordering::SeqCst), 1);
@@ -288,7 +292,7 @@ async fn nodes_that_never_answer_do_not_hold_up_a_delivery_to_a_node_that_does()
     // messages they carried keep their place, nothing is lost.
     let failed = || async { Some(()).filter(|()| stats.retried.load(Ordering::SeqCst) > 0) };
     tokio::time::timeout(Duration::from_secs(5), eventually("a probe to give up", failed)).await??;
-    assert_eq!(alice.node().home.db().read()?.outbound()?.len(), 20 * 100);
+    assert_eq!(for_ghosts()?, 20 * 100);
     Ok(())
 }
 
