@@ -9,7 +9,7 @@
 //! nothing else is being sent, under load durable with the node's next durable commit); that
 //! full "settled" latency is printed too, against RTT + 3 commits. Also printed: the round trip
 //! of the node's network path alone (the `Network` handle, a delivery lane, the receiver's lane
-//! task and its event pump answering at once, no database). A lane is negotiated once and then
+//! task answering at once, no database). A lane is negotiated once and then
 //! reused, where each raw request negotiates its stream (a round trip), so this path can be
 //! faster than the raw one.
 //!
@@ -67,7 +67,7 @@ fn main() -> anyhow::Result<()> {
     println!("  delivery latency p50 (one in flight):       {p50:>9.1} us  (queued until the receiver's reply)");
     println!("  raw request-response round trip p50:        {rtt:>9.1} us");
     println!(
-        "  node network path round trip p50:           {echo:>9.1} us  ({echo_ratio:.2}x raw; handle, lane, pump; no database)"
+        "  node network path round trip p50:           {echo:>9.1} us  ({echo_ratio:.2}x raw; handle, lane, answer; no database)"
     );
     println!("  raw redb durable commit p50:                {commit:>9.1} us");
     println!("  delivery / (raw RTT + 2 raw commits):       {floor_ratio:>9.2}  (target <= 1.20)");
@@ -154,7 +154,9 @@ impl Handler for AcceptAll {
 struct Node {
     home: Arc<UnlockedHome>,
     network: Network,
-    events: tokio::sync::mpsc::Receiver<NetworkEvent>,
+    /// Held open, as the daemon reads it (deliveries do not come this way: see
+    /// `Network::answer_deliveries`).
+    _events: tokio::sync::mpsc::Receiver<NetworkEvent>,
 }
 
 /// One node's database and network, its swarm running on `side`'s runtime.
@@ -165,7 +167,7 @@ async fn node(dir: &std::path::Path, name: &str, side: Side, shutdown: &Cancella
     let device = clawnet_crypto::SigningSecret::from_bytes(&home.keys().device.to_bytes());
     let stop = shutdown.child_token();
     let (network, events, _task) = on(side, async move { Network::start(&device, &settings, stop).await }).await?;
-    Ok(Node { home, network, events })
+    Ok(Node { home, network, _events: events })
 }
 
 /// What the real delivery path measured.
@@ -184,7 +186,7 @@ async fn deliveries(dir: std::path::PathBuf) -> anyhow::Result<Deliveries> {
     let dir = dir.as_path();
     let shutdown = CancellationToken::new();
     let sender = node(dir, "sender", Side::First, &shutdown).await?;
-    let mut receiver = node(dir, "receiver", Side::Second, &shutdown).await?;
+    let receiver = node(dir, "receiver", Side::Second, &shutdown).await?;
     let receiver_device = receiver.home.db().info().device_key;
     let receiver_addresses: Vec<Multiaddr> = wait_addresses(&receiver.network).await?;
     let addresses: Vec<String> = receiver_addresses.iter().map(|a| a.to_string()).collect();
@@ -197,32 +199,21 @@ async fn deliveries(dir: std::path::PathBuf) -> anyhow::Result<Deliveries> {
     let inbox = Inbox::new(receiver.home.clone(), AcceptAll);
     let requests = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let request_count = requests.clone();
-    let pump_stop = shutdown.child_token();
     // While set, the receiver answers at once, without its inbox: the network path alone.
+    // Otherwise its inbox answers, on the lane's task, as `clawnet run` has it.
     let echo = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let echoing = echo.clone();
-    common::side_runtime(Side::Second).spawn(async move {
-        loop {
-            tokio::select! {
-                () = pump_stop.cancelled() => break,
-                event = receiver.events.recv() => match event {
-                    Some(NetworkEvent::Delivery { peer: _, batch, reply }) if echoing.load(std::sync::atomic::Ordering::Relaxed) => {
-                        let outcomes = vec![MessageOutcome::Recorded; batch.messages.len()];
-                        let _ = reply.send(DeliveryReply { outcomes });
-                    }
-                    Some(NetworkEvent::Delivery { peer, batch, reply }) => {
-                        let inbox = inbox.clone();
-                        requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        tokio::spawn(async move { let _ = reply.send(inbox.receive(peer, batch).await); });
-                    }
-                    Some(_) => {}
-                    None => break,
-                }
-            }
+    receiver.network.answer_deliveries(Arc::new(move |peer, batch| {
+        if echoing.load(std::sync::atomic::Ordering::Relaxed) {
+            let outcomes = vec![MessageOutcome::Recorded; batch.messages.len()];
+            return Box::pin(std::future::ready(DeliveryReply { outcomes }));
         }
-    });
-    // The node's network path alone: the handle, a delivery lane, the receiver's lane task and
-    // event pump, with a message of the same size and no database on either side.
+        requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let inbox = inbox.clone();
+        Box::pin(async move { inbox.receive(peer, batch).await })
+    }));
+    // The node's network path alone: the handle, a delivery lane and the receiver's lane task,
+    // with a message of the same size and no database on either side.
     let probe = DeliveryBatch { messages: vec![message(&sender.home, usize::MAX).encode()] };
     let receiver_peer = clawnet_node::network::peer_id_of(&receiver_device);
     let mut echoes = Vec::with_capacity(LATENCY_SAMPLES);

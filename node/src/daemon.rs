@@ -54,6 +54,11 @@ impl Daemon {
         drop(device);
         let node = Node::new(home, network, brain.clone(), &config)?;
         let inbox = Inbox::new(node.home.clone(), Governance::new(node.clone()));
+        let answering = inbox.clone();
+        node.network.answer_deliveries(Arc::new(move |peer, batch| {
+            let inbox = answering.clone();
+            Box::pin(async move { inbox.receive(peer, batch).await })
+        }));
 
         let mut tasks = JoinSet::new();
         tasks.spawn(async move {
@@ -135,6 +140,7 @@ async fn pump(
             Some(_) = work.join_next(), if !work.is_empty() => continue,
         };
         match event {
+            // Only those that arrived before the inbox answered deliveries itself (see `start`).
             NetworkEvent::Delivery { peer, batch, reply } => {
                 let inbox = inbox.clone();
                 work.spawn(async move {

@@ -30,6 +30,7 @@ pub use behaviour::{IDENTIFY_PROTOCOL_VERSION, KAD_PROTOCOL};
 pub use codec::DELIVER_PROTOCOL;
 pub use endpoint_codec::{ENDPOINT_PROTOCOL, MAX_ENDPOINT_FRAME};
 use event_loop::{Command, EventLoop};
+pub use lanes::DeliveryHandler;
 pub use mailbox_codec::MAILBOX_PROTOCOL;
 
 use crate::config::NetworkSettings;
@@ -66,7 +67,7 @@ pub enum NetworkError {
 #[derive(Debug)]
 pub enum NetworkEvent {
     /// A peer sent a delivery batch; send the reply through `reply` (dropping it refuses with
-    /// retry).
+    /// retry). Not sent once a handler answers deliveries ([`Network::answer_deliveries`]).
     Delivery {
         /// The sending node (authenticated by Noise).
         peer: PeerId,
@@ -104,6 +105,8 @@ pub struct Network {
     commands: mpsc::Sender<Command>,
     /// Delivery lanes to other nodes, used by whichever task delivers.
     lanes: std::sync::Arc<lanes::Lanes>,
+    /// What answers the deliveries arriving on lanes, once set.
+    answer: std::sync::Arc<lanes::Answer>,
     local_peer: PeerId,
     /// The configured bootstrap relays, by peer id.
     relays: std::sync::Arc<[PeerId]>,
@@ -144,10 +147,16 @@ impl Network {
         let lanes = std::sync::Arc::new(lanes::Lanes::new(control));
         let (commands, command_rx) = mpsc::channel(COMMAND_CAPACITY);
         let (events, event_rx) = mpsc::channel(EVENT_CAPACITY);
-        tokio::spawn(lanes::serve(incoming, events.clone(), shutdown.clone()));
+        let answer = std::sync::Arc::new(lanes::Answer::default());
+        let serving = tokio::spawn(lanes::serve(incoming, answer.clone(), events.clone(), shutdown.clone()));
         let mut event_loop = EventLoop::new(swarm, command_rx, events, shutdown, lanes.clone());
         event_loop.start(settings)?;
-        let task = tokio::spawn(event_loop.run());
+        let event_loop = tokio::spawn(event_loop.run());
+        // The network has stopped once both have.
+        let task = tokio::spawn(async move {
+            let _ = event_loop.await;
+            let _ = serving.await;
+        });
         // The event loop checked that every bootstrap address parses and names its relay.
         let relays = settings
             .bootstrap
@@ -158,7 +167,7 @@ impl Network {
                 _ => None,
             })
             .collect();
-        Ok((Network { commands, lanes, local_peer, relays }, event_rx, task))
+        Ok((Network { commands, lanes, answer, local_peer, relays }, event_rx, task))
     }
 
     /// This node's peer id.
@@ -181,6 +190,16 @@ impl Network {
             answer.await.map_err(|_| NetworkError::Stopped)?
         };
         self.lanes.deliver(peer, &batch, reach).await
+    }
+
+    /// From now on, answers the deliveries that arrive with `handler`, on the task that reads
+    /// each lane, instead of sending them as [`NetworkEvent::Delivery`] (saving a hand-off to
+    /// the event's reader and one back). Only the first handler set counts; the network drops
+    /// it when it stops, so it may hold what holds the network.
+    pub fn answer_deliveries(&self, handler: DeliveryHandler) {
+        if !self.answer.set(handler) {
+            tracing::warn!("deliveries already have a handler; the new one is ignored");
+        }
     }
 
     /// Unused delivery lanes open to `peer` (for tests: a lane is reused, not reopened).

@@ -1,7 +1,8 @@
 //! Delivery lanes between real libp2p nodes on loopback: deliveries to a node reuse the lanes
 //! already open to it instead of negotiating a stream each, concurrent deliveries each get a
-//! lane, a receiver answers the requests of one lane in turn, and a lane that died with its
-//! receiver is replaced by a fresh one without the delivery failing.
+//! lane, a receiver answers the requests of one lane in turn, a lane that died with its
+//! receiver is replaced by a fresh one without the delivery failing, and a handler the node sets
+//! answers in place of events and is let go when the network stops.
 
 use std::time::Duration;
 
@@ -122,4 +123,44 @@ async fn a_lane_that_died_with_its_receiver_is_replaced_without_failing_the_deli
     assert!(recorded(&reply, &sent), "{reply:?}");
     assert_eq!(pair.sender.idle_lanes(pair.receiver_peer), 1, "the dead lane is gone and the new one kept");
     pair.stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_answers_in_place_of_events_and_is_let_go_when_the_network_stops() {
+    let stop = CancellationToken::new();
+    let (sender, _) = start(&SigningSecret::from_bytes(&[1; 32]), &stop).await;
+    let settings =
+        NetworkSettings { listen: vec!["/ip4/127.0.0.1/tcp/0".into()], relay: false, ..NetworkSettings::default() };
+    let receiver_stop = stop.child_token();
+    let (receiver, mut events, task) =
+        Network::start(&SigningSecret::from_bytes(&[2; 32]), &settings, receiver_stop.clone()).await.unwrap();
+    // What the handler holds, as a node's inbox holds the node and so its network.
+    let held = std::sync::Arc::new(receiver.clone());
+    let holding = held.clone();
+    receiver.answer_deliveries(std::sync::Arc::new(move |_peer, batch: DeliveryBatch| {
+        let _held = holding.clone();
+        let reply = DeliveryReply {
+            outcomes: vec![MessageOutcome::try_later("answered by the handler"); batch.messages.len()],
+        };
+        Box::pin(std::future::ready(reply))
+    }));
+    let addresses = loop {
+        let addresses = receiver.addresses().await.unwrap();
+        if !addresses.is_empty() {
+            break addresses;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+
+    let reply = sender.deliver(receiver.local_peer(), addresses, batch(1)).await.unwrap();
+    assert_eq!(reply.outcomes, vec![MessageOutcome::try_later("answered by the handler"); 2]);
+    assert!(
+        !matches!(events.try_recv(), Ok(NetworkEvent::Delivery { .. })),
+        "the delivery was answered by the handler and also sent as an event"
+    );
+
+    receiver_stop.cancel();
+    tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap();
+    assert_eq!(std::sync::Arc::strong_count(&held), 1, "the stopped network still holds the handler");
+    stop.cancel();
 }

@@ -19,11 +19,12 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use clawnet_crypto::{WireFormat, encoding};
 use clawnet_protocol::wire::{DeliveryBatch, DeliveryReply};
+use futures::future::BoxFuture;
 use futures::{AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, Stream};
 use tokio::sync::{mpsc, oneshot};
@@ -41,6 +42,42 @@ const RECEIVER_IDLE: Duration = Duration::from_secs(20);
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Unused lanes kept per peer: the outbox has at most two requests on their way to a node.
 const IDLE_PER_PEER: usize = 4;
+
+/// Answers a delivery batch from `peer`, on the task that read it from its lane.
+pub type DeliveryHandler = Arc<dyn Fn(PeerId, DeliveryBatch) -> BoxFuture<'static, DeliveryReply> + Send + Sync>;
+
+/// The receiving side's handler, once the node has set one (see
+/// [`super::Network::answer_deliveries`]), until the network shuts down: the handler usually
+/// holds the node, which holds the network, so keeping it longer would keep the node (and its
+/// database) alive forever.
+#[derive(Default)]
+pub(super) struct Answer(Mutex<Option<DeliveryHandler>>);
+
+impl Answer {
+    /// Sets the handler; false if one was set before.
+    pub(super) fn set(&self, handler: DeliveryHandler) -> bool {
+        let mut slot = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if slot.is_some() {
+            return false;
+        }
+        *slot = Some(handler);
+        true
+    }
+
+    fn get(&self) -> Option<DeliveryHandler> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn clear(&self) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
+    }
+}
+
+impl fmt::Debug for Answer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Answer").field("set", &self.get().is_some()).finish()
+    }
+}
 
 /// The sending side's unused lanes, by peer, and the control that opens new ones.
 pub(super) struct Lanes {
@@ -173,29 +210,43 @@ impl Lanes {
     }
 }
 
-/// Serves the lanes other nodes open to this one until `shutdown`: each request becomes a
-/// [`NetworkEvent::Delivery`], and its reply goes back on the lane.
+/// Serves the lanes other nodes open to this one until `shutdown` (or the swarm stops): each
+/// request goes to the handler, or until one is set becomes a [`NetworkEvent::Delivery`], and
+/// its reply goes back on the lane. Drops the handler when it stops.
 pub(super) async fn serve(
     mut incoming: libp2p_stream::IncomingStreams,
+    answer: Arc<Answer>,
     events: mpsc::Sender<NetworkEvent>,
     shutdown: CancellationToken,
 ) {
+    let mut lanes = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
             lane = incoming.next() => match lane {
                 Some((peer, lane)) => {
-                    tokio::spawn(serve_lane(peer, lane, events.clone(), shutdown.clone()));
+                    lanes.spawn(serve_lane(peer, lane, answer.clone(), events.clone(), shutdown.clone()));
                 }
                 None => break,
             },
+            Some(_) = lanes.join_next(), if !lanes.is_empty() => {}
         }
     }
+    // Requests being answered are abandoned (their senders will try again), and once this
+    // returns nothing here holds the handler any more.
+    lanes.shutdown().await;
+    answer.clear();
 }
 
 /// Answers the requests on one lane, in turn, until the sender closes it, it stays unused for
 /// [`RECEIVER_IDLE`], or a frame is malformed.
-async fn serve_lane(peer: PeerId, mut lane: Stream, events: mpsc::Sender<NetworkEvent>, shutdown: CancellationToken) {
+async fn serve_lane(
+    peer: PeerId,
+    mut lane: Stream,
+    answer: Arc<Answer>,
+    events: mpsc::Sender<NetworkEvent>,
+    shutdown: CancellationToken,
+) {
     loop {
         // Waiting for a request is bounded by RECEIVER_IDLE; reading one that began, like the
         // sender's whole exchange.
@@ -227,14 +278,21 @@ async fn serve_lane(peer: PeerId, mut lane: Stream, events: mpsc::Sender<Network
             },
         };
         let count = batch.messages.len();
-        let (reply, answer) = oneshot::channel();
         let shutting_down = || DeliveryReply::try_later(count, "the node is shutting down");
-        let reply = match events.try_send(NetworkEvent::Delivery { peer, batch, reply }) {
-            Ok(()) => tokio::select! {
+        let reply = if let Some(handler) = answer.get() {
+            tokio::select! {
                 () = shutdown.cancelled() => shutting_down(),
-                answer = answer => answer.unwrap_or_else(|_| shutting_down()),
-            },
-            Err(_) => DeliveryReply::try_later(count, "the node is busy"),
+                reply = handler(peer, batch) => reply,
+            }
+        } else {
+            let (reply, answer) = oneshot::channel();
+            match events.try_send(NetworkEvent::Delivery { peer, batch, reply }) {
+                Ok(()) => tokio::select! {
+                    () = shutdown.cancelled() => shutting_down(),
+                    answer = answer => answer.unwrap_or_else(|_| shutting_down()),
+                },
+                Err(_) => DeliveryReply::try_later(count, "the node is busy"),
+            }
         };
         if let Err(err) = send_frame(&mut lane, &encoding::encode(&reply)).await {
             tracing::debug!(%peer, %err, "delivery reply not sent");
