@@ -111,7 +111,8 @@ impl Daemon {
     }
 }
 
-/// Turns network events into work: deliveries to the inbox, gossip to the feed, new
+/// Turns network events into work: deliveries to the inbox (the few that arrive before it
+/// answers them on their lanes itself), gossip to the feed, new
 /// connections to the outbox (and, for a bootstrap relay, to reading our mailbox there), the
 /// owner's devices to the file endpoints' registry. Also reads the mailboxes now and then.
 async fn pump(
