@@ -112,9 +112,9 @@ impl Daemon {
 }
 
 /// Turns network events into work: deliveries to the inbox (the few that arrive before it
-/// answers them on their lanes itself), gossip to the feed, new
-/// connections to the outbox (and, for a bootstrap relay, to reading our mailbox there), the
-/// owner's devices to the file endpoints' registry. Also reads the mailboxes now and then.
+/// answers them on their lanes itself), gossip to the feed, new connections to the outbox (and,
+/// for a bootstrap relay, to reading our mailbox there), the owner's devices to the file
+/// endpoints' registry. Also reads the mailboxes now and then.
 async fn pump(
     node: Arc<Node>,
     inbox: Arc<Inbox<Governance>>,
