@@ -9,9 +9,8 @@
 //! nothing else is being sent, under load durable with the node's next durable commit); that
 //! full "settled" latency is printed too, against RTT + 3 commits. Also printed: the round trip
 //! of the node's network path alone (the `Network` handle, a delivery lane, the receiver's lane
-//! task answering at once, no database). A lane is negotiated once and then
-//! reused, where each raw request negotiates its stream (a round trip), so this path can be
-//! faster than the raw one.
+//! task answering at once, no database). A lane is negotiated once and then reused, where each
+//! raw request negotiates its stream (a round trip), so this path can be faster than the raw one.
 //!
 //! Throughput is measured twice: with 64 messages kept in flight, and draining a backlog of
 //! 20 000 messages queued in one commit (a node coming back to a contact after a long
