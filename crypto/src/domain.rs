@@ -108,11 +108,13 @@ pub enum HashDomain {
     ContactRequest,
     /// Derives a lookup key for an invite token without storing the token.
     InviteToken,
+    /// Checks a record of a node database's commit journal (a torn or stale record fails).
+    JournalRecord,
 }
 
 impl HashDomain {
     /// Every hash domain, for exhaustive checks.
-    pub const ALL: [HashDomain; 9] = [
+    pub const ALL: [HashDomain; 10] = [
         HashDomain::AuditLink,
         HashDomain::Proposal,
         HashDomain::Grant,
@@ -122,6 +124,7 @@ impl HashDomain {
         HashDomain::SealCommitment,
         HashDomain::ContactRequest,
         HashDomain::InviteToken,
+        HashDomain::JournalRecord,
     ];
 
     /// The context string mixed into every hash of this kind.
@@ -136,6 +139,7 @@ impl HashDomain {
             HashDomain::SealCommitment => "clawnet/v1/hash/seal-commitment",
             HashDomain::ContactRequest => "clawnet/v1/hash/contact-request",
             HashDomain::InviteToken => "clawnet/v1/hash/invite-token",
+            HashDomain::JournalRecord => "clawnet/v1/hash/journal-record",
         }
     }
 }

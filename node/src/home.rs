@@ -60,6 +60,12 @@ impl NodeHome {
     /// Opens the node in `dir` for reading.
     pub fn open(dir: &Path) -> Result<NodeHome, NodeError> {
         let db = NodeDb::open(&database_path(dir))?;
+        if db.recovered_batches() > 0 {
+            tracing::info!(
+                batches = db.recovered_batches(),
+                "recovered the changes committed after the last checkpoint from the commit journal"
+            );
+        }
         Ok(NodeHome { dir: dir.to_owned(), db })
     }
 

@@ -190,9 +190,9 @@ impl Txn<'_> {
     /// Stores (or updates) an approval.
     pub fn put_approval(&mut self, record: &ApprovalRecord) -> Result<(), StoreError> {
         let context = "writing an approval";
-        let mut table = self.tx.open_table(APPROVALS).ctx(context)?;
+        let mut table = self.write_table(APPROVALS).ctx(context)?;
         table.insert(&record.id.0, encoding::encode(record).as_slice()).ctx(context)?;
-        let mut pending = self.tx.open_table(PENDING_APPROVALS).ctx(context)?;
+        let mut pending = self.write_table(PENDING_APPROVALS).ctx(context)?;
         if record.status == ApprovalStatus::Pending {
             pending.insert(&record.id.0, ()).ctx(context)?;
         } else {

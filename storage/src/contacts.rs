@@ -86,7 +86,7 @@ impl ReadView {
 impl Txn<'_> {
     /// Inserts or replaces a contact record.
     pub fn put_contact(&mut self, record: &ContactRecord) -> Result<(), StoreError> {
-        let mut table = self.tx.open_table(CONTACTS).ctx("writing a contact")?;
+        let mut table = self.write_table(CONTACTS).ctx("writing a contact")?;
         table.insert(record.owner.key().as_bytes(), encoding::encode(record).as_slice()).ctx("writing a contact")?;
         Ok(())
     }

@@ -9,6 +9,7 @@ use redb::{Database, ReadableDatabase};
 
 use crate::deliveries::QueuedFeed;
 use crate::error::{DbResultExt, StoreError};
+use crate::journal::{self, Journal};
 use crate::schema::{self, META};
 use crate::view::ReadView;
 use crate::writer::{Change, CommitReceipt, Pending, Writer, WriterStats};
@@ -47,6 +48,7 @@ pub struct NodeDb {
     info: NodeInfo,
     writer: Option<Arc<Writer>>,
     queued: Arc<QueuedFeed>,
+    recovered: u64,
 }
 
 impl NodeDb {
@@ -105,7 +107,17 @@ impl NodeDb {
                 return Err(StoreError::Database { context: "opening the database", detail: err.to_string() });
             }
         };
-        NodeDb::from_database(db, path)
+        // Before anything reads it: the database is only whole with its journal replayed.
+        let recovered = journal::recover(&db, &journal::path_for(path))?;
+        let mut node = NodeDb::from_database(db, path)?;
+        node.recovered = recovered;
+        Ok(node)
+    }
+
+    /// How many batches of changes opening the database replayed from its commit journal: the
+    /// changes committed after its last checkpoint, before a crash or kill (0 after a clean stop).
+    pub fn recovered_batches(&self) -> u64 {
+        self.recovered
     }
 
     /// Enables writes, with audit entries signed by `device` (this node's device key).
@@ -114,8 +126,15 @@ impl NodeDb {
             return Err(StoreError::WrongDeviceKey);
         }
         let head = crate::audit::read_head(&self.read()?)?;
-        self.writer =
-            Some(Arc::new(Writer::start(self.db.clone(), device, self.info.owner, head, self.queued.clone())?));
+        let journal = Journal::start(&self.db, &journal::path_for(&self.path))?;
+        self.writer = Some(Arc::new(Writer::start(
+            self.db.clone(),
+            device,
+            self.info.owner,
+            head,
+            self.queued.clone(),
+            journal,
+        )?));
         Ok(())
     }
 
@@ -169,6 +188,12 @@ impl NodeDb {
         &self.path
     }
 
+    /// Where the database's commit journal is (beside the database file): part of the database,
+    /// to be kept, copied and protected with it.
+    pub fn journal_path(&self) -> PathBuf {
+        journal::path_for(&self.path)
+    }
+
     /// The messages committed changes queue in the outbox, as they commit: how the sending
     /// worker learns of them without scanning the outbox.
     pub fn queued_outbound(&self) -> &Arc<QueuedFeed> {
@@ -187,6 +212,9 @@ impl NodeDb {
         &self,
         write: impl FnOnce(&redb::WriteTransaction) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
+        if let Some(writer) = &self.writer {
+            return writer.raw_write(write);
+        }
         let tx = self.db.begin_write().ctx("writing raw")?;
         write(&tx)?;
         tx.commit().ctx("writing raw")
@@ -234,12 +262,19 @@ impl NodeDb {
         let info = NodeInfo { owner, device_key: cert.device_key, device_cert, node_name };
         drop(meta);
         drop(tx);
-        Ok(NodeDb { db: Arc::new(db), path: path.to_owned(), info, writer: None, queued: Arc::default() })
+        Ok(NodeDb {
+            db: Arc::new(db),
+            path: path.to_owned(),
+            info,
+            writer: None,
+            queued: Arc::default(),
+            recovered: 0,
+        })
     }
 }
 
 /// Creates every table, so readers never meet a missing one.
-fn create_tables(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
+pub(crate) fn create_tables(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
     let context = "creating tables";
     tx.open_table(schema::AUDIT).ctx(context)?;
     tx.open_table(schema::IDENTITIES).ctx(context)?;

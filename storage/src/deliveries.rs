@@ -209,11 +209,12 @@ impl Txn<'_> {
     /// Queues an outbound message; queuing the same message again changes nothing. Returns
     /// whether it was newly queued.
     pub fn enqueue_outbound(&mut self, id: &MessageId, record: &OutboundRecord) -> Result<bool, StoreError> {
-        let mut table = self.tx.open_table(OUTBOX).ctx("writing the outbox")?;
+        let mut table = self.write_table(OUTBOX).ctx("writing the outbox")?;
         if table.get(id.0.as_bytes()).ctx("writing the outbox")?.is_some() {
             return Ok(false);
         }
         table.insert(id.0.as_bytes(), encoding::encode(record).as_slice()).ctx("writing the outbox")?;
+        drop(table);
         self.queued.push(QueuedOutbound { id: *id, schedule: record.schedule, message: record.message.clone() });
         Ok(true)
     }
@@ -225,7 +226,7 @@ impl Txn<'_> {
         attempts: u32,
         next_attempt_at: Timestamp,
     ) -> Result<(), StoreError> {
-        let mut table = self.tx.open_table(OUTBOX).ctx("writing the outbox")?;
+        let mut table = self.write_table(OUTBOX).ctx("writing the outbox")?;
         let current = table.get(id.0.as_bytes()).ctx("writing the outbox")?.map(|v| v.value().to_vec());
         if let Some(bytes) = current {
             let mut record: OutboundRecord = decode_value(&bytes)?;
@@ -238,13 +239,13 @@ impl Txn<'_> {
 
     /// Removes an acknowledged message. Returns whether it was queued.
     pub fn acknowledge_outbound(&mut self, id: &MessageId) -> Result<bool, StoreError> {
-        let mut table = self.tx.open_table(OUTBOX).ctx("writing the outbox")?;
-        Ok(table.remove(id.0.as_bytes()).ctx("writing the outbox")?.is_some())
+        let mut table = self.write_table(OUTBOX).ctx("writing the outbox")?;
+        table.remove(id.0.as_bytes()).ctx("writing the outbox")
     }
 
     /// Records an inbound message unless it was recorded before. Returns whether it is new.
     pub fn record_inbound(&mut self, id: &MessageId, record: &InboundRecord) -> Result<bool, StoreError> {
-        let mut table = self.tx.open_table(INBOX).ctx("writing the inbox")?;
+        let mut table = self.write_table(INBOX).ctx("writing the inbox")?;
         if table.get(id.0.as_bytes()).ctx("writing the inbox")?.is_some() {
             return Ok(false);
         }

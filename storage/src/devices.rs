@@ -46,7 +46,7 @@ impl ReadView {
 impl Txn<'_> {
     /// Replaces the endpoint devices.
     pub fn put_endpoint_devices(&mut self, devices: &[EndpointDevice]) -> Result<(), StoreError> {
-        let mut meta = self.tx.open_table(META).ctx("writing the endpoint devices")?;
+        let mut meta = self.write_table(META).ctx("writing the endpoint devices")?;
         let value = EndpointDevices { devices: devices.to_vec() };
         meta.insert(META_ENDPOINT_DEVICES, encoding::encode(&value).as_slice()).ctx("writing the endpoint devices")?;
         Ok(())

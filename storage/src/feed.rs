@@ -35,7 +35,7 @@ impl ReadView {
 impl Txn<'_> {
     /// Replaces the feed state.
     pub fn put_feed(&mut self, state: &FeedState) -> Result<(), StoreError> {
-        let mut meta = self.tx.open_table(META).ctx("writing the feed")?;
+        let mut meta = self.write_table(META).ctx("writing the feed")?;
         meta.insert(META_FEED, encoding::encode(state).as_slice()).ctx("writing the feed")?;
         Ok(())
     }

@@ -383,21 +383,21 @@ impl ReadView {
 impl Txn<'_> {
     /// Replaces `identity`'s file scope.
     pub fn put_file_scope(&mut self, identity: &IdentityId, scope: &FileScope) -> Result<(), StoreError> {
-        let mut table = self.tx.open_table(FILE_SCOPES).ctx("writing a file scope")?;
+        let mut table = self.write_table(FILE_SCOPES).ctx("writing a file scope")?;
         table.insert(&identity.0, encoding::encode(scope).as_slice()).ctx("writing a file scope")?;
         Ok(())
     }
 
     /// Records that every journal entry up to `number` is applied.
     pub fn set_file_ops_settled(&mut self, number: u64) -> Result<(), StoreError> {
-        let mut table = self.tx.open_table(META).ctx("writing the file journal")?;
+        let mut table = self.write_table(META).ctx("writing the file journal")?;
         table.insert(META_FILE_OPS_SETTLED, number.to_le_bytes().as_slice()).ctx("writing the file journal")?;
         Ok(())
     }
 
     /// Stores (or updates) a journal entry.
     pub fn put_file_op(&mut self, record: &FileOpRecord) -> Result<(), StoreError> {
-        let mut table = self.tx.open_table(FILE_OPS).ctx("writing the file journal")?;
+        let mut table = self.write_table(FILE_OPS).ctx("writing the file journal")?;
         table.insert(record.number, encoding::encode(record).as_slice()).ctx("writing the file journal")?;
         Ok(())
     }

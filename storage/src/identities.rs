@@ -82,7 +82,7 @@ impl ReadView {
 impl Txn<'_> {
     /// Inserts or replaces an identity record.
     pub fn put_identity(&mut self, record: &IdentityRecord) -> Result<(), StoreError> {
-        let mut table = self.tx.open_table(IDENTITIES).ctx("writing an identity")?;
+        let mut table = self.write_table(IDENTITIES).ctx("writing an identity")?;
         table.insert(&record.id.0, encoding::encode(record).as_slice()).ctx("writing an identity")?;
         Ok(())
     }

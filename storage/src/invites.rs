@@ -45,14 +45,14 @@ impl ReadView {
 impl Txn<'_> {
     /// Stores an invite under its token's lookup key.
     pub fn put_invite(&mut self, lookup_key: &Hash32, record: &InviteRecord) -> Result<(), StoreError> {
-        let mut table = self.tx.open_table(INVITES).ctx("writing an invite")?;
+        let mut table = self.write_table(INVITES).ctx("writing an invite")?;
         table.insert(lookup_key.as_bytes(), encoding::encode(record).as_slice()).ctx("writing an invite")?;
         Ok(())
     }
 
     /// Forgets invites that expired before `now`; returns how many.
     pub fn prune_invites(&mut self, now: Timestamp) -> Result<u64, StoreError> {
-        let mut table = self.tx.open_table(INVITES).ctx("pruning invites")?;
+        let mut table = self.write_table(INVITES).ctx("pruning invites")?;
         let mut pruned = 0;
         table
             .retain(|_, value| {

@@ -17,7 +17,7 @@ impl ReadView {
 impl Txn<'_> {
     /// Replaces the locked keystore blob.
     pub fn put_keystore(&mut self, blob: &[u8]) -> Result<(), StoreError> {
-        let mut meta = self.tx.open_table(META).ctx("writing the keystore")?;
+        let mut meta = self.write_table(META).ctx("writing the keystore")?;
         meta.insert(META_KEYSTORE, blob).ctx("writing the keystore")?;
         Ok(())
     }

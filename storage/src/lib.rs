@@ -18,6 +18,7 @@ pub mod feed;
 pub mod files;
 pub mod identities;
 pub mod invites;
+mod journal;
 pub mod keystore;
 pub mod memory;
 pub mod peers;

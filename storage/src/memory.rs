@@ -237,15 +237,15 @@ impl Txn<'_> {
     /// with [`ReadView::next_memory_id`] while holding its own lock on memory writes (a step
     /// cannot refuse: a failing step fails the whole group commit).
     pub fn put_memory(&mut self, identity: &IdentityId, record: &MemoryRecord) -> Result<(), StoreError> {
-        let mut table = self.tx.open_table(MEMORY).ctx("writing memory")?;
+        let mut table = self.write_table(MEMORY).ctx("writing memory")?;
         table.insert((&identity.0, record.id), encoding::encode(record).as_slice()).ctx("writing memory")?;
         Ok(())
     }
 
     /// Deletes entry `id`; returns whether it existed.
     pub fn delete_memory(&mut self, identity: &IdentityId, id: u64) -> Result<bool, StoreError> {
-        let mut table = self.tx.open_table(MEMORY).ctx("deleting memory")?;
-        Ok(table.remove((&identity.0, id)).ctx("deleting memory")?.is_some())
+        let mut table = self.write_table(MEMORY).ctx("deleting memory")?;
+        table.remove((&identity.0, id)).ctx("deleting memory")
     }
 }
 

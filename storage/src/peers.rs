@@ -43,7 +43,7 @@ impl Txn<'_> {
         addresses: &[String],
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        let mut table = self.tx.open_table(PEERS).ctx("writing peers")?;
+        let mut table = self.write_table(PEERS).ctx("writing peers")?;
         let existing = table.get(device_key.as_bytes()).ctx("writing peers")?.map(|v| v.value().to_vec());
         let mut known = match existing {
             Some(bytes) => decode_value::<PeerRecord>(&bytes)?.addresses,

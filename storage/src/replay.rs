@@ -51,7 +51,7 @@ impl ReadView {
 impl Txn<'_> {
     /// Records accepted nonces until their objects expire.
     pub fn record_nonces(&mut self, nonces: &[(Nonce, Timestamp)]) -> Result<(), StoreError> {
-        let mut table = self.tx.open_table(NONCES).ctx("writing the replay cache")?;
+        let mut table = self.write_table(NONCES).ctx("writing the replay cache")?;
         for (nonce, keep_until) in nonces {
             table.insert(&nonce.0, keep_until.as_millis()).ctx("writing the replay cache")?;
         }
@@ -60,7 +60,7 @@ impl Txn<'_> {
 
     /// Forgets nonces whose objects expired before `now`; returns how many.
     pub fn prune_nonces(&mut self, now: Timestamp) -> Result<u64, StoreError> {
-        let mut table = self.tx.open_table(NONCES).ctx("pruning the replay cache")?;
+        let mut table = self.write_table(NONCES).ctx("pruning the replay cache")?;
         let mut pruned = 0;
         table
             .retain(|_, keep_until| {

@@ -3,7 +3,9 @@
 //! Keys are fixed-size byte arrays or integers; values are the canonical versioned encoding
 //! (`clawnet_crypto::encoding`) of a record type, or raw signed bytes for the audit chain.
 
-use redb::TableDefinition;
+use redb::{Key, TableDefinition, TableHandle, Value};
+
+use crate::error::{DbResultExt, StoreError};
 
 /// The layout this build writes and reads. Bump it, and add a migration, with any change to a
 /// table or record encoding.
@@ -51,5 +53,88 @@ pub(crate) const META_NODE_NAME: &str = "node_name";
 pub(crate) const META_KEYSTORE: &str = "keystore";
 pub(crate) const META_FEED: &str = "feed";
 pub(crate) const META_FILE_OPS_SETTLED: &str = "file_ops_settled";
+/// The commit journal's id and the last batch the database holds durably (`journal.rs`).
+pub(crate) const META_JOURNAL: &str = "journal";
 /// The owner's devices certified to run a file endpoint (`devices.rs`).
 pub(crate) const META_ENDPOINT_DEVICES: &str = "endpoint_devices";
+
+/// Lists every table once: `replay_write` dispatches a journaled write to its table by name.
+macro_rules! journaled_tables {
+    ($($table:ident),* $(,)?) => {
+        /// Applies one journaled write (`journal.rs`) to the table named `name`: `value` put under
+        /// `key`, or `key` removed.
+        pub(crate) fn replay_write(
+            tx: &redb::WriteTransaction,
+            name: &str,
+            key: &[u8],
+            value: Option<&[u8]>,
+        ) -> Result<(), StoreError> {
+            $(if name == $table.name() {
+                return apply(tx, $table, key, value);
+            })*
+            Err(StoreError::Corrupt { what: "commit journal", detail: format!("a write to unknown table {name:?}") })
+        }
+
+        /// The names `replay_write` knows.
+        #[cfg(test)]
+        pub(crate) fn journaled_names() -> Vec<&'static str> {
+            vec![$($table.name()),*]
+        }
+    };
+}
+
+journaled_tables!(
+    META,
+    AUDIT,
+    IDENTITIES,
+    CONTACTS,
+    SESSIONS,
+    TURNS,
+    NONCES,
+    OUTBOX,
+    INVITES,
+    PEERS,
+    INBOX,
+    MEMORY,
+    APPROVALS,
+    PENDING_APPROVALS,
+    FILE_SCOPES,
+    FILE_OPS,
+);
+
+fn apply<K: Key + 'static, V: Value + 'static>(
+    tx: &redb::WriteTransaction,
+    table: TableDefinition<'static, K, V>,
+    key: &[u8],
+    value: Option<&[u8]>,
+) -> Result<(), StoreError> {
+    let context = "replaying the commit journal";
+    let mut table = tx.open_table(table).ctx(context)?;
+    match value {
+        Some(value) => table.insert(K::from_bytes(key), V::from_bytes(value)).map(drop),
+        None => table.remove(K::from_bytes(key)).map(drop),
+    }
+    .ctx(context)
+}
+
+#[cfg(test)]
+mod tests {
+    use redb::{ReadableDatabase, TableHandle};
+
+    #[test]
+    fn the_journal_can_replay_a_write_to_every_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("db.redb")).unwrap();
+        let tx = db.begin_write().unwrap();
+        tx.open_table(super::META).unwrap();
+        crate::db::create_tables(&tx).unwrap();
+        tx.commit().unwrap();
+        let known = super::journaled_names();
+        let tables: Vec<String> =
+            db.begin_read().unwrap().list_tables().unwrap().map(|table| table.name().to_owned()).collect();
+        assert_eq!(tables.len(), 16);
+        for table in tables {
+            assert!(known.contains(&table.as_str()), "the journal cannot replay writes to {table}");
+        }
+    }
+}

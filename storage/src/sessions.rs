@@ -80,14 +80,14 @@ impl ReadView {
 impl Txn<'_> {
     /// Inserts or replaces a session record.
     pub fn put_session(&mut self, id: &SessionId, record: &SessionRecord) -> Result<(), StoreError> {
-        let mut table = self.tx.open_table(SESSIONS).ctx("writing a session")?;
+        let mut table = self.write_table(SESSIONS).ctx("writing a session")?;
         table.insert(&id.0, encoding::encode(record).as_slice()).ctx("writing a session")?;
         Ok(())
     }
 
     /// Stores turn `turn_no` of session `id`.
     pub fn put_turn(&mut self, id: &SessionId, turn_no: u32, turn: &Signed<Turn>) -> Result<(), StoreError> {
-        let mut table = self.tx.open_table(TURNS).ctx("writing a turn")?;
+        let mut table = self.write_table(TURNS).ctx("writing a turn")?;
         let bytes = encoding::encode(&StoredTurn(turn.clone()));
         table.insert((&id.0, turn_no), bytes.as_slice()).ctx("writing a turn")?;
         Ok(())
@@ -95,7 +95,7 @@ impl Txn<'_> {
 
     /// Drops the turns of `id` after the first `keep` (a close cut the transcript back).
     pub fn truncate_turns(&mut self, id: &SessionId, keep: u32) -> Result<(), StoreError> {
-        let mut table = self.tx.open_table(TURNS).ctx("cutting a transcript")?;
+        let mut table = self.write_table(TURNS).ctx("cutting a transcript")?;
         table
             .retain_in((&id.0, keep.saturating_add(1))..=(&id.0, u32::MAX), |_, _| false)
             .ctx("cutting a transcript")?;

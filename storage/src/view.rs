@@ -1,11 +1,13 @@
 //! Transaction wrappers: domain modules add their read and write methods to these, so code
 //! outside this crate never sees a redb type.
 
+use std::cell::RefCell;
 use std::fmt;
 
 use clawnet_crypto::{WireFormat, encoding};
 
 use crate::error::StoreError;
+use crate::journal::JournaledTable;
 
 /// A consistent read-only snapshot of the database.
 pub struct ReadView {
@@ -25,6 +27,23 @@ pub struct Txn<'a> {
     /// Messages this transaction queued in the outbox, published to the sending worker once it
     /// commits (see [`crate::deliveries::QueuedFeed`]).
     pub(crate) queued: Vec<crate::deliveries::QueuedOutbound>,
+    /// Every write made through [`Txn::write_table`], recorded for the commit journal.
+    pub(crate) writes: RefCell<Vec<u8>>,
+}
+
+impl<'a> Txn<'a> {
+    pub(crate) fn new(tx: &'a redb::WriteTransaction) -> Txn<'a> {
+        Txn { tx, queued: Vec::new(), writes: RefCell::default() }
+    }
+
+    /// Opens `table` for writing. Every write goes through here, so the journal sees it: a
+    /// write made on `self.tx` directly would be lost by a crash before the next checkpoint.
+    pub(crate) fn write_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        table: redb::TableDefinition<'static, K, V>,
+    ) -> Result<JournaledTable<'_, K, V>, redb::TableError> {
+        JournaledTable::open(self.tx, table, &self.writes)
+    }
 }
 
 impl fmt::Debug for Txn<'_> {

@@ -7,14 +7,15 @@
 //! Two stages form a pipeline. The *sealer* thread takes everything queued (one batch), numbers
 //! and links its audit entries and signs them, handing half of a large batch to a *signer*
 //! helper thread; the *committer* thread takes every sealed batch available, runs each change's
-//! step, inserts the sealed entries and commits them in one write transaction with fsync. While
+//! step, inserts the sealed entries and commits them in one durable write transaction (durable
+//! through the commit journal, `journal.rs`; a checkpoint now and then). While
 //! the committer flushes, the sealer signs what queued meanwhile, so a stream of appends runs at
 //! the speed of the slower stage, not of both, and batches grow with the load. A blocking
 //! [`NodeDb::commit`](crate::NodeDb::commit) with nothing in flight skips the threads and seals
 //! and commits on the calling thread: a lone change pays for its fsync and nothing else.
 //!
 //! A change may be *durable later* ([`Change::durable_later`]): it is committed and visible when
-//! its commit returns, but a batch made only of such changes skips the fsync, so it reaches the
+//! its commit returns, but a batch made only of such changes skips the sync, so it reaches the
 //! disk with the next durable commit (or when the database is closed). A crash before that loses
 //! it, and every later change, never an earlier one: what survives is always a prefix of the
 //! commit sequence, so the audit chain on disk stays whole. It is for bookkeeping that a crash
@@ -47,6 +48,7 @@ use redb::Database;
 
 use crate::deliveries::QueuedFeed;
 use crate::error::{DbResultExt, StoreError};
+use crate::journal::Journal;
 use crate::schema::AUDIT;
 use crate::view::Txn;
 
@@ -271,6 +273,8 @@ struct Shared {
     stats: Mutex<WriterStats>,
     /// Where committed transactions publish the messages they queued.
     queued: Arc<QueuedFeed>,
+    /// Makes batches durable between checkpoints; held by whichever thread commits.
+    journal: Mutex<Journal>,
 }
 
 /// The group-commit writer of one database: a handle on the sealer and committer threads.
@@ -294,6 +298,7 @@ impl Writer {
         owner: OwnerId,
         head: ChainHead,
         queued: Arc<QueuedFeed>,
+        journal: Journal,
     ) -> Result<Writer, StoreError> {
         let shared = Arc::new(Shared {
             db,
@@ -304,6 +309,7 @@ impl Writer {
             poisoned: OnceLock::new(),
             stats: Mutex::new(WriterStats::default()),
             queued,
+            journal: Mutex::new(journal),
         });
         let (inbox, jobs) = sync_channel::<Job>(QUEUE_CAPACITY);
         // The sealer never waits for the committer (which takes every sealed batch at once),
@@ -368,6 +374,17 @@ impl Writer {
         }
     }
 
+    /// Runs `write` in a durable transaction of its own, outside the audit chain and the
+    /// journal (a checkpoint, so no replay undoes it): only for tests that play an attacker
+    /// with write access to the file.
+    #[cfg(any(test, feature = "tamper"))]
+    pub(crate) fn raw_write(
+        &self,
+        write: impl FnOnce(&redb::WriteTransaction) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.shared.checkpoint(write)
+    }
+
     /// Whether nothing is in flight and no thread is committing.
     pub(crate) fn is_idle(&self) -> bool {
         self.shared.in_flight.load(Ordering::SeqCst) == 0 && self.shared.head.try_lock().is_ok()
@@ -419,6 +436,11 @@ impl Drop for Writer {
         self.inbox = None;
         for thread in self.threads.drain(..) {
             let _ = thread.join();
+        }
+        // A last checkpoint, so the next open has nothing to replay. Without it (a crash) the
+        // journal replays the same batches.
+        if self.shared.poisoned.get().is_none() && lock(&self.shared.journal).has_records() {
+            let _ = self.shared.checkpoint(|_| Ok(()));
         }
     }
 }
@@ -503,6 +525,18 @@ impl Committer {
 }
 
 impl Shared {
+    /// Commits `write` in redb as a checkpoint of the journal: durably, with every batch before.
+    fn checkpoint(&self, write: impl FnOnce(&redb::WriteTransaction) -> Result<(), StoreError>) -> Result<(), StoreError> {
+        let context = "checkpointing the commit journal";
+        let mut journal = lock(&self.journal);
+        let tx = self.db.begin_write().ctx(context)?;
+        write(&tx)?;
+        journal.write_checkpoint(&tx)?;
+        tx.commit().ctx(context)?;
+        journal.checkpointed();
+        Ok(())
+    }
+
     /// Updates the statistics after a batch, and poisons the writer if it failed.
     fn record(
         &self,
@@ -610,15 +644,12 @@ fn commit_batch(shared: &Shared, jobs: Vec<Job>, sealed: &[Vec<SealedEntry>]) ->
 
 fn write_batch(shared: &Shared, jobs: Vec<Job>, sealed: &[Vec<SealedEntry>]) -> Result<Vec<Committed>, StoreError> {
     let context = "committing a change";
+    let mut journal = lock(&shared.journal);
     let mut tx = shared.db.begin_write().ctx(context)?;
-    if jobs.iter().all(|job| job.durable_later) {
-        // Refused only by a database shared between processes: it then commits durably, which
-        // is always allowed.
-        let _ = tx.set_durability(redb::Durability::None);
-    }
+    let sync = !jobs.iter().all(|job| job.durable_later);
     let mut done = Vec::with_capacity(jobs.len());
-    let queued = {
-        let mut txn = Txn { tx: &tx, queued: Vec::new() };
+    let (queued, writes) = {
+        let mut txn = Txn::new(&tx);
         for (job, entries) in jobs.into_iter().zip(sealed) {
             let output = match job.step {
                 Some(step) => step(&mut txn)?,
@@ -627,13 +658,26 @@ fn write_batch(shared: &Shared, jobs: Vec<Job>, sealed: &[Vec<SealedEntry>]) -> 
             let receipt = CommitReceipt { entries: entries.iter().map(|e| (e.seq, e.link)).collect() };
             done.push((output, receipt));
         }
-        let mut audit = tx.open_table(AUDIT).ctx(context)?;
+        let mut audit = txn.write_table(AUDIT).ctx(context)?;
         for entry in sealed.iter().flatten() {
             audit.insert(entry.seq, entry.record.as_slice()).ctx(context)?;
         }
-        txn.queued
+        drop(audit);
+        (txn.queued, txn.writes.into_inner())
     };
-    tx.commit().ctx(context)?;
+    // The journal's record is on disk (or, for durable-later changes, written) before redb
+    // commits, so no reader sees what a crash could take back; redb then skips its fsync.
+    if journal.append(&writes, sync)? {
+        // Refused only by a database shared between processes: it then commits durably, which
+        // is always allowed.
+        let _ = tx.set_durability(redb::Durability::None);
+        tx.commit().ctx(context)?;
+    } else {
+        journal.write_checkpoint(&tx)?;
+        tx.commit().ctx(context)?;
+        journal.checkpointed();
+    }
+    drop(journal);
     shared.queued.publish(queued);
     Ok(done)
 }

@@ -140,6 +140,7 @@ fn attack_cases(node: &Node) -> Vec<(&'static str, Attack)> {
         ("data dir: whitelist a folder inside it", Folder(data.join("files"))),
         ("data dir: whitelist the backup store", Folder(data.join("files/blobs"))),
         ("data dir: read the database", denied(Work, read(&database_path(&data)), L2)),
+        ("data dir: read the commit journal", denied(Work, read(&node.home.home().db().journal_path()), L2)),
         ("data dir: list it", denied(Work, list(&data), L2)),
         ("data dir: list the backups", denied(Work, list(&data.join("files/blobs")), L2)),
         ("data dir: overwrite the database", denied(Work, plant(&database_path(&data), WriteMode::Overwrite), L2)),

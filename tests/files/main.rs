@@ -170,12 +170,13 @@ fn fingerprint_of(meta: &fs::Metadata) -> Fingerprint {
     }
 }
 
-/// Everything under BASE but the database and the endpoint's note of its current change (which
-/// the node rewrites as it works).
+/// Everything under BASE but the database, its commit journal and the endpoint's note of its
+/// current change (which the node rewrites as it works).
 fn everything(node: &Node) -> Tree {
     let database = database_path(node.home.home().dir());
+    let journal = node.home.home().db().journal_path();
     let intent = node.home.home().dir().join("files/intent");
-    Tree::of_except(&node.base, |path| path == database || path == intent)
+    Tree::of_except(&node.base, |path| path == database || path == journal || path == intent)
 }
 
 mod attacks;
