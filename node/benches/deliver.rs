@@ -7,7 +7,10 @@
 //! commits; it is measured until the sender holds the receiver's reply ("recorded"). The sender
 //! then records the acknowledgement (a third commit, off the delivery's path: its own fsync when
 //! nothing else is being sent, under load durable with the node's next durable commit); that
-//! full "settled" latency is printed too, against RTT + 3 commits. Also printed: the round trip
+//! full "settled" latency is printed too, against RTT + 3 commits. The node makes a commit
+//! durable with one synced write to its commit journal, and redb's own fsync only at its
+//! checkpoints (`clawnet_storage`'s `journal.rs`); the floor still counts raw redb durable
+//! commits, the durable commit the issue names. Also printed: the round trip
 //! of the node's network path alone (the `Network` handle, a delivery lane, the receiver's lane
 //! task answering at once, no database). A lane is negotiated once and then reused, where each
 //! raw request negotiates its stream (a round trip), so this path can be faster than the raw one.

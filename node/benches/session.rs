@@ -23,7 +23,8 @@
 //! disk, which is a real cost of the design and shows in the ratio). The floor is therefore
 //! `raw RTT + 2 raw commits`, as the issue states it; since the path crosses the network once
 //! rather than twice, that floor is generous by about half an RTT, so the ratio against the
-//! stricter `RTT / 2 + 2 commits` is printed as well.
+//! stricter `RTT / 2 + 2 commits` is printed as well. As in the deliver bench, the nodes make
+//! commits durable through their commit journals and the floor counts raw redb durable commits.
 //!
 //! Also printed: one session's time from the ask to its last turn durable on both nodes, and
 //! how many closes reached both nodes only after an outbox retry (see [`LATE_CLOSE`]).
