@@ -262,14 +262,7 @@ impl NodeDb {
         let info = NodeInfo { owner, device_key: cert.device_key, device_cert, node_name };
         drop(meta);
         drop(tx);
-        Ok(NodeDb {
-            db: Arc::new(db),
-            path: path.to_owned(),
-            info,
-            writer: None,
-            queued: Arc::default(),
-            recovered: 0,
-        })
+        Ok(NodeDb { db: Arc::new(db), path: path.to_owned(), info, writer: None, queued: Arc::default(), recovered: 0 })
     }
 }
 

@@ -151,7 +151,10 @@ impl Journal {
         record.extend_from_slice(&seq.to_le_bytes());
         record.extend_from_slice(record_hash(&self.id, seq, writes).as_bytes());
         record.extend_from_slice(writes);
-        let io = |err: std::io::Error| StoreError::Io { context: "writing the commit journal".into(), detail: err.to_string() };
+        let io = |err: std::io::Error| StoreError::Io {
+            context: "writing the commit journal".into(),
+            detail: err.to_string(),
+        };
         self.file.seek(SeekFrom::Start(self.end)).map_err(io)?;
         self.file.write_all(&record).map_err(io)?;
         if sync {
@@ -190,7 +193,9 @@ pub(crate) fn recover(db: &Database, path: &Path) -> Result<u64, StoreError> {
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(err) => return Err(StoreError::Io { context: format!("reading {}", path.display()), detail: err.to_string() }),
+        Err(err) => {
+            return Err(StoreError::Io { context: format!("reading {}", path.display()), detail: err.to_string() });
+        }
     };
     if !bytes.starts_with(MAGIC) {
         return Err(StoreError::Corrupt {
@@ -283,7 +288,10 @@ fn replay(tx: &WriteTransaction, mut writes: &[u8]) -> Result<(), StoreError> {
 /// Creates the journal file at `path`, or resets one of the wrong size or kind: the magic, then
 /// zeros up to `capacity`, synced with its directory entry.
 fn prepare_file(path: &Path, capacity: u64) -> Result<File, StoreError> {
-    let io = |err: std::io::Error| StoreError::Io { context: format!("preparing {}", path.display()), detail: err.to_string() };
+    let io = |err: std::io::Error| StoreError::Io {
+        context: format!("preparing {}", path.display()),
+        detail: err.to_string(),
+    };
     let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).map_err(io)?;
     let mut magic = [0u8; MAGIC.len()];
     let ready = file.metadata().map_err(io)?.len() == capacity

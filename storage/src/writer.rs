@@ -526,7 +526,10 @@ impl Committer {
 
 impl Shared {
     /// Commits `write` in redb as a checkpoint of the journal: durably, with every batch before.
-    fn checkpoint(&self, write: impl FnOnce(&redb::WriteTransaction) -> Result<(), StoreError>) -> Result<(), StoreError> {
+    fn checkpoint(
+        &self,
+        write: impl FnOnce(&redb::WriteTransaction) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         let context = "checkpointing the commit journal";
         let mut journal = lock(&self.journal);
         let tx = self.db.begin_write().ctx(context)?;
