@@ -114,6 +114,10 @@ pub(crate) struct Journal {
     next_seq: u64,
     /// Records written since the last checkpoint.
     since_checkpoint: u32,
+    /// Whether a record was written without a sync since the last sync or checkpoint.
+    unsynced: bool,
+    /// Syncs so far, for statistics.
+    syncs: u64,
 }
 
 impl Journal {
@@ -132,7 +136,16 @@ impl Journal {
         let tx = db.begin_write().ctx(context)?;
         checkpoint.write(&tx)?;
         tx.commit().ctx(context)?;
-        Ok(Journal { file, id: checkpoint.id, capacity, end: HEADER, next_seq: last + 1, since_checkpoint: 0 })
+        Ok(Journal {
+            file,
+            id: checkpoint.id,
+            capacity,
+            end: HEADER,
+            next_seq: last + 1,
+            since_checkpoint: 0,
+            unsynced: false,
+            syncs: 0,
+        })
     }
 
     /// Appends the writes of the next batch, synced unless `sync` is false.
@@ -157,13 +170,32 @@ impl Journal {
         };
         self.file.seek(SeekFrom::Start(self.end)).map_err(io)?;
         self.file.write_all(&record).map_err(io)?;
+        self.unsynced = true;
         if sync {
-            self.file.sync_data().map_err(io)?;
+            self.sync()?;
         }
         self.end += length as u64;
         self.next_seq += 1;
         self.since_checkpoint += 1;
         Ok(true)
+    }
+
+    /// Syncs what was written since the last sync (this record, and durable-later ones before it).
+    fn sync(&mut self) -> Result<(), StoreError> {
+        if self.unsynced {
+            self.file.sync_data().map_err(|err| StoreError::Io {
+                context: "syncing the commit journal".into(),
+                detail: err.to_string(),
+            })?;
+            self.unsynced = false;
+            self.syncs += 1;
+        }
+        Ok(())
+    }
+
+    /// Syncs so far.
+    pub(crate) fn syncs(&self) -> u64 {
+        self.syncs
     }
 
     /// Makes `tx` the checkpoint of the next batch: commit it durably, then call
@@ -175,6 +207,8 @@ impl Journal {
     /// The checkpoint written by [`Journal::write_checkpoint`] is durable: start again from the
     /// top of the file.
     pub(crate) fn checkpointed(&mut self) {
+        // The durable redb commit carries every batch before it.
+        self.unsynced = false;
         self.end = HEADER;
         self.next_seq += 1;
         self.since_checkpoint = 0;

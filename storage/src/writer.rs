@@ -148,6 +148,8 @@ pub struct WriterStats {
     pub sealing: Duration,
     /// Time spent committing (running steps, inserting, flushing).
     pub committing: Duration,
+    /// Syncs of the commit journal: one per durable batch between checkpoints.
+    pub journal_syncs: u64,
 }
 
 /// The position the next audit entry takes.
@@ -344,7 +346,8 @@ impl Writer {
     }
 
     pub(crate) fn stats(&self) -> WriterStats {
-        *lock(&self.shared.stats)
+        let journal_syncs = lock(&self.shared.journal).syncs();
+        WriterStats { journal_syncs, ..*lock(&self.shared.stats) }
     }
 
     /// Queues `change`; blocks only if the queue is full, never on the disk.

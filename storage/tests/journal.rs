@@ -259,3 +259,16 @@ fn a_damaged_journal_header_is_refused_with_what_to_do() {
     let db = NodeDb::open(&path).unwrap();
     assert_eq!(db.verify_audit().unwrap().entries, 1);
 }
+
+#[test]
+fn a_durable_later_change_waits_for_the_next_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = create(&dir.path().join("node.redb"));
+    let syncs = || db.writer_stats().unwrap().journal_syncs;
+    let before = syncs();
+    db.commit(Change::audit(step(1)).durable_later()).unwrap();
+    db.commit(Change::audit(step(2)).durable_later()).unwrap();
+    assert_eq!(syncs(), before, "durable-later changes take no sync of their own");
+    db.append(step(3)).unwrap();
+    assert_eq!(syncs(), before + 1, "one sync carries the durable change and those before it");
+}
