@@ -5,9 +5,9 @@
 //! (outbox) before sending, and the receiver records it (inbox, with its audit entry) before
 //! replying. Its latency floor is one raw request-response round trip plus two raw durable
 //! commits; it is measured until the sender holds the receiver's reply ("recorded"). The sender
-//! then records the acknowledgement (a third commit, off the delivery's path: its own fsync when
-//! nothing else is being sent, under load durable with the node's next durable commit); that
-//! full "settled" latency is printed too, against RTT + 3 commits. The node makes a commit
+//! then records the acknowledgement (a third commit, off the delivery's path and durable later:
+//! it takes no sync of its own, its journal record is synced with the node's next durable
+//! commit); that full "settled" latency is printed too, against RTT + 3 commits. The node makes a commit
 //! durable with one synced write to its commit journal, and redb's own fsync only at its
 //! checkpoints (`clawnet_storage`'s `journal.rs`); the floor still counts raw redb durable
 //! commits, the durable commit the issue names. Also printed: the round trip

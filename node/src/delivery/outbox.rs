@@ -397,6 +397,9 @@ impl Outbox {
         let settled = removed.len() as u64;
         self.inner.mailboxes.forget(&removed);
         let forget = removed.clone();
+        // Bookkeeping a crash may undo: a message still queued after one is sent again, and its
+        // receiver answers from its dedup. So it takes no sync of its own: its journal record
+        // is synced with the next durable commit's (or checkpointed when the node stops).
         let mut change = Change::new(move |txn| {
             for id in &removed {
                 txn.acknowledge_outbound(id)?;
@@ -405,17 +408,8 @@ impl Outbox {
                 txn.reschedule_outbound(id, *attempts, *next)?;
             }
             Ok(())
-        });
-        // Bookkeeping a crash may undo: a message still queued after one is sent again, and its
-        // receiver answers from its dedup. So under load it needs no fsync of its own and rides
-        // on the next durable commit. When nothing else is being sent or written it takes its
-        // own fsync now, while the other node works: left for later, its pages would be flushed
-        // by the next commit, usually the one that queues the next message, whose delivery
-        // would pay for them (~100 µs here).
-        let quiet = lock(&self.inner.queue).is_quiet() && self.inner.db.is_idle();
-        if !quiet {
-            change = change.durable_later();
-        }
+        })
+        .durable_later();
         for audit in audits {
             change = change.with_audit(audit);
         }

@@ -254,13 +254,6 @@ impl SendQueue {
         }
     }
 
-    /// Whether nothing is on its way or ready to leave (messages due later aside).
-    pub(super) fn is_quiet(&self) -> bool {
-        self.in_flight == 0
-            && self.probes == 0
-            && self.nodes.values().all(|node| node.requests == 0 && node.ready.is_empty())
-    }
-
     /// Up to `limit` of the messages waiting for `recipient` (not on their way), in queue order.
     pub(super) fn waiting_for(&self, recipient: &SigningPublicKey, limit: usize) -> Vec<MessageId> {
         let Some(node) = self.nodes.get(recipient) else { return Vec::new() };
@@ -418,11 +411,5 @@ mod tests {
         let (batches, wait) = queue.take_batches(T0, &HashSet::new());
         assert_eq!(ids(&batches[0]), [id]);
         assert_eq!(wait, Some(Duration::from_millis(50)));
-
-        // Quiet once nothing is on its way or ready (a message due later does not count).
-        assert!(!queue.is_quiet());
-        queue.finished(&batches[0], Some(true), &all(&batches[0], Fate::Done), T0);
-        queue.forget(&[id]);
-        assert!(queue.is_quiet());
     }
 }
