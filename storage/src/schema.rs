@@ -9,7 +9,7 @@ use crate::error::{DbResultExt, StoreError};
 
 /// The layout this build writes and reads. Bump it, and add a migration, with any change to a
 /// table or record encoding.
-pub(crate) const SCHEMA_VERSION: u32 = 3;
+pub(crate) const SCHEMA_VERSION: u32 = 4;
 
 /// Node facts: schema version, owner, device certificate, keystore blob.
 pub(crate) const META: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("meta");
@@ -54,6 +54,7 @@ pub(crate) const META_KEYSTORE: &str = "keystore";
 pub(crate) const META_FEED: &str = "feed";
 pub(crate) const META_FILE_OPS_SETTLED: &str = "file_ops_settled";
 /// The commit journal's id and the last batch the database holds durably (`journal.rs`).
+/// Since schema 4: a build before it would open the database without replaying its journal.
 pub(crate) const META_JOURNAL: &str = "journal";
 /// The owner's devices certified to run a file endpoint (`devices.rs`).
 pub(crate) const META_ENDPOINT_DEVICES: &str = "endpoint_devices";

@@ -286,7 +286,7 @@ fn unknown_schema_version_is_refused_with_a_clear_error() {
     clawnet_storage::audit::tamper_with_schema_version(&db, 99).unwrap();
     drop(db);
     let err = NodeDb::open(&path).unwrap_err();
-    assert_eq!(err, StoreError::SchemaTooNew { found: 99, supported: 3 });
+    assert_eq!(err, StoreError::SchemaTooNew { found: 99, supported: 4 });
     assert!(err.to_string().contains("upgrade clawnet"));
 }
 
