@@ -147,7 +147,7 @@ impl Handler for AcceptAll {
             "benchmark",
             Outcome::Success,
         );
-        Ok(Accepted { change: Change::new(|_txn| Ok(())).with_audit(audit), follow_up: (), hold: None })
+        Ok(Accepted::new(Change::new(|_txn| Ok(())).with_audit(audit), (), None))
     }
 
     async fn committed(&self, (): ()) {}

@@ -128,7 +128,7 @@ impl Governance {
             txn.record_nonces(&nonces)
         })
         .with_audit(audit);
-        Ok(Accepted { change, follow_up: FollowUp::None, hold: Some(Hold::new(hold)) })
+        Ok(Accepted::new(change, FollowUp::None, Some(Hold::new(hold))))
     }
 
     async fn contact_accept(&self, peer: PeerId, signed: Signed<ContactAccept>) -> Result<Accepted<FollowUp>, Refusal> {
@@ -168,7 +168,7 @@ impl Governance {
             txn.record_nonces(&nonces)
         })
         .with_audit(audit);
-        Ok(Accepted { change, follow_up: FollowUp::Publish { rotate: false }, hold: Some(Hold::new(hold)) })
+        Ok(Accepted::new(change, FollowUp::Publish { rotate: false }, Some(Hold::new(hold))))
     }
 
     async fn contact_removal(
@@ -203,7 +203,7 @@ impl Governance {
         if let Some(feed) = old_feed {
             let _ = node.network.unsubscribe(feed.topic()).await;
         }
-        Ok(Accepted { change, follow_up: FollowUp::Publish { rotate: true }, hold: Some(Hold::new(hold)) })
+        Ok(Accepted::new(change, FollowUp::Publish { rotate: true }, Some(Hold::new(hold))))
     }
 
     async fn tag_sync(&self, peer: PeerId, sealed: SealedTags) -> Result<Accepted<FollowUp>, Refusal> {
@@ -218,11 +218,7 @@ impl Governance {
         let object = format!("tag sync from {} ({})", record.display_name, record.owner.fingerprint());
         match self.node.accept_tags(&record, &sealed, "direct sync").await {
             // accept_tags committed the new tags itself; the delivery only needs its inbox record.
-            Ok(change) => Ok(Accepted {
-                change: Change::new(|_txn| Ok(())),
-                follow_up: FollowUp::Follow(FeedChangeBox(change)),
-                hold: None,
-            }),
+            Ok(change) => Ok(Accepted::new(Change::new(|_txn| Ok(())), FollowUp::Follow(FeedChangeBox(change)), None)),
             Err(TagsRefused::NotForUs) => Err(attack("tag-sync", actor, &object, "sealed for other recipients")),
             Err(TagsRefused::Invalid(reason)) => Err(attack("tag-sync", actor, &object, reason)),
         }

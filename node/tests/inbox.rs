@@ -4,7 +4,7 @@
 
 use clawnet_crypto::Timestamp;
 use clawnet_node::delivery::{Accepted, Handler, Inbox, Refusal};
-use clawnet_node::home::{KeyProtection, NodeHome};
+use clawnet_node::home::{KeyProtection, NodeHome, UnlockedHome};
 use clawnet_node::network::peer_id_of;
 use clawnet_protocol::MessageId;
 use clawnet_protocol::Nonce;
@@ -23,17 +23,17 @@ impl Handler for OnlyRemovals {
 
     async fn handle(&self, _peer: PeerId, id: MessageId, message: WireMessage) -> Result<Accepted<()>, Refusal> {
         match message {
-            WireMessage::ContactRemoval(_) => Ok(Accepted {
-                change: Change::new(|_txn| Ok(())).with_audit(AuditDraft::new(
+            WireMessage::ContactRemoval(_) => Ok(Accepted::new(
+                Change::new(|_txn| Ok(())).with_audit(AuditDraft::new(
                     Actor::Node,
                     "test.applied",
                     id.to_string(),
                     "test",
                     Outcome::Success,
                 )),
-                follow_up: (),
-                hold: None,
-            }),
+                (),
+                None,
+            )),
             other => Err(Refusal::plain(format!("{} not wanted", other.kind()))),
         }
     }
@@ -109,4 +109,64 @@ async fn the_messages_of_a_batch_share_their_commits() {
     // commit they share a few.
     let commits = after.batches - before.batches;
     assert!(commits <= 4, "8 messages took {commits} commits");
+}
+
+/// Accepts removals whose follow-up runs once committed, and notes what it saw then: the
+/// journal's sync count, and whether the inbox record was visible. With `answer`, the
+/// follow-up also commits a durable change of its own, as a session turn's answer does.
+struct EarlyRemovals {
+    home: std::sync::Arc<UnlockedHome>,
+    answer: bool,
+    seen: std::sync::Mutex<Vec<(u64, bool)>>,
+}
+
+impl Handler for EarlyRemovals {
+    type FollowUp = MessageId;
+
+    async fn handle(
+        &self,
+        _peer: PeerId,
+        id: MessageId,
+        _message: WireMessage,
+    ) -> Result<Accepted<MessageId>, Refusal> {
+        Ok(Accepted::new(Change::new(|_txn| Ok(())), id, None).follow_up_when_committed())
+    }
+
+    async fn committed(&self, id: MessageId) {
+        let db = self.home.db();
+        let visible = db.read().unwrap().inbound(&id).unwrap().is_some();
+        self.seen.lock().unwrap().push((db.writer_stats().unwrap().journal_syncs, visible));
+        if self.answer {
+            // Committed before the follow-up returns, so the test does not race the wait.
+            let answer = AuditDraft::new(Actor::Node, "test.answer", "answer", "test", Outcome::Success);
+            db.submit(Change::audit(answer)).unwrap().await.unwrap();
+        }
+    }
+}
+
+async fn early_removal(answer: bool) -> (u64, Vec<(u64, bool)>, u64) {
+    let temp = tempfile::tempdir().unwrap();
+    let home = std::sync::Arc::new(NodeHome::init(&temp.path().join("node"), "node", KeyProtection::None).unwrap());
+    let handler = EarlyRemovals { home: home.clone(), answer, seen: Default::default() };
+    let inbox = Inbox::new(home.clone(), handler);
+    let sender = TestOwner::new(3, &[]);
+    let before = home.db().writer_stats().unwrap().journal_syncs;
+    let batch = DeliveryBatch { messages: vec![removal(&sender, 1)] };
+    let reply = inbox.receive(peer_id_of(&sender.device.public_key()), batch).await;
+    assert_eq!(reply.outcomes, [MessageOutcome::Recorded]);
+    let seen = inbox.handler().seen.lock().unwrap().clone();
+    (before, seen, home.db().writer_stats().unwrap().journal_syncs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follow_up_run_once_committed_comes_before_the_sync_and_the_reply_after_it() {
+    // Alone: the follow-up sees the record before any sync, and the inbox syncs it itself.
+    let (before, seen, after) = early_removal(false).await;
+    assert_eq!(seen, [(before, true)], "the follow-up ran on the committed record, before any sync");
+    assert_eq!(after, before + 1, "synced once, before the reply");
+
+    // With an answer committed by the follow-up: that commit's sync carries the message too.
+    let (before, seen, after) = early_removal(true).await;
+    assert_eq!(seen, [(before, true)]);
+    assert_eq!(after, before + 1, "one sync for the message and its answer");
 }

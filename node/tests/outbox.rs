@@ -31,7 +31,7 @@ impl Handler for Slow {
 
     async fn handle(&self, _peer: PeerId, _id: MessageId, _message: WireMessage) -> Result<Accepted<()>, Refusal> {
         tokio::time::sleep(SLOW).await;
-        Ok(Accepted { change: Change::new(|_txn| Ok(())), follow_up: (), hold: None })
+        Ok(Accepted::new(Change::new(|_txn| Ok(())), (), None))
     }
 
     async fn committed(&self, (): ()) {}

@@ -12,7 +12,7 @@ use crate::error::{DbResultExt, StoreError};
 use crate::journal::{self, Journal};
 use crate::schema::{self, META};
 use crate::view::ReadView;
-use crate::writer::{Change, CommitReceipt, Pending, Writer, WriterStats};
+use crate::writer::{Change, CommitReceipt, Pending, WhenDurable, Writer, WriterStats};
 
 /// What a new node database starts with.
 #[derive(Debug)]
@@ -166,6 +166,19 @@ impl NodeDb {
             Some(writer) => writer.commit_if_idle(change),
             None => Ok(Err(StoreError::ReadOnly)),
         }
+    }
+
+    /// Makes every change committed so far durable, durable-later ones included (nothing to do
+    /// when a durable commit since did it). Blocks the calling thread for the sync.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.writer.as_ref().ok_or(StoreError::ReadOnly)?.sync()
+    }
+
+    /// Resolves once the change `receipt` came from is on disk: at once for a durable change,
+    /// with the next sync for a durable-later one. Pair it with a deadline and [`NodeDb::sync`]
+    /// so that the wait stays bounded when nothing else is written.
+    pub fn when_durable(&self, receipt: &CommitReceipt) -> Result<WhenDurable, StoreError> {
+        Ok(self.writer.as_ref().ok_or(StoreError::ReadOnly)?.when_durable(receipt.batch))
     }
 
     /// Appends one audit entry durably (no other records).

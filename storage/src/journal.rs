@@ -116,6 +116,8 @@ pub(crate) struct Journal {
     since_checkpoint: u32,
     /// Whether a record was written without a sync since the last sync or checkpoint.
     unsynced: bool,
+    /// The last batch known to be on disk (synced, or in a checkpoint).
+    synced_through: u64,
     /// Syncs so far, for statistics.
     syncs: u64,
 }
@@ -144,6 +146,7 @@ impl Journal {
             next_seq: last + 1,
             since_checkpoint: 0,
             unsynced: false,
+            synced_through: last,
             syncs: 0,
         })
     }
@@ -177,11 +180,25 @@ impl Journal {
         self.end += length as u64;
         self.next_seq += 1;
         self.since_checkpoint += 1;
+        if sync {
+            self.synced_through = seq;
+        }
         Ok(true)
     }
 
-    /// Syncs what was written since the last sync (this record, and durable-later ones before it).
-    fn sync(&mut self) -> Result<(), StoreError> {
+    /// The sequence number the next batch takes.
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// The last batch known to be on disk.
+    pub(crate) fn synced_through(&self) -> u64 {
+        self.synced_through
+    }
+
+    /// Syncs what was written since the last sync (durable-later batches, and the record being
+    /// appended if any), so that every batch appended so far is on disk.
+    pub(crate) fn sync(&mut self) -> Result<(), StoreError> {
         if self.unsynced {
             self.file.sync_data().map_err(|err| StoreError::Io {
                 context: "syncing the commit journal".into(),
@@ -190,6 +207,7 @@ impl Journal {
             self.unsynced = false;
             self.syncs += 1;
         }
+        self.synced_through = self.next_seq - 1;
         Ok(())
     }
 
@@ -209,6 +227,7 @@ impl Journal {
     pub(crate) fn checkpointed(&mut self) {
         // The durable redb commit carries every batch before it.
         self.unsynced = false;
+        self.synced_through = self.next_seq;
         self.end = HEADER;
         self.next_seq += 1;
         self.since_checkpoint = 0;

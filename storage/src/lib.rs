@@ -31,4 +31,4 @@ pub mod writer;
 pub use db::{Genesis, NodeDb, NodeInfo};
 pub use error::StoreError;
 pub use view::{ReadView, Txn};
-pub use writer::{Change, CommitReceipt, Pending, WriterStats};
+pub use writer::{Change, CommitReceipt, Pending, WhenDurable, WriterStats};

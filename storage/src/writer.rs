@@ -16,11 +16,13 @@
 //!
 //! A change may be *durable later* ([`Change::durable_later`]): it is committed and visible when
 //! its commit returns, but a batch made only of such changes skips the sync, so it reaches the
-//! disk with the next durable commit (or when the database is closed). A crash before that loses
-//! it, and every later change, never an earlier one: what survives is always a prefix of the
-//! commit sequence, so the audit chain on disk stays whole. It is for bookkeeping that a crash
-//! may undo safely (the outbox forgetting an acknowledged message: it is sent again, and the
-//! receiver's dedup answers for it).
+//! disk with the next durable commit (or when the database is closed). A crash before that
+//! loses it, and every later change, never an earlier one: what survives is always a prefix of
+//! the commit sequence, so the audit chain on disk stays whole. It is for what a crash may undo
+//! safely: bookkeeping (the outbox forgetting an acknowledged message: it is sent again, and the
+//! receiver's dedup answers for it), or a change nobody outside is told of before
+//! [`crate::NodeDb::when_durable`] says it is on disk (an inbound session turn, acknowledged
+//! only then; [`crate::NodeDb::sync`] bounds the wait).
 //!
 //! A failed commit poisons the writer: later batches were sealed on top of entries that never
 //! reached the disk, and after a failed fsync nothing since can be trusted (the PostgreSQL
@@ -126,6 +128,8 @@ impl<T> fmt::Debug for Change<T> {
 pub struct CommitReceipt {
     /// `(seq, link hash)` of each entry the change added, in order.
     pub entries: Vec<(u64, Hash32)>,
+    /// The batch that committed it (for [`crate::NodeDb::when_durable`]).
+    pub batch: u64,
 }
 
 impl CommitReceipt {
@@ -277,6 +281,15 @@ struct Shared {
     queued: Arc<QueuedFeed>,
     /// Makes batches durable between checkpoints; held by whichever thread commits.
     journal: Mutex<Journal>,
+    /// Who waits for a durable-later batch to reach the disk.
+    durable: Mutex<DurableWaiters>,
+}
+
+/// The last batch on disk, and the tasks waiting for a later one.
+#[derive(Default)]
+struct DurableWaiters {
+    through: u64,
+    waiting: Vec<(u64, Waker)>,
 }
 
 /// The group-commit writer of one database: a handle on the sealer and committer threads.
@@ -310,6 +323,7 @@ impl Writer {
             in_flight: AtomicUsize::new(0),
             poisoned: OnceLock::new(),
             stats: Mutex::new(WriterStats::default()),
+            durable: Mutex::new(DurableWaiters { through: journal.synced_through(), waiting: Vec::new() }),
             queued,
             journal: Mutex::new(journal),
         });
@@ -386,6 +400,32 @@ impl Writer {
         write: impl FnOnce(&redb::WriteTransaction) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         self.shared.checkpoint(write)
+    }
+
+    /// Makes every change committed so far durable, durable-later ones included (no sync when
+    /// a durable commit since did it already). Blocks the calling thread for the sync.
+    pub(crate) fn sync(&self) -> Result<(), StoreError> {
+        if let Some(reason) = self.shared.poisoned.get() {
+            return Err(StoreError::Poisoned(reason.clone()));
+        }
+        let mut journal = lock(&self.shared.journal);
+        match journal.sync() {
+            Ok(()) => {
+                self.shared.reached_disk(journal.synced_through());
+                Ok(())
+            }
+            Err(err) => {
+                drop(journal);
+                self.shared.poison(&err);
+                Err(err)
+            }
+        }
+    }
+
+    /// Resolves once batch `batch` is on disk (at once if it is): for a durable-later change
+    /// whose effects must not be acknowledged before it is durable.
+    pub(crate) fn when_durable(&self, batch: u64) -> WhenDurable {
+        WhenDurable { shared: self.shared.clone(), batch }
     }
 
     /// Whether nothing is in flight and no thread is committing.
@@ -527,7 +567,60 @@ impl Committer {
     }
 }
 
+/// A wait for a batch to reach the disk ([`crate::NodeDb::when_durable`]).
+#[must_use = "a future does nothing unless awaited"]
+pub struct WhenDurable {
+    shared: Arc<Shared>,
+    batch: u64,
+}
+
+impl Future for WhenDurable {
+    type Output = Result<(), StoreError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // Checked under the lock `poison` takes after setting the flag, so no wake is lost.
+        let mut durable = lock(&self.shared.durable);
+        if let Some(reason) = self.shared.poisoned.get() {
+            return Poll::Ready(Err(StoreError::Poisoned(reason.clone())));
+        }
+        if durable.through >= self.batch {
+            return Poll::Ready(Ok(()));
+        }
+        durable.waiting.push((self.batch, cx.waker().clone()));
+        Poll::Pending
+    }
+}
+
+impl fmt::Debug for WhenDurable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WhenDurable").field("batch", &self.batch).finish()
+    }
+}
+
 impl Shared {
+    /// Batches up to `through` are on disk: wakes whoever waited for them.
+    fn reached_disk(&self, through: u64) {
+        let ready: Vec<Waker> = {
+            let mut durable = lock(&self.durable);
+            if through <= durable.through {
+                return;
+            }
+            durable.through = through;
+            let (ready, waiting) =
+                std::mem::take(&mut durable.waiting).into_iter().partition(|(batch, _)| *batch <= through);
+            durable.waiting = waiting;
+            ready.into_iter().map(|(_, waker)| waker).collect()
+        };
+        ready.into_iter().for_each(Waker::wake);
+    }
+
+    /// Poisons the writer with `err` and wakes every waiter, so none waits forever.
+    fn poison(&self, err: &StoreError) {
+        let _ = self.poisoned.set(err.to_string());
+        let waiting = std::mem::take(&mut lock(&self.durable).waiting);
+        waiting.into_iter().for_each(|(_, waker)| waker.wake());
+    }
+
     /// Commits `write` in redb as a checkpoint of the journal: durably, with every batch before.
     fn checkpoint(
         &self,
@@ -540,6 +633,7 @@ impl Shared {
         journal.write_checkpoint(&tx)?;
         tx.commit().ctx(context)?;
         journal.checkpointed();
+        self.reached_disk(journal.synced_through());
         Ok(())
     }
 
@@ -561,7 +655,8 @@ impl Shared {
                 stats.entries += entries.iter().map(|e| e.len() as u64).sum::<u64>();
             }
             Err(err) => {
-                let _ = self.poisoned.set(err.to_string());
+                drop(stats);
+                self.poison(err);
             }
         }
     }
@@ -653,6 +748,7 @@ fn write_batch(shared: &Shared, jobs: Vec<Job>, sealed: &[Vec<SealedEntry>]) -> 
     let mut journal = lock(&shared.journal);
     let mut tx = shared.db.begin_write().ctx(context)?;
     let sync = !jobs.iter().all(|job| job.durable_later);
+    let batch = journal.next_seq();
     let mut done = Vec::with_capacity(jobs.len());
     let (queued, writes) = {
         let mut txn = Txn::new(&tx);
@@ -661,7 +757,7 @@ fn write_batch(shared: &Shared, jobs: Vec<Job>, sealed: &[Vec<SealedEntry>]) -> 
                 Some(step) => step(&mut txn)?,
                 None => Box::new(()) as Box<dyn Any + Send>,
             };
-            let receipt = CommitReceipt { entries: entries.iter().map(|e| (e.seq, e.link)).collect() };
+            let receipt = CommitReceipt { entries: entries.iter().map(|e| (e.seq, e.link)).collect(), batch };
             done.push((output, receipt));
         }
         let mut audit = txn.write_table(AUDIT).ctx(context)?;
@@ -683,7 +779,9 @@ fn write_batch(shared: &Shared, jobs: Vec<Job>, sealed: &[Vec<SealedEntry>]) -> 
         tx.commit().ctx(context)?;
         journal.checkpointed();
     }
+    let through = journal.synced_through();
     drop(journal);
+    shared.reached_disk(through);
     shared.queued.publish(queued);
     Ok(done)
 }

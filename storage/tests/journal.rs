@@ -272,3 +272,45 @@ fn a_durable_later_change_waits_for_the_next_sync() {
     db.append(step(3)).unwrap();
     assert_eq!(syncs(), before + 1, "one sync carries the durable change and those before it");
 }
+
+/// A waker that remembers it was woken.
+struct Flag(std::sync::atomic::AtomicBool);
+
+impl std::task::Wake for Flag {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn poll_once<F: std::future::Future + Unpin>(
+    future: &mut F,
+    flag: &std::sync::Arc<Flag>,
+) -> std::task::Poll<F::Output> {
+    let waker = std::task::Waker::from(flag.clone());
+    std::pin::Pin::new(future).poll(&mut std::task::Context::from_waker(&waker))
+}
+
+#[test]
+fn a_wait_for_a_durable_later_change_ends_with_the_sync_that_carries_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = create(&dir.path().join("node.redb"));
+    let flag = std::sync::Arc::new(Flag(Default::default()));
+    let woken = || flag.0.swap(false, std::sync::atomic::Ordering::SeqCst);
+
+    // Carried by the next durable commit.
+    let (_, receipt) = db.commit(Change::audit(step(1)).durable_later()).unwrap();
+    let mut wait = db.when_durable(&receipt).unwrap();
+    assert!(poll_once(&mut wait, &flag).is_pending());
+    let (_, durable) = db.commit(Change::audit(step(2))).unwrap();
+    assert!(woken(), "the durable commit woke the wait");
+    assert!(matches!(poll_once(&mut wait, &flag), std::task::Poll::Ready(Ok(()))));
+    assert!(poll_once(&mut db.when_durable(&durable).unwrap(), &flag).is_ready(), "a durable change is on disk");
+
+    // Or by an explicit sync, when nothing else is written.
+    let (_, receipt) = db.commit(Change::audit(step(3)).durable_later()).unwrap();
+    let mut wait = db.when_durable(&receipt).unwrap();
+    assert!(poll_once(&mut wait, &flag).is_pending());
+    db.sync().unwrap();
+    assert!(woken());
+    assert!(matches!(poll_once(&mut wait, &flag), std::task::Poll::Ready(Ok(()))));
+}

@@ -5,17 +5,23 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use clawnet_crypto::Timestamp;
 use clawnet_protocol::MessageId;
 use clawnet_protocol::audit::{Actor, AuditDraft};
 use clawnet_protocol::wire::{DeliveryBatch, DeliveryReply, MessageOutcome, WireMessage};
-use clawnet_storage::Change;
 use clawnet_storage::deliveries::InboundRecord;
+use clawnet_storage::{Change, CommitReceipt, StoreError};
 use libp2p::PeerId;
 
 use crate::home::UnlockedHome;
 use crate::network::device_key_of;
+
+/// How long the reply to a message whose follow-up ran once it was committed waits for a later
+/// commit's sync to carry it, before syncing it itself: a turn's answer usually commits well
+/// within it, a model's takes longer.
+const SYNC_WAIT: Duration = Duration::from_millis(2);
 
 /// A message the handler accepted: what to commit, what to do once it is durable, and
 /// optionally a guard that keeps conflicting messages out until then.
@@ -25,9 +31,28 @@ pub struct Accepted<F> {
     pub change: Change<()>,
     /// Work for after the commit (subscriptions, announcements, waking the outbox).
     pub follow_up: F,
-    /// Held until the change is durable, so the next message that depends on the same state
+    /// Held until the change is committed, so the next message that depends on the same state
     /// is validated against it (a lock guard: of the contacts, or of one session).
     pub hold: Option<Hold>,
+    /// Run the follow-up once the change is committed, before it is durable; the reply still
+    /// waits until it is. Only for follow-ups whose effects are later commits of this node
+    /// (which the writer makes durable after this change, never before) and notices to the
+    /// owner: a session turn, whose answer is then composed and committed at once, and whose
+    /// sync makes the turn durable too.
+    pub follow_up_when_committed: bool,
+}
+
+impl<F> Accepted<F> {
+    /// `change` to commit, then `follow_up` once it is durable, with `hold` kept until then.
+    pub fn new(change: Change<()>, follow_up: F, hold: Option<Hold>) -> Accepted<F> {
+        Accepted { change, follow_up, hold, follow_up_when_committed: false }
+    }
+
+    /// Runs the follow-up as soon as the change is committed (see the field).
+    pub fn follow_up_when_committed(mut self) -> Accepted<F> {
+        self.follow_up_when_committed = true;
+        self
+    }
 }
 
 /// A lock guard kept until a change is durable.
@@ -168,21 +193,49 @@ impl<H: Handler> Inbox<H> {
             Err(refusal) => return self.refuse(refusal).await,
         };
         let record = InboundRecord { sender, message: bytes, received_at: Timestamp::now() };
-        let change = accepted.change.also(move |txn| txn.record_inbound(&id, &record).map(drop));
+        let early = accepted.follow_up_when_committed;
+        let mut change = accepted.change.also(move |txn| txn.record_inbound(&id, &record).map(drop));
+        if early {
+            change = change.durable_later();
+        }
         let committed = if alone {
             crate::node::commit(self.home.db(), change).await
         } else {
             crate::node::commit_with_others(self.home.db(), change).await
         };
         drop(accepted.hold);
-        match committed {
+        let recorded = match committed {
+            Ok((_, receipt)) if early => {
+                self.handler.committed(accepted.follow_up).await;
+                self.until_durable(&receipt).await
+            }
             Ok(_) => {
                 self.handler.committed(accepted.follow_up).await;
-                MessageOutcome::Recorded
+                Ok(())
             }
+            Err(err) => Err(err),
+        };
+        match recorded {
+            Ok(()) => MessageOutcome::Recorded,
             Err(err) => {
                 tracing::error!(%err, "cannot record an inbound delivery");
                 MessageOutcome::try_later("the receiving node could not record the message")
+            }
+        }
+    }
+
+    /// Waits for a durable-later change to reach the disk: carried by the sync of a commit
+    /// that follows within [`SYNC_WAIT`] (usually the answer its follow-up started), or else
+    /// synced here.
+    async fn until_durable(&self, receipt: &CommitReceipt) -> Result<(), StoreError> {
+        let db = self.home.db();
+        match tokio::time::timeout(SYNC_WAIT, db.when_durable(receipt)?).await {
+            Ok(durable) => durable,
+            Err(_) => {
+                let db = db.clone();
+                tokio::task::spawn_blocking(move || db.sync())
+                    .await
+                    .unwrap_or_else(|err| Err(StoreError::Poisoned(format!("the sync task failed: {err}"))))
             }
         }
     }

@@ -102,7 +102,7 @@ impl Governance {
         let slot = node.sessions.insert(session, &node.home.owner());
         let hold = lock_session(&slot).await;
         let work = SessionWork { events: vec![event], policies: true, ..SessionWork::default() };
-        Ok(Accepted { change, follow_up: FollowUp::Session(work), hold: Some(Hold::new(hold)) })
+        Ok(Accepted::new(change, FollowUp::Session(work), Some(Hold::new(hold))))
     }
 
     /// The counterpart owner consents to a proposal we made.
@@ -141,7 +141,7 @@ impl Governance {
             txn.record_nonces(&nonces)
         })
         .with_audit(AuditDraft::new(actor, action, object, "both owners' signed consents", Outcome::Success));
-        Ok(Accepted { change, follow_up: FollowUp::Session(work), hold: Some(Hold::new(session)) })
+        Ok(Accepted::new(change, FollowUp::Session(work), Some(Hold::new(session))))
     }
 
     /// The counterpart owner refuses a proposal.
@@ -187,7 +187,7 @@ impl Governance {
             "their owner's signed rejection",
             Outcome::Success,
         ));
-        Ok(Accepted { change, follow_up: FollowUp::Session(work), hold: Some(Hold::new(session)) })
+        Ok(Accepted::new(change, FollowUp::Session(work), Some(Hold::new(session))))
     }
 
     /// The counterpart identity's turn.
@@ -227,7 +227,7 @@ impl Governance {
             "session grant",
             Outcome::Success,
         ));
-        Ok(Accepted { change, follow_up: FollowUp::Session(work), hold: Some(Hold::new(session)) })
+        Ok(Accepted::new(change, FollowUp::Session(work), Some(Hold::new(session))).follow_up_when_committed())
     }
 
     /// The counterpart owner closes a session.
@@ -281,7 +281,7 @@ impl Governance {
             "their owner's signed close",
             Outcome::Success,
         ));
-        Ok(Accepted { change, follow_up: FollowUp::Session(work), hold: Some(Hold::new(session)) })
+        Ok(Accepted::new(change, FollowUp::Session(work), Some(Hold::new(session))))
     }
 
     fn node(&self) -> &Arc<Node> {
