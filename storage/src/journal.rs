@@ -19,9 +19,9 @@
 //! the run, and so does whatever follows it. The id is drawn anew each time writes are unlocked
 //! ([`Journal::start`]), so a record a crash cut off from the run can never pass for a later one.
 //!
-//! The record is synced *before* redb commits, so no reader ever sees a change that a crash
-//! could take back. A batch of durable-later changes is appended without a sync: the next sync
-//! (or checkpoint) carries it, and what a crash keeps is still a prefix of the commits.
+//! The record is synced *before* redb commits, so no reader ever sees a durable change that a
+//! crash could take back. A batch of durable-later changes is appended without a sync: the next
+//! sync (or checkpoint) carries it, and what a crash keeps is still a prefix of the commits.
 
 use std::borrow::Borrow;
 use std::cell::RefCell;

@@ -32,15 +32,12 @@
 
 use std::any::Any;
 use std::fmt;
-use std::future::Future;
 use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -53,6 +50,11 @@ use crate::error::{DbResultExt, StoreError};
 use crate::journal::Journal;
 use crate::schema::AUDIT;
 use crate::view::Txn;
+
+mod waits;
+
+use waits::{Committed, Durable, Slot, typed};
+pub use waits::{Pending, WhenDurable};
 
 /// Most changes committed in one transaction.
 const MAX_BATCH: usize = 4096;
@@ -165,93 +167,6 @@ pub(crate) struct ChainHead {
     pub(crate) prev: Hash32,
 }
 
-/// A committed change: its step's output (typed by its `Pending`) and its receipt.
-type Committed = (Box<dyn Any + Send>, CommitReceipt);
-
-type JobResult = Result<Committed, StoreError>;
-
-/// Where a submitted change's result is delivered.
-struct Slot {
-    state: Mutex<SlotState>,
-    ready: Condvar,
-}
-
-#[derive(Default)]
-struct SlotState {
-    result: Option<JobResult>,
-    waker: Option<Waker>,
-}
-
-impl Slot {
-    fn new() -> Slot {
-        Slot { state: Mutex::new(SlotState::default()), ready: Condvar::new() }
-    }
-
-    fn finish(&self, result: JobResult) {
-        let waker = {
-            let mut state = lock(&self.state);
-            state.result = Some(result);
-            state.waker.take()
-        };
-        self.ready.notify_one();
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-    }
-}
-
-/// A submitted change: resolves to its step's output and receipt once it is durable (or to the
-/// error that failed its batch). Block on it with [`Pending::wait`] or `.await` it.
-#[must_use = "a change is only known to be durable once its Pending resolves"]
-pub struct Pending<T> {
-    slot: Arc<Slot>,
-    output: PhantomData<fn() -> T>,
-}
-
-impl<T: 'static> Pending<T> {
-    /// Blocks until the change is durable.
-    pub fn wait(self) -> Result<(T, CommitReceipt), StoreError> {
-        let mut state = lock(&self.slot.state);
-        loop {
-            if let Some(result) = state.result.take() {
-                return typed(result);
-            }
-            state = self.slot.ready.wait(state).unwrap_or_else(|poison| poison.into_inner());
-        }
-    }
-}
-
-impl<T: 'static> Future for Pending<T> {
-    type Output = Result<(T, CommitReceipt), StoreError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut state = lock(&self.slot.state);
-        match state.result.take() {
-            Some(result) => Poll::Ready(typed(result)),
-            None => {
-                state.waker = Some(cx.waker().clone());
-                Poll::Pending
-            }
-        }
-    }
-}
-
-impl<T> fmt::Debug for Pending<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Pending")
-    }
-}
-
-fn typed<T: 'static>(result: JobResult) -> Result<(T, CommitReceipt), StoreError> {
-    let (output, receipt) = result?;
-    match output.downcast::<T>() {
-        Ok(output) => Ok((*output, receipt)),
-        // The box was made in `Change::new` for this very T (or is () for an audit-only
-        // change, whose T is ()).
-        Err(_) => unreachable!("change output has the type of its change"),
-    }
-}
-
 struct Job {
     audit: Vec<AuditDraft>,
     step: Option<Step>,
@@ -282,14 +197,7 @@ struct Shared {
     /// Makes batches durable between checkpoints; held by whichever thread commits.
     journal: Mutex<Journal>,
     /// Who waits for a durable-later batch to reach the disk.
-    durable: Mutex<DurableWaiters>,
-}
-
-/// The last batch on disk, and the tasks waiting for a later one.
-#[derive(Default)]
-struct DurableWaiters {
-    through: u64,
-    waiting: Vec<(u64, Waker)>,
+    durable: Durable,
 }
 
 /// The group-commit writer of one database: a handle on the sealer and committer threads.
@@ -323,7 +231,7 @@ impl Writer {
             in_flight: AtomicUsize::new(0),
             poisoned: OnceLock::new(),
             stats: Mutex::new(WriterStats::default()),
-            durable: Mutex::new(DurableWaiters { through: journal.synced_through(), waiting: Vec::new() }),
+            durable: Durable::new(journal.synced_through()),
             queued,
             journal: Mutex::new(journal),
         });
@@ -411,7 +319,7 @@ impl Writer {
         let mut journal = lock(&self.shared.journal);
         match journal.sync() {
             Ok(()) => {
-                self.shared.reached_disk(journal.synced_through());
+                self.shared.durable.reached(journal.synced_through());
                 Ok(())
             }
             Err(err) => {
@@ -567,58 +475,11 @@ impl Committer {
     }
 }
 
-/// A wait for a batch to reach the disk ([`crate::NodeDb::when_durable`]).
-#[must_use = "a future does nothing unless awaited"]
-pub struct WhenDurable {
-    shared: Arc<Shared>,
-    batch: u64,
-}
-
-impl Future for WhenDurable {
-    type Output = Result<(), StoreError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        // Checked under the lock `poison` takes after setting the flag, so no wake is lost.
-        let mut durable = lock(&self.shared.durable);
-        if let Some(reason) = self.shared.poisoned.get() {
-            return Poll::Ready(Err(StoreError::Poisoned(reason.clone())));
-        }
-        if durable.through >= self.batch {
-            return Poll::Ready(Ok(()));
-        }
-        durable.waiting.push((self.batch, cx.waker().clone()));
-        Poll::Pending
-    }
-}
-
-impl fmt::Debug for WhenDurable {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WhenDurable").field("batch", &self.batch).finish()
-    }
-}
-
 impl Shared {
-    /// Batches up to `through` are on disk: wakes whoever waited for them.
-    fn reached_disk(&self, through: u64) {
-        let ready: Vec<Waker> = {
-            let mut durable = lock(&self.durable);
-            if through <= durable.through {
-                return;
-            }
-            durable.through = through;
-            let (ready, waiting) =
-                std::mem::take(&mut durable.waiting).into_iter().partition(|(batch, _)| *batch <= through);
-            durable.waiting = waiting;
-            ready.into_iter().map(|(_, waker)| waker).collect()
-        };
-        ready.into_iter().for_each(Waker::wake);
-    }
-
     /// Poisons the writer with `err` and wakes every waiter, so none waits forever.
     fn poison(&self, err: &StoreError) {
         let _ = self.poisoned.set(err.to_string());
-        let waiting = std::mem::take(&mut lock(&self.durable).waiting);
-        waiting.into_iter().for_each(|(_, waker)| waker.wake());
+        self.durable.wake_all();
     }
 
     /// Commits `write` in redb as a checkpoint of the journal: durably, with every batch before.
@@ -633,7 +494,7 @@ impl Shared {
         journal.write_checkpoint(&tx)?;
         tx.commit().ctx(context)?;
         journal.checkpointed();
-        self.reached_disk(journal.synced_through());
+        self.durable.reached(journal.synced_through());
         Ok(())
     }
 
@@ -767,8 +628,9 @@ fn write_batch(shared: &Shared, jobs: Vec<Job>, sealed: &[Vec<SealedEntry>]) -> 
         drop(audit);
         (txn.queued, txn.writes.into_inner())
     };
-    // The journal's record is on disk (or, for durable-later changes, written) before redb
-    // commits, so no reader sees what a crash could take back; redb then skips its fsync.
+    // The journal's record is on disk before redb commits, so no reader sees a durable change
+    // a crash could take back; redb then skips its fsync. (A durable-later batch's record is
+    // only written: it is visible before it is on disk, which is what durable-later means.)
     if journal.append(&writes, sync)? {
         // Refused only by a database shared between processes: it then commits durably, which
         // is always allowed.
@@ -781,7 +643,7 @@ fn write_batch(shared: &Shared, jobs: Vec<Job>, sealed: &[Vec<SealedEntry>]) -> 
     }
     let through = journal.synced_through();
     drop(journal);
-    shared.reached_disk(through);
+    shared.durable.reached(through);
     shared.queued.publish(queued);
     Ok(done)
 }
