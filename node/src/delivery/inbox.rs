@@ -23,8 +23,9 @@ use crate::network::device_key_of;
 /// within it, a model's takes longer.
 const SYNC_WAIT: Duration = Duration::from_millis(2);
 
-/// A message the handler accepted: what to commit, what to do once it is durable, and
-/// optionally a guard that keeps conflicting messages out until then.
+/// A message the handler accepted: what to commit, what to do once it is durable (or, for a
+/// session turn, committed), and optionally a guard that keeps conflicting messages out until
+/// it is committed.
 #[derive(Debug)]
 pub struct Accepted<F> {
     /// Records and audit entries the message causes (the inbox record is added to it).
@@ -55,7 +56,7 @@ impl<F> Accepted<F> {
     }
 }
 
-/// A lock guard kept until a change is durable.
+/// A lock guard kept until a change is committed.
 pub struct Hold {
     _guard: Box<dyn Send>,
 }
