@@ -114,9 +114,8 @@ pub(crate) struct Journal {
     next_seq: u64,
     /// Records written since the last checkpoint.
     since_checkpoint: u32,
-    /// Whether a record was written without a sync since the last sync or checkpoint.
-    unsynced: bool,
-    /// The last batch known to be on disk (synced, or in a checkpoint).
+    /// The last batch known to be on disk (synced, or in a checkpoint); the batches after it, up
+    /// to `next_seq - 1`, are written but not synced.
     synced_through: u64,
     /// Syncs so far, for statistics.
     syncs: u64,
@@ -145,7 +144,6 @@ impl Journal {
             end: HEADER,
             next_seq: last + 1,
             since_checkpoint: 0,
-            unsynced: false,
             synced_through: last,
             syncs: 0,
         })
@@ -173,15 +171,11 @@ impl Journal {
         };
         self.file.seek(SeekFrom::Start(self.end)).map_err(io)?;
         self.file.write_all(&record).map_err(io)?;
-        self.unsynced = true;
-        if sync {
-            self.sync()?;
-        }
         self.end += length as u64;
         self.next_seq += 1;
         self.since_checkpoint += 1;
         if sync {
-            self.synced_through = seq;
+            self.sync()?;
         }
         Ok(true)
     }
@@ -196,18 +190,18 @@ impl Journal {
         self.synced_through
     }
 
-    /// Syncs what was written since the last sync (durable-later batches, and the record being
-    /// appended if any), so that every batch appended so far is on disk.
+    /// Syncs what was written since the last sync, if anything, so that every batch appended so
+    /// far is on disk.
     pub(crate) fn sync(&mut self) -> Result<(), StoreError> {
-        if self.unsynced {
+        let appended = self.next_seq - 1;
+        if self.synced_through < appended {
             self.file.sync_data().map_err(|err| StoreError::Io {
                 context: "syncing the commit journal".into(),
                 detail: err.to_string(),
             })?;
-            self.unsynced = false;
             self.syncs += 1;
+            self.synced_through = appended;
         }
-        self.synced_through = self.next_seq - 1;
         Ok(())
     }
 
@@ -226,7 +220,6 @@ impl Journal {
     /// top of the file.
     pub(crate) fn checkpointed(&mut self) {
         // The durable redb commit carries every batch before it.
-        self.unsynced = false;
         self.synced_through = self.next_seq;
         self.end = HEADER;
         self.next_seq += 1;
