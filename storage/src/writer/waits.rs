@@ -157,7 +157,12 @@ impl Future for WhenDurable {
         if durable.through >= self.batch {
             return Poll::Ready(Ok(()));
         }
-        durable.waiting.push((self.batch, cx.waker().clone()));
+        // Polled again before its batch is on disk (a timeout around it fired), it is still
+        // registered once.
+        let batch = self.batch;
+        if !durable.waiting.iter().any(|(waits_for, waker)| *waits_for == batch && waker.will_wake(cx.waker())) {
+            durable.waiting.push((batch, cx.waker().clone()));
+        }
         Poll::Pending
     }
 }
