@@ -274,8 +274,8 @@ impl Outbox {
         }
         // What was just woken (the worker sending this node's next batch, whoever waits for the
         // acknowledgement) sits in this thread's run queue, where no other thread may take it
-        // (tokio's LIFO slot), and the settle below may block this thread for an fsync. Let it
-        // run first.
+        // (tokio's LIFO slot), and the settle below blocks this thread for its commit (for an
+        // fsync when it falls on a journal checkpoint). Let it run first.
         tokio::task::yield_now().await;
         self.settle(peer, &messages, outcomes, &message_fates).await;
     }
