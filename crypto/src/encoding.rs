@@ -89,24 +89,45 @@ pub fn decode<T: WireFormat>(bytes: &[u8]) -> Result<T, DecodeError> {
 /// Like [`decode`] without the canonical-encoding check, for records this node encoded and
 /// stored itself (nothing hashes or compares their spelling).
 pub fn decode_local<T: WireFormat>(bytes: &[u8]) -> Result<T, DecodeError> {
-    let what = T::NAME;
     if bytes.len() > T::MAX_LEN {
-        return Err(DecodeError::TooLarge { what, len: bytes.len(), max: T::MAX_LEN });
+        return Err(DecodeError::TooLarge { what: T::NAME, len: bytes.len(), max: T::MAX_LEN });
     }
+    let (value, rest) = take::<T>(bytes)?;
+    if !rest.is_empty() {
+        return Err(DecodeError::TrailingBytes { what: T::NAME, extra: rest.len() });
+    }
+    Ok(value)
+}
+
+/// Decodes the value encoded at the start of `bytes`, canonically as [`decode`] does, and
+/// returns it with the bytes that follow it: for a record that appends something to an
+/// encoding. The parse is deterministic, so a record splits in exactly one way: no proper
+/// prefix of an encoding is itself a whole encoding.
+pub fn decode_prefix<T: WireFormat>(bytes: &[u8]) -> Result<(T, &[u8]), DecodeError> {
+    let (value, rest) = take::<T>(bytes)?;
+    let used = &bytes[..bytes.len() - rest.len()];
+    if used.len() > T::MAX_LEN {
+        return Err(DecodeError::TooLarge { what: T::NAME, len: used.len(), max: T::MAX_LEN });
+    }
+    if encode(&value) != used {
+        return Err(DecodeError::Malformed { what: T::NAME, detail: "non-canonical encoding".into() });
+    }
+    Ok((value, rest))
+}
+
+/// The version byte, then one postcard value; returns what follows it.
+fn take<T: WireFormat>(bytes: &[u8]) -> Result<(T, &[u8]), DecodeError> {
+    let what = T::NAME;
     let Some((&version, body)) = bytes.split_first() else {
         return Err(DecodeError::Truncated { what });
     };
     if version != T::VERSION {
         return Err(DecodeError::UnknownVersion { what, found: version, supported: T::VERSION });
     }
-    let (value, rest) = postcard::take_from_bytes::<T>(body).map_err(|err| match err {
+    postcard::take_from_bytes::<T>(body).map_err(|err| match err {
         postcard::Error::DeserializeUnexpectedEnd => DecodeError::Truncated { what },
         other => DecodeError::Malformed { what, detail: other.to_string() },
-    })?;
-    if !rest.is_empty() {
-        return Err(DecodeError::TrailingBytes { what, extra: rest.len() });
-    }
-    Ok(value)
+    })
 }
 
 #[cfg(test)]
@@ -179,6 +200,19 @@ mod tests {
         let mut padded = vec![3u8, 0xac, 0x82, 0x00];
         padded.extend_from_slice(&canonical[3..]);
         assert!(matches!(decode::<Sample>(&padded), Err(DecodeError::Malformed { .. })));
+    }
+
+    #[test]
+    fn a_prefix_decode_returns_what_follows_and_splits_one_way() {
+        let mut bytes = encode(&sample());
+        let len = bytes.len();
+        bytes.extend_from_slice(&[7; 5]);
+        let (value, rest) = decode_prefix::<Sample>(&bytes).unwrap();
+        assert_eq!((value, rest), (sample(), &[7u8; 5][..]));
+        // No proper prefix of the encoding is a whole value, so a shorter split does not exist.
+        for cut in 0..len {
+            assert_eq!(decode_prefix::<Sample>(&bytes[..cut]).unwrap_err(), DecodeError::Truncated { what: "sample" });
+        }
     }
 
     proptest! {

@@ -1,11 +1,19 @@
-//! The audit chain format: entries signed by the node key and linked by hash, and the pure
+//! The audit chain format: entries linked by hash and signed by the node key, and the pure
 //! verifier that walks a chain and names the first bad entry.
 //!
-//! Stored record: `body || signature (64)`, where `body` is the canonical encoding of an
-//! [`AuditEntry`] and the signature is the node key's over `body` in the audit-entry domain.
-//! Each entry's `prev` is the hash of the previous entry's *body* (the first entry's is zero).
-//! Signatures are deterministic, so linking bodies loses nothing, and it lets a writer sign a
-//! batch of entries without waiting for each signature to link the next.
+//! Each entry's `prev` is the hash of the previous entry's *body* (the canonical encoding of
+//! an [`AuditEntry`]; the first entry's `prev` is zero). So a signature on one entry's body
+//! covers every entry before it, as a signed tree head covers its log.
+//!
+//! A writer therefore signs once per commit ([`seal_batch`]): the last entry a commit appends
+//! is stored as `body || signature (64)`, the node key's signature over `body` in the
+//! audit-entry domain; the entries before it in the same commit are stored as `body` alone,
+//! *covered* by that signature. A commit is atomic, so the chain on disk always ends with a
+//! signed entry, and a chain that ends with covered ones has lost its tail or was forged
+//! ([`ChainProblem::Unsigned`]). Which form a record has is read off the record itself: a
+//! body's encoding is self-delimiting ([`encoding::decode_prefix`]), and only nothing or a
+//! signature may follow it. (Until 2026-12-06 every entry was signed; those chains verify
+//! unchanged.)
 
 use clawnet_crypto::{
     DecodeError, Domain, Hash32, HashDomain, IdentityId, OwnerId, Signable, Signature, SigningPublicKey, SigningSecret,
@@ -167,27 +175,39 @@ fn cut(mut text: String, max: usize) -> String {
     text
 }
 
-/// An entry sealed for storage: its encoded body and the node's signature.
+/// An entry sealed for storage: its encoded body, and the node's signature if it ends a commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SealedEntry {
     /// The entry's sequence number.
     pub seq: u64,
     /// The hash the next entry links to.
     pub link: Hash32,
-    /// `body || signature`, as stored.
+    /// `body || signature`, or `body` alone for an entry a later one covers, as stored.
     pub record: Vec<u8>,
+    /// Whether `record` carries the node's signature (the last entry of its commit).
+    pub signed: bool,
 }
 
 impl SealedEntry {
-    /// Encodes and signs `entry` with the node key.
+    /// Encodes and signs `entry` with the node key: a commit of this one entry.
     pub fn seal(entry: &AuditEntry, node_key: &SigningSecret) -> SealedEntry {
         LinkedEntry::new(entry).sign(node_key)
     }
 }
 
-/// An entry encoded and linked but not yet signed. Linking is sequential (each entry names
-/// its predecessor's link) but signing is not, so a batch can be linked in order and then
-/// signed on several threads.
+/// Seals the entries one commit appends, in chain order: the last one is signed and covers
+/// the others, which are stored without a signature of their own.
+pub fn seal_batch(linked: Vec<LinkedEntry>, node_key: &SigningSecret) -> Vec<SealedEntry> {
+    let last = linked.len().saturating_sub(1);
+    linked
+        .into_iter()
+        .enumerate()
+        .map(|(index, entry)| if index == last { entry.sign(node_key) } else { entry.covered() })
+        .collect()
+}
+
+/// An entry encoded and linked but not yet sealed. Linking is sequential (each entry names its
+/// predecessor's link); sealing signs only the last entry of a commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkedEntry {
     seq: u64,
@@ -212,7 +232,12 @@ impl LinkedEntry {
         let signature = node_key.sign(AuditEntry::DOMAIN, &self.body);
         let mut record = self.body;
         record.extend_from_slice(&signature.0);
-        SealedEntry { seq: self.seq, link: self.link, record }
+        SealedEntry { seq: self.seq, link: self.link, record, signed: true }
+    }
+
+    /// Stores the entry without a signature: a later entry of the same commit signs for it.
+    pub fn covered(self) -> SealedEntry {
+        SealedEntry { seq: self.seq, link: self.link, record: self.body, signed: false }
     }
 }
 
@@ -221,19 +246,28 @@ pub fn link_hash(body: &[u8]) -> Hash32 {
     Hash32::of(HashDomain::AuditLink, body)
 }
 
-/// Splits a stored record into body and signature.
-pub fn split_record(record: &[u8]) -> Option<(&[u8], Signature)> {
-    let split = record.len().checked_sub(64)?;
-    let (body, sig) = record.split_at(split);
-    let mut bytes = [0u8; 64];
-    bytes.copy_from_slice(sig);
-    Some((body, Signature(bytes)))
+/// A stored record, split: the entry, its encoded body, and its signature if it has one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedRecord<'a> {
+    /// The decoded entry.
+    pub entry: AuditEntry,
+    /// The entry's canonical encoding, which links and signatures cover.
+    pub body: &'a [u8],
+    /// The node's signature; `None` for an entry covered by a later one of its commit.
+    pub signature: Option<Signature>,
 }
 
-/// Decodes a stored record without checking its signature (for display and export).
-pub fn decode_record(record: &[u8]) -> Result<(AuditEntry, Signature), DecodeError> {
-    let (body, signature) = split_record(record).ok_or(DecodeError::Truncated { what: AuditEntry::NAME })?;
-    Ok((encoding::decode(body)?, signature))
+/// Splits and decodes a stored record (`body || signature`, or `body` alone). Signatures are
+/// not checked.
+pub fn parse_record(record: &[u8]) -> Result<ParsedRecord<'_>, DecodeError> {
+    let (entry, rest) = encoding::decode_prefix::<AuditEntry>(record)?;
+    let body = &record[..record.len() - rest.len()];
+    let signature = match <[u8; 64]>::try_from(rest) {
+        Ok(bytes) => Some(Signature(bytes)),
+        Err(_) if rest.is_empty() => None,
+        Err(_) => return Err(DecodeError::TrailingBytes { what: AuditEntry::NAME, extra: rest.len() }),
+    };
+    Ok(ParsedRecord { entry, body, signature })
 }
 
 /// What is wrong with one entry of a chain.
@@ -260,6 +294,10 @@ pub enum ChainProblem {
     /// The node's signature does not verify: the entry was altered.
     #[error("signature does not verify")]
     BadSignature,
+    /// No signature covers the entry: the chain ends with it or after it without a signed
+    /// entry (its signed tail was cut off, or unsigned entries were appended).
+    #[error("no signature covers it: the chain ends before the entry that would sign it")]
+    Unsigned,
 }
 
 /// The first bad entry of a chain.
@@ -314,7 +352,7 @@ impl ChainVerifier {
     pub fn finish(self) -> Result<ChainSummary, ChainError> {
         let (pending, summary) = self.walker.finish();
         pending.verify()?;
-        Ok(summary)
+        summary
     }
 }
 
@@ -329,12 +367,21 @@ pub struct ChainWalker {
     next_seq: u64,
     prev: Hash32,
     pending: Vec<(u64, Vec<u8>, Signature)>,
+    /// The first entry since the last signed one, if any: it needs a signature further on.
+    uncovered: Option<u64>,
 }
 
 impl ChainWalker {
     /// A walker for a chain signed by `node_key` on behalf of `owner`.
     pub fn new(node_key: SigningPublicKey, owner: OwnerId) -> ChainWalker {
-        ChainWalker { node_key, owner, next_seq: 1, prev: Hash32::ZERO, pending: Vec::with_capacity(VERIFY_BATCH) }
+        ChainWalker {
+            node_key,
+            owner,
+            next_seq: 1,
+            prev: Hash32::ZERO,
+            pending: Vec::with_capacity(VERIFY_BATCH),
+            uncovered: None,
+        }
     }
 
     /// Checks the structure of the next stored record, filed under `stored_seq`. Returns a batch
@@ -352,16 +399,18 @@ impl ChainWalker {
         }
     }
 
-    /// The last signatures to verify, and the chain's summary if they verify.
-    pub fn finish(mut self) -> (SignatureBatch, ChainSummary) {
-        let summary = ChainSummary { entries: self.next_seq - 1, head: self.prev };
+    /// The last signatures to verify, and the chain's summary if they verify (or the first
+    /// entry no signature covers; a bad signature in the batch outranks it).
+    pub fn finish(mut self) -> (SignatureBatch, Result<ChainSummary, ChainError>) {
+        let summary = match self.uncovered {
+            Some(seq) => Err(ChainError { seq, problem: ChainProblem::Unsigned }),
+            None => Ok(ChainSummary { entries: self.next_seq - 1, head: self.prev }),
+        };
         (self.take_pending(), summary)
     }
 
     fn check_structure(&mut self, stored_seq: u64, record: &[u8]) -> Result<(), ChainProblem> {
-        let (body, signature) =
-            split_record(record).ok_or(ChainProblem::Undecodable(DecodeError::Truncated { what: AuditEntry::NAME }))?;
-        let entry: AuditEntry = encoding::decode(body).map_err(ChainProblem::Undecodable)?;
+        let ParsedRecord { entry, body, signature } = parse_record(record).map_err(ChainProblem::Undecodable)?;
         for found in [stored_seq, entry.seq] {
             if found != self.next_seq {
                 return Err(ChainProblem::SequenceMismatch { expected: self.next_seq, found });
@@ -374,7 +423,15 @@ impl ChainWalker {
             return Err(ChainProblem::WrongOwner);
         }
         self.prev = link_hash(body);
-        self.pending.push((entry.seq, body.to_vec(), signature));
+        match signature {
+            Some(signature) => {
+                self.pending.push((entry.seq, body.to_vec(), signature));
+                self.uncovered = None;
+            }
+            None => {
+                self.uncovered.get_or_insert(entry.seq);
+            }
+        }
         self.next_seq += 1;
         Ok(())
     }
@@ -421,6 +478,26 @@ mod tests {
             .collect()
     }
 
+    /// A chain appended by commits of `sizes` entries each, sealed as the writer seals them.
+    fn chain_in_commits(sizes: &[u64], key: &SigningSecret, owner: OwnerId) -> Vec<(u64, Vec<u8>)> {
+        let (mut prev, mut seq) = (Hash32::ZERO, 0);
+        let mut records = Vec::new();
+        for &size in sizes {
+            let linked: Vec<LinkedEntry> = (0..size)
+                .map(|_| {
+                    seq += 1;
+                    let draft =
+                        AuditDraft::new(Actor::Node, "test.step", format!("step {seq}"), "test", Outcome::Success);
+                    let linked = LinkedEntry::new(&draft.into_entry(seq, prev, Timestamp(seq), owner));
+                    prev = linked.link();
+                    linked
+                })
+                .collect();
+            records.extend(seal_batch(linked, key).into_iter().map(|e| (e.seq, e.record)));
+        }
+        records
+    }
+
     fn verify(key: &SigningSecret, owner: OwnerId, records: &[(u64, Vec<u8>)]) -> Result<ChainSummary, ChainError> {
         let mut verifier = ChainVerifier::new(key.public_key(), owner);
         for (seq, record) in records {
@@ -441,7 +518,7 @@ mod tests {
         let (key, owner, records) = setup(600);
         let summary = verify(&key, owner, &records).unwrap();
         assert_eq!(summary.entries, 600);
-        assert_eq!(summary.head, link_hash(split_record(&records[599].1).unwrap().0));
+        assert_eq!(summary.head, link_hash(parse_record(&records[599].1).unwrap().body));
     }
 
     #[test]
@@ -455,6 +532,60 @@ mod tests {
                 assert_eq!(err.seq, idx as u64 + 1, "byte {byte} of entry {}: {err}", idx + 1);
             }
         }
+    }
+
+    #[test]
+    fn a_commit_is_signed_once_and_its_signature_covers_the_rest() {
+        let key = SigningSecret::from_bytes(&[4; 32]);
+        let owner = OwnerId::from_key(SigningSecret::from_bytes(&[5; 32]).public_key());
+        let records = chain_in_commits(&[3, 1, 4, 2], &key, owner);
+        let signed: Vec<u64> =
+            records.iter().filter(|(_, r)| parse_record(r).unwrap().signature.is_some()).map(|(seq, _)| *seq).collect();
+        assert_eq!(signed, [3, 4, 8, 10]);
+        assert_eq!(verify(&key, owner, &records).unwrap().entries, 10);
+    }
+
+    #[test]
+    fn every_altered_byte_of_a_commit_is_caught_at_its_entry_or_the_next() {
+        let key = SigningSecret::from_bytes(&[4; 32]);
+        let owner = OwnerId::from_key(SigningSecret::from_bytes(&[5; 32]).public_key());
+        let records = chain_in_commits(&[3, 2], &key, owner);
+        for idx in 0..records.len() {
+            let covered = parse_record(&records[idx].1).unwrap().signature.is_none();
+            for byte in 0..records[idx].1.len() {
+                let mut altered = records.clone();
+                altered[idx].1[byte] ^= 0x01;
+                let err = verify(&key, owner, &altered).unwrap_err();
+                let seq = idx as u64 + 1;
+                // An altered covered entry no longer matches the link of the entry after it.
+                let named = if covered { seq..=seq + 1 } else { seq..=seq };
+                assert!(named.contains(&err.seq), "byte {byte} of entry {seq}: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_chain_whose_signed_tail_is_cut_off_is_refused() {
+        let key = SigningSecret::from_bytes(&[4; 32]);
+        let owner = OwnerId::from_key(SigningSecret::from_bytes(&[5; 32]).public_key());
+        let mut records = chain_in_commits(&[2, 3], &key, owner);
+        records.pop();
+        let err = verify(&key, owner, &records).unwrap_err();
+        assert_eq!((err.seq, err.problem), (3, ChainProblem::Unsigned));
+        // Stripping the last signature is the same.
+        let mut records = chain_in_commits(&[2, 3], &key, owner);
+        let last = &mut records[4].1;
+        last.truncate(last.len() - 64);
+        assert_eq!(verify(&key, owner, &records).unwrap_err().problem, ChainProblem::Unsigned);
+    }
+
+    #[test]
+    fn a_record_with_anything_but_a_signature_after_its_body_is_undecodable() {
+        let (key, owner, mut records) = setup(2);
+        records[1].1.push(0);
+        let err = verify(&key, owner, &records).unwrap_err();
+        assert_eq!(err.seq, 2);
+        assert!(matches!(err.problem, ChainProblem::Undecodable(DecodeError::TrailingBytes { extra: 65, .. })));
     }
 
     #[test]
@@ -483,6 +614,6 @@ mod tests {
         let owner = OwnerId::from_key(key.public_key());
         let sealed = SealedEntry::seal(&draft.into_entry(1, Hash32::ZERO, Timestamp(1), owner), &key);
         assert!(sealed.record.len() <= AuditEntry::MAX_LEN + 64);
-        assert!(decode_record(&sealed.record).is_ok());
+        assert!(parse_record(&sealed.record).unwrap().signature.is_some());
     }
 }

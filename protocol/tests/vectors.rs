@@ -13,7 +13,7 @@ use clawnet_crypto::{
     AgreementSecret, Hash32, IdentityId, Keyring, OwnerId, SealedEnvelope, Signable, Signature, Signed,
     SigningPublicKey,
 };
-use clawnet_protocol::audit::{Actor, AuditDraft, Outcome, SealedEntry, link_hash, split_record};
+use clawnet_protocol::audit::{Actor, AuditDraft, Outcome, SealedEntry, link_hash, parse_record};
 use clawnet_protocol::contact::{ContactAccept, ContactRemoval, ContactRequest, InviteToken, request_hash};
 use clawnet_protocol::mailbox::letter::{Letter, open_letter, seal_letter_with};
 use clawnet_protocol::mailbox::seal_context;
@@ -252,7 +252,8 @@ fn audit_entry() {
         }),
     );
     let record = hex::decode(stored["record"].as_str().unwrap()).unwrap();
-    let (body, signature) = split_record(&record).unwrap();
+    let parsed = parse_record(&record).unwrap();
+    let (body, signature) = (parsed.body, parsed.signature.expect("a one-entry commit is signed"));
     let node = SigningPublicKey::from_bytes(
         &hex::decode(stored["node_public_key"].as_str().unwrap()).unwrap().try_into().unwrap(),
     )

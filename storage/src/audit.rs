@@ -5,8 +5,8 @@ use std::io::Write;
 use std::sync::mpsc::sync_channel;
 
 use clawnet_protocol::audit::{
-    Actor, AuditEntry, ChainError, ChainSummary, ChainWalker, Outcome, SignatureBatch, decode_record, link_hash,
-    split_record,
+    Actor, AuditEntry, ChainError, ChainSummary, ChainWalker, Outcome, ParsedRecord, SignatureBatch, link_hash,
+    parse_record,
 };
 use redb::ReadableTable;
 use serde::Serialize;
@@ -30,8 +30,8 @@ pub enum AuditVerifyError {
 }
 
 impl NodeDb {
-    /// Walks the whole chain: sequence numbers, links, owner and every signature (in batches).
-    /// Reports the first bad entry.
+    /// Walks the whole chain: sequence numbers, links, owner and every signature (in batches),
+    /// and that a signature covers the last entry. Reports the first bad entry.
     pub fn verify_audit(&self) -> Result<ChainSummary, AuditVerifyError> {
         self.verify_audit_with_progress(|_| {})
     }
@@ -73,7 +73,7 @@ impl NodeDb {
                 }
                 let (pending, summary) = walker.finish();
                 let _ = batches.send(pending);
-                Ok(summary)
+                Ok(summary?)
             })();
             drop(batches);
             let checked = checker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
@@ -108,8 +108,8 @@ impl NodeDb {
         let mut entries = Vec::new();
         for row in table.iter().ctx("reading the audit chain")? {
             let (_, record) = row.ctx("reading the audit chain")?;
-            let (entry, _) = decode_record(record.value()).map_err(StoreError::corrupt("audit entry"))?;
-            entries.push(entry);
+            let parsed = parse_record(record.value()).map_err(StoreError::corrupt("audit entry"))?;
+            entries.push(parsed.entry);
         }
         Ok(entries)
     }
@@ -160,9 +160,8 @@ pub(crate) fn read_head(view: &ReadView) -> Result<ChainHead, StoreError> {
     Ok(match last {
         None => ChainHead { next_seq: 1, prev: Hash32::ZERO },
         Some((seq, record)) => {
-            let (body, _) = split_record(record.value())
-                .ok_or(StoreError::Corrupt { what: "audit entry", detail: "truncated".into() })?;
-            ChainHead { next_seq: seq.value() + 1, prev: link_hash(body) }
+            let parsed = parse_record(record.value()).map_err(StoreError::corrupt("audit entry"))?;
+            ChainHead { next_seq: seq.value() + 1, prev: link_hash(parsed.body) }
         }
     })
 }
@@ -195,9 +194,10 @@ struct ExportedEntry {
     reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     link: Option<String>,
+    /// The node's signature, on the last entry of each commit only (it covers the others).
     #[serde(skip_serializing_if = "Option::is_none")]
     signature: Option<String>,
-    /// `body || signature` in hex, exactly as stored.
+    /// `body || signature`, or `body` alone, in hex, exactly as stored.
     record: String,
     /// Set when the record does not decode; the raw record is still exported.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -222,8 +222,8 @@ impl ExportedEntry {
             record: hex::encode(record),
             error: None,
         };
-        match decode_record(record) {
-            Ok((entry, signature)) => {
+        match parse_record(record) {
+            Ok(ParsedRecord { entry, body, signature }) => {
                 let (outcome, reason) = match entry.outcome {
                     Outcome::Success => ("success", None),
                     Outcome::Denied(reason) => ("denied", Some(reason)),
@@ -238,8 +238,8 @@ impl ExportedEntry {
                 line.basis = Some(entry.basis);
                 line.outcome = Some(outcome.to_owned());
                 line.reason = reason;
-                line.link = split_record(record).map(|(body, _)| link_hash(body).to_hex());
-                line.signature = Some(signature.to_hex());
+                line.link = Some(link_hash(body).to_hex());
+                line.signature = signature.map(|signature| signature.to_hex());
             }
             Err(err) => line.error = Some(err.to_string()),
         }

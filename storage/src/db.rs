@@ -302,8 +302,9 @@ pub(crate) fn create_tables(tx: &redb::WriteTransaction) -> Result<(), StoreErro
 
 /// From schema `found` to the current one, in one transaction. Schema 2 added the file
 /// endpoint's tables; schema 3 the index of pending approvals; schema 4 the commit journal,
-/// which starts when writes are unlocked (an older database has nothing to replay). Nothing
-/// else changed.
+/// which starts when writes are unlocked (an older database has nothing to replay); schema 5
+/// audit records without a signature of their own (an older chain, every entry signed, is
+/// already valid). Nothing else changed.
 fn migrate(db: &Database, found: u32) -> Result<(), StoreError> {
     let context = "migrating the database to the current schema";
     let tx = db.begin_write().ctx(context)?;

@@ -9,11 +9,12 @@ use crate::error::{DbResultExt, StoreError};
 
 /// The layout this build writes and reads. Bump it, and add a migration, with any change to a
 /// table or record encoding.
-pub(crate) const SCHEMA_VERSION: u32 = 4;
+pub(crate) const SCHEMA_VERSION: u32 = 5;
 
 /// Node facts: schema version, owner, device certificate, keystore blob.
 pub(crate) const META: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("meta");
-/// The audit chain: seq → `entry body || node signature`.
+/// The audit chain: seq → `entry body || node signature`, or the body alone for an entry the
+/// last entry of its commit signs for (`clawnet_protocol::audit`).
 pub(crate) const AUDIT: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("audit");
 /// This owner's identities: identity id → identity record.
 pub(crate) const IDENTITIES: TableDefinition<'static, &[u8; 16], &[u8]> = TableDefinition::new("identities");

@@ -4,13 +4,15 @@
 //! [`NodeDb::submit`](crate::NodeDb::submit) queues a change and returns a [`Pending`] that
 //! resolves once the change is durable; it can be waited on by a thread or awaited by a task.
 //!
-//! Two stages form a pipeline. The *sealer* thread takes everything queued (one batch), numbers
-//! and links its audit entries and signs them, handing half of a large batch to a *signer*
-//! helper thread; the *committer* thread takes every sealed batch available, runs each change's
-//! step, inserts the sealed entries and commits them in one durable write transaction (durable
-//! through the commit journal, `journal.rs`; a checkpoint now and then). While
-//! the committer flushes, the sealer signs what queued meanwhile, so a stream of appends runs at
-//! the speed of the slower stage, not of both, and batches grow with the load. A blocking
+//! One *writer* thread takes everything queued as one batch, numbers and links its audit
+//! entries and signs the last one, whose signature covers the others through the hash chain
+//! (`clawnet_protocol::audit`); then it runs each change's step, inserts the entries and
+//! commits them in one durable write transaction (durable through the commit journal,
+//! `journal.rs`; a checkpoint now and then). What queues during a commit is the next batch, so
+//! batches grow with the load. One signature per batch is why sealing needs no stage of its
+//! own: until 2026-12-06 every entry was signed, by a sealer thread (with a signing helper)
+//! that handed batches to a committer thread; the hand-off cost more than the overlap saved
+//! once a batch took one signature (BENCHMARKS.md, *Governed sessions*). A blocking
 //! [`NodeDb::commit`](crate::NodeDb::commit) with nothing in flight skips the threads and seals
 //! and commits on the calling thread: a lone change pays for its fsync and nothing else.
 //!
@@ -42,7 +44,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use clawnet_crypto::{Hash32, OwnerId, SigningSecret, Timestamp};
-use clawnet_protocol::audit::{AuditDraft, LinkedEntry, SealedEntry};
+use clawnet_protocol::audit::{AuditDraft, LinkedEntry, SealedEntry, seal_batch};
 use redb::Database;
 
 use crate::deliveries::QueuedFeed;
@@ -58,7 +60,7 @@ pub use waits::{Pending, WhenDurable};
 
 /// Most changes committed in one transaction.
 const MAX_BATCH: usize = 4096;
-/// Changes that may wait for the sealer before `submit` blocks (backpressure).
+/// Changes that may wait for the writer thread before `submit` blocks (backpressure).
 const QUEUE_CAPACITY: usize = 16 * 1024;
 
 type Step = Box<dyn FnOnce(&mut Txn<'_>) -> Result<Box<dyn Any + Send>, StoreError> + Send>;
@@ -150,7 +152,9 @@ pub struct WriterStats {
     pub changes: u64,
     /// Audit entries committed.
     pub entries: u64,
-    /// Time spent sealing (numbering and signing entries).
+    /// Audit entries committed with a signature (one per sealed batch that has entries).
+    pub signatures: u64,
+    /// Time spent sealing (numbering, linking and signing entries).
     pub sealing: Duration,
     /// Time spent committing (running steps, inserting, flushing).
     pub committing: Duration,
@@ -174,20 +178,14 @@ struct Job {
     slot: Arc<Slot>,
 }
 
-/// A batch on its way from the sealer to the committer.
-struct SealedBatch {
-    jobs: Vec<Job>,
-    entries: Vec<Vec<SealedEntry>>,
-}
-
-/// State both pipeline threads and submitters see.
+/// State the writer thread and submitters see.
 struct Shared {
     db: Arc<Database>,
     signer: SigningSecret,
     owner: OwnerId,
     /// Where the next sealed entry goes (ahead of the disk while batches are in flight).
     head: Mutex<ChainHead>,
-    /// Changes submitted to the pipeline and not yet finished.
+    /// Changes submitted to the writer thread and not yet finished.
     in_flight: AtomicUsize,
     /// Set once, by the first failed commit.
     poisoned: OnceLock<String>,
@@ -200,11 +198,11 @@ struct Shared {
     durable: Durable,
 }
 
-/// The group-commit writer of one database: a handle on the sealer and committer threads.
+/// The group-commit writer of one database: a handle on its thread.
 pub(crate) struct Writer {
     inbox: Option<SyncSender<Job>>,
     shared: Arc<Shared>,
-    threads: Vec<JoinHandle<()>>,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl fmt::Debug for Writer {
@@ -214,7 +212,7 @@ impl fmt::Debug for Writer {
 }
 
 impl Writer {
-    /// Starts the pipeline; entries continue the chain after `head`.
+    /// Starts the writer thread; entries continue the chain after `head`.
     pub(crate) fn start(
         db: Arc<Database>,
         signer: SigningSecret,
@@ -236,35 +234,12 @@ impl Writer {
             journal: Mutex::new(journal),
         });
         let (inbox, jobs) = sync_channel::<Job>(QUEUE_CAPACITY);
-        // The sealer never waits for the committer (which takes every sealed batch at once),
-        // so signing and flushing overlap fully; the bound only caps memory.
-        let (to_committer, batches) = sync_channel::<SealedBatch>(QUEUE_CAPACITY);
-        let (work, to_sign) = sync_channel::<Vec<Vec<LinkedEntry>>>(1);
-        let (signed, done) = sync_channel::<Vec<Vec<SealedEntry>>>(1);
-        let sealer = Sealer { shared: shared.clone(), helper: SigningHelper { work, done } };
-        let helper_shared = shared.clone();
         let committer = Committer { shared: shared.clone() };
-        let spawn = |name: &str, run: Box<dyn FnOnce() + Send>| {
-            std::thread::Builder::new().name(name.into()).spawn(run).map_err(|err| StoreError::Io {
-                context: format!("starting the {name} thread"),
-                detail: err.to_string(),
-            })
-        };
-        let threads = vec![
-            spawn("clawnet-audit-sealer", Box::new(move || sealer.run(jobs, to_committer)))?,
-            spawn("clawnet-audit-committer", Box::new(move || committer.run(batches)))?,
-            spawn(
-                "clawnet-audit-signer",
-                Box::new(move || {
-                    for group in to_sign {
-                        if signed.send(sign_group(&helper_shared.signer, group)).is_err() {
-                            return;
-                        }
-                    }
-                }),
-            )?,
-        ];
-        Ok(Writer { inbox: Some(inbox), shared, threads })
+        let thread = std::thread::Builder::new()
+            .name("clawnet-writer".into())
+            .spawn(move || committer.run(jobs))
+            .map_err(|err| StoreError::Io { context: "starting the writer thread".into(), detail: err.to_string() })?;
+        Ok(Writer { inbox: Some(inbox), shared, thread: Some(thread) })
     }
 
     pub(crate) fn stats(&self) -> WriterStats {
@@ -290,8 +265,8 @@ impl Writer {
     }
 
     /// Commits `change` and blocks until it is durable. When nothing else is in flight, the
-    /// calling thread seals and commits it itself, saving the hand-offs to the pipeline threads
-    /// (most of a lone change's latency beyond the fsync); otherwise it joins the pipeline.
+    /// calling thread seals and commits it itself, saving the hand-offs to the writer thread
+    /// (most of a lone change's latency beyond the fsync); otherwise it joins the queue.
     pub(crate) fn commit<T: Send + 'static>(&self, change: Change<T>) -> Result<(T, CommitReceipt), StoreError> {
         match self.commit_if_idle(change) {
             Ok(done) => done,
@@ -351,28 +326,21 @@ impl Writer {
             return Ok(Err(StoreError::Poisoned(reason.clone())));
         }
         // Only when uncontended: if another thread holds the head, queueing behind it in the
-        // pipeline is what lets concurrent changes share one commit.
+        // writer thread is what lets concurrent changes share one commit.
         let uncontended = match self.shared.head.try_lock() {
             Ok(head) if self.shared.in_flight.load(Ordering::SeqCst) == 0 => Some(head),
-            // The guard of a failed check must be gone before the caller queues behind the sealer.
+            // The guard of a failed check must be gone before the caller queues behind the writer.
             _ => None,
         };
         let Some(mut head) = uncontended else {
             return Err(change);
         };
-        // Holding the head keeps the sealer out until this change is on disk (a change submitted
-        // meanwhile waits for it), so entries still reach the disk in sequence order.
+        // Holding the head keeps the writer thread out until this change is on disk (a change
+        // submitted meanwhile waits for it), so entries still reach the disk in sequence order.
         let slot = Arc::new(Slot::new());
-        let mut jobs = vec![Job { audit: change.audit, step: change.step, durable_later: change.durable_later, slot }];
-        let started = Instant::now();
-        let (entries, next) = seal_jobs(&self.shared, None, &mut jobs, *head);
-        let sealed_at = Instant::now();
-        let outcome = commit_batch(&self.shared, jobs, &entries);
-        if outcome.is_ok() {
-            *head = next;
-        }
+        let jobs = vec![Job { audit: change.audit, step: change.step, durable_later: change.durable_later, slot }];
+        let outcome = self.shared.seal_and_commit(&mut head, jobs);
         drop(head);
-        self.shared.record(&outcome, &entries, sealed_at - started, sealed_at.elapsed());
         Ok(outcome.and_then(|mut done| match done.pop() {
             Some(result) => typed(Ok(result)),
             None => Err(StoreError::Poisoned("a committed change produced no result".into())),
@@ -382,10 +350,9 @@ impl Writer {
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        // Closing the inbox lets the sealer finish what is queued and stop; the committer
-        // follows when the sealer drops its end.
+        // Closing the inbox lets the writer thread finish what is queued and stop.
         self.inbox = None;
-        for thread in self.threads.drain(..) {
+        if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
         // A last checkpoint, so the next open has nothing to replay. Without it (a crash) the
@@ -396,21 +363,13 @@ impl Drop for Writer {
     }
 }
 
-/// The first pipeline stage: numbers, links and signs audit entries.
-struct Sealer {
+/// The writer thread: takes everything queued as one batch, seals it and commits it.
+struct Committer {
     shared: Arc<Shared>,
-    helper: SigningHelper,
 }
 
-/// A thread the sealer hands part of a large batch to: the committer spends most of its time
-/// waiting for the disk, so a core is usually free for signing.
-struct SigningHelper {
-    work: SyncSender<Vec<Vec<LinkedEntry>>>,
-    done: Receiver<Vec<Vec<SealedEntry>>>,
-}
-
-impl Sealer {
-    fn run(self, jobs: Receiver<Job>, committer: SyncSender<SealedBatch>) {
+impl Committer {
+    fn run(self, jobs: Receiver<Job>) {
         while let Ok(first) = jobs.recv() {
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
@@ -419,45 +378,10 @@ impl Sealer {
                     Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                 }
             }
-            let started = Instant::now();
-            // Holding the head while signing is uncontended: these jobs count as in flight, so
-            // no inline commit starts meanwhile.
-            let entries = {
-                let mut head = lock(&self.shared.head);
-                let (entries, next) = seal_jobs(&self.shared, Some(&self.helper), &mut batch, *head);
-                *head = next;
-                entries
-            };
-            lock(&self.shared.stats).sealing += started.elapsed();
-            if committer.send(SealedBatch { jobs: batch, entries }).is_err() {
-                return;
-            }
-        }
-    }
-}
-
-/// The second pipeline stage: one durable transaction per batch.
-struct Committer {
-    shared: Arc<Shared>,
-}
-
-impl Committer {
-    fn run(self, batches: Receiver<SealedBatch>) {
-        while let Ok(SealedBatch { mut jobs, mut entries }) = batches.recv() {
-            // Commit everything sealed so far in one transaction.
-            while jobs.len() < MAX_BATCH {
-                match batches.try_recv() {
-                    Ok(more) => {
-                        jobs.extend(more.jobs);
-                        entries.extend(more.entries);
-                    }
-                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-                }
-            }
-            let slots: Vec<Arc<Slot>> = jobs.iter().map(|job| job.slot.clone()).collect();
-            let started = Instant::now();
-            let outcome = commit_batch(&self.shared, jobs, &entries);
-            self.shared.record(&outcome, &entries, Duration::ZERO, started.elapsed());
+            let slots: Vec<Arc<Slot>> = batch.iter().map(|job| job.slot.clone()).collect();
+            // Holding the head through the commit is uncontended: these jobs count as in
+            // flight, so no inline commit starts meanwhile.
+            let outcome = self.shared.seal_and_commit(&mut lock(&self.shared.head), batch);
             self.shared.in_flight.fetch_sub(slots.len(), Ordering::SeqCst);
             match outcome {
                 Ok(done) => {
@@ -476,6 +400,20 @@ impl Committer {
 }
 
 impl Shared {
+    /// Seals `jobs` after `head` and commits them in one transaction, moving `head` on if it
+    /// committed. The caller holds the head throughout, so batches reach the disk in order.
+    fn seal_and_commit(&self, head: &mut ChainHead, mut jobs: Vec<Job>) -> Result<Vec<Committed>, StoreError> {
+        let started = Instant::now();
+        let (entries, next) = seal_jobs(self, &mut jobs, *head);
+        let sealed_at = Instant::now();
+        let outcome = commit_batch(self, jobs, &entries);
+        if outcome.is_ok() {
+            *head = next;
+        }
+        self.record(&outcome, &entries, sealed_at - started, sealed_at.elapsed());
+        outcome
+    }
+
     /// Poisons the writer with `err` and wakes every waiter, so none waits forever.
     fn poison(&self, err: &StoreError) {
         let _ = self.poisoned.set(err.to_string());
@@ -514,6 +452,7 @@ impl Shared {
                 stats.batches += 1;
                 stats.changes += done.len() as u64;
                 stats.entries += entries.iter().map(|e| e.len() as u64).sum::<u64>();
+                stats.signatures += entries.iter().flatten().filter(|e| e.signed).count() as u64;
             }
             Err(err) => {
                 drop(stats);
@@ -523,74 +462,23 @@ impl Shared {
     }
 }
 
-/// Numbers, links and signs the audit entries of `jobs`, starting at `head`.
-fn seal_jobs(
-    shared: &Shared,
-    helper: Option<&SigningHelper>,
-    jobs: &mut [Job],
-    mut head: ChainHead,
-) -> (Vec<Vec<SealedEntry>>, ChainHead) {
+/// Numbers and links the audit entries of `jobs`, starting at `head`, and signs the last one:
+/// one signature per batch, covering the rest through the chain.
+fn seal_jobs(shared: &Shared, jobs: &mut [Job], mut head: ChainHead) -> (Vec<Vec<SealedEntry>>, ChainHead) {
     let now = Timestamp::now();
-    // Linking is sequential and cheap; signing is most of the work and parallel.
-    let linked: Vec<Vec<LinkedEntry>> = jobs
-        .iter_mut()
-        .map(|job| {
-            std::mem::take(&mut job.audit)
-                .into_iter()
-                .map(|draft| {
-                    let entry = draft.into_entry(head.next_seq, head.prev, now, shared.owner);
-                    let linked = LinkedEntry::new(&entry);
-                    head = ChainHead { next_seq: head.next_seq + 1, prev: linked.link() };
-                    linked
-                })
-                .collect()
-        })
-        .collect();
-    (sign_all(&shared.signer, helper, linked), head)
-}
-
-/// Signs linked entries, sharing the work with the helper when there are enough of them.
-fn sign_all(
-    signer: &SigningSecret,
-    helper: Option<&SigningHelper>,
-    linked: Vec<Vec<LinkedEntry>>,
-) -> Vec<Vec<SealedEntry>> {
-    const PARALLEL_FROM: usize = 16;
-    let total: usize = linked.iter().map(Vec::len).sum();
-    let Some(helper) = helper.filter(|_| total >= PARALLEL_FROM && linked.len() >= 2) else {
-        return sign_group(signer, linked);
-    };
-    // The helper takes the later half (by jobs, at about half of the entries).
-    let mut counted = 0;
-    let split = linked
-        .iter()
-        .position(|entries| {
-            counted += entries.len();
-            counted >= total / 2
-        })
-        .map_or(linked.len(), |idx| idx + 1);
-    let mut first = linked;
-    let second = first.split_off(split.min(first.len()));
-    let handed = match helper.work.send(second) {
-        Ok(()) => true,
-        Err(unsent) => {
-            first.extend(unsent.0);
-            false
-        }
-    };
-    let mut signed = sign_group(signer, first);
-    if handed {
-        match helper.done.recv() {
-            Ok(rest) => signed.extend(rest),
-            // The helper only stops when the writer shuts down, after the sealer.
-            Err(_) => unreachable!("the signing helper outlives the sealer"),
+    let mut counts = Vec::with_capacity(jobs.len());
+    let mut linked = Vec::new();
+    for job in jobs.iter_mut() {
+        let drafts = std::mem::take(&mut job.audit);
+        counts.push(drafts.len());
+        for draft in drafts {
+            let entry = LinkedEntry::new(&draft.into_entry(head.next_seq, head.prev, now, shared.owner));
+            head = ChainHead { next_seq: head.next_seq + 1, prev: entry.link() };
+            linked.push(entry);
         }
     }
-    signed
-}
-
-fn sign_group(signer: &SigningSecret, group: Vec<Vec<LinkedEntry>>) -> Vec<Vec<SealedEntry>> {
-    group.into_iter().map(|entries| entries.into_iter().map(|entry| entry.sign(signer)).collect()).collect()
+    let mut sealed = seal_batch(linked, &shared.signer).into_iter();
+    (counts.into_iter().map(|count| sealed.by_ref().take(count).collect()).collect(), head)
 }
 
 /// Runs every job's step and inserts the sealed entries in one durable transaction. After a

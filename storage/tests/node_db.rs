@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use clawnet_crypto::{IdentityId, SigningSecret, Timestamp};
-use clawnet_protocol::audit::{Actor, AuditDraft, ChainProblem, Outcome};
+use clawnet_protocol::audit::{Actor, AuditDraft, ChainProblem, Outcome, parse_record};
 use clawnet_protocol::testkit::{T0, TestOwner};
 use clawnet_protocol::{MessageId, Nonce, NonceLedger};
 use clawnet_storage::approvals::{ApprovalId, ApprovalRecord, ApprovalRequest, ApprovalStatus};
@@ -195,6 +195,39 @@ fn editing_any_byte_of_any_entry_names_that_entry() {
 }
 
 #[test]
+fn a_commit_is_signed_once_and_any_edit_of_it_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, db) = create(dir.path());
+    let signatures_before = db.writer_stats().unwrap().signatures;
+    let change = Change::new(|_| Ok(())).with_audit(step(1)).with_audit(step(2)).with_audit(step(3));
+    assert_eq!(db.commit(change).unwrap().1.last_seq(), 4);
+    let signed = |seq| parse_record(&raw_entry(&db, seq).unwrap().unwrap()).unwrap().signature.is_some();
+    assert_eq!((2..=4).map(signed).collect::<Vec<_>>(), [false, false, true], "only the commit's last entry is signed");
+    assert_eq!(db.writer_stats().unwrap().signatures, signatures_before + 1);
+    for seq in 2..=4 {
+        let original = raw_entry(&db, seq).unwrap().unwrap();
+        for byte in 0..original.len() {
+            let mut altered = original.clone();
+            altered[byte] ^= 0x20;
+            tamper_with_entry(&db, seq, &altered).unwrap();
+            // An edited covered entry no longer matches the link the entry after it names.
+            match db.verify_audit() {
+                Err(AuditVerifyError::Chain(err)) => assert!((seq..=seq + 1).contains(&err.seq), "byte {byte}: {err}"),
+                other => panic!("entry {seq} byte {byte}: tampering not detected: {other:?}"),
+            }
+        }
+        tamper_with_entry(&db, seq, &original).unwrap();
+    }
+    // Without its signature the commit's last entry covers nothing: the chain has lost its tail.
+    let last = raw_entry(&db, 4).unwrap().unwrap();
+    tamper_with_entry(&db, 4, &last[..last.len() - 64]).unwrap();
+    let Err(AuditVerifyError::Chain(err)) = db.verify_audit() else { panic!("a chain ending unsigned verified") };
+    assert_eq!((err.seq, err.problem), (2, ChainProblem::Unsigned));
+    tamper_with_entry(&db, 4, &last).unwrap();
+    assert_eq!(db.verify_audit().unwrap().entries, 4);
+}
+
+#[test]
 fn removed_entry_is_detected() {
     let dir = tempfile::tempdir().unwrap();
     let (_, db) = create(dir.path());
@@ -286,7 +319,7 @@ fn unknown_schema_version_is_refused_with_a_clear_error() {
     clawnet_storage::audit::tamper_with_schema_version(&db, 99).unwrap();
     drop(db);
     let err = NodeDb::open(&path).unwrap_err();
-    assert_eq!(err, StoreError::SchemaTooNew { found: 99, supported: 4 });
+    assert_eq!(err, StoreError::SchemaTooNew { found: 99, supported: 5 });
     assert!(err.to_string().contains("upgrade clawnet"));
 }
 
