@@ -96,6 +96,13 @@ impl<T: Signable> Signed<T> {
         encoding::decode(&self.body)
     }
 
+    /// Like [`Signed::decode_unverified`] without the canonical-encoding check: for a value
+    /// this node verified or signed before storing it, read back from its own database (the
+    /// check guards what arrives from outside; here it would only re-encode every value).
+    pub fn decode_stored(&self) -> Result<T, DecodeError> {
+        encoding::decode_local(&self.body)
+    }
+
     /// The signed bytes.
     pub fn body(&self) -> &[u8] {
         &self.body

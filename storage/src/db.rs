@@ -156,7 +156,7 @@ impl NodeDb {
     }
 
     /// Commits `change` on the calling thread if nothing else is being written, which saves the
-    /// hand-offs to the writer threads; otherwise returns it untouched (submit it instead). For
+    /// hand-off to the writer thread; otherwise returns it untouched (submit it instead). For
     /// async callers that can afford to block briefly (for example inside `block_in_place`).
     pub fn commit_if_idle<T: Send + 'static>(
         &self,

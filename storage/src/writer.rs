@@ -259,7 +259,7 @@ impl Writer {
         self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
         if inbox.send(job).is_err() {
             self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
-            return Err(StoreError::Poisoned("the writer threads stopped".into()));
+            return Err(StoreError::Poisoned("the writer thread stopped".into()));
         }
         Ok(Pending { slot, output: PhantomData })
     }

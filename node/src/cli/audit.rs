@@ -17,7 +17,7 @@ use crate::views::AuditSummaryView;
 pub(crate) enum AuditCommand {
     /// Check every link and signature of the audit chain; name the first bad entry
     Verify,
-    /// Write the chain as JSON Lines (one entry per line, with its raw signed record)
+    /// Write the chain as JSON Lines (one entry per line, with its raw record as stored)
     Export {
         /// Write to this file instead of standard output
         #[arg(long, value_name = "FILE")]

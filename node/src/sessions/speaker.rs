@@ -306,7 +306,7 @@ impl Node {
         }
         let mut notes = notes.into_iter().peekable();
         for signed in &turns {
-            let turn = signed.decode_unverified().map_err(|err| NodeError::Session(err.to_string()))?;
+            let turn = signed.decode_stored().map_err(|err| NodeError::Session(err.to_string()))?;
             while let Some((_, note)) = notes.next_if(|(at, _)| *at <= turn.sent_at) {
                 history.push(Message::user(note));
             }
