@@ -13,7 +13,7 @@
 //! own: until 2026-12-06 every entry was signed, by a sealer thread (with a signing helper)
 //! that handed batches to a committer thread; the hand-off cost more than the overlap saved
 //! once a batch took one signature (BENCHMARKS.md, *Governed sessions*). A blocking
-//! [`NodeDb::commit`](crate::NodeDb::commit) with nothing in flight skips the threads and seals
+//! [`NodeDb::commit`](crate::NodeDb::commit) with nothing in flight skips the thread and seals
 //! and commits on the calling thread: a lone change pays for its fsync and nothing else.
 //!
 //! A change may be *durable later* ([`Change::durable_later`]): it is committed and visible when
@@ -265,7 +265,7 @@ impl Writer {
     }
 
     /// Commits `change` and blocks until it is durable. When nothing else is in flight, the
-    /// calling thread seals and commits it itself, saving the hand-offs to the writer thread
+    /// calling thread seals and commits it itself, saving the hand-off to the writer thread
     /// (most of a lone change's latency beyond the fsync); otherwise it joins the queue.
     pub(crate) fn commit<T: Send + 'static>(&self, change: Change<T>) -> Result<(T, CommitReceipt), StoreError> {
         match self.commit_if_idle(change) {
@@ -487,7 +487,7 @@ fn commit_batch(shared: &Shared, jobs: Vec<Job>, sealed: &[Vec<SealedEntry>]) ->
     if let Some(reason) = shared.poisoned.get() {
         return Err(StoreError::Poisoned(reason.clone()));
     }
-    // A panicking step must not take the pipeline down with it.
+    // A panicking step must not take the writer down with it.
     std::panic::catch_unwind(AssertUnwindSafe(|| write_batch(shared, jobs, sealed)))
         .unwrap_or_else(|_| Err(StoreError::Poisoned("a change panicked while being committed".into())))
 }
