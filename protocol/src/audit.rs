@@ -184,8 +184,6 @@ pub struct SealedEntry {
     pub link: Hash32,
     /// `body || signature`, or `body` alone for an entry a later one covers, as stored.
     pub record: Vec<u8>,
-    /// Whether `record` carries the node's signature (the last entry of its commit).
-    pub signed: bool,
 }
 
 impl SealedEntry {
@@ -232,12 +230,12 @@ impl LinkedEntry {
         let signature = node_key.sign(AuditEntry::DOMAIN, &self.body);
         let mut record = self.body;
         record.extend_from_slice(&signature.0);
-        SealedEntry { seq: self.seq, link: self.link, record, signed: true }
+        SealedEntry { seq: self.seq, link: self.link, record }
     }
 
     /// Stores the entry without a signature: a later entry of the same commit signs for it.
     pub fn covered(self) -> SealedEntry {
-        SealedEntry { seq: self.seq, link: self.link, record: self.body, signed: false }
+        SealedEntry { seq: self.seq, link: self.link, record: self.body }
     }
 }
 
