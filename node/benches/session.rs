@@ -37,6 +37,9 @@
 //! Run: `cargo bench -p clawnet-node --bench session` (add `-- --runs N`). `BENCH_DEBUG=1`
 //! prints CPU time, outbox and writer counters per phase; `BENCH_DIR=/dev/shm` puts the
 //! databases on tmpfs, which takes the disk out of every figure (to see what is not fsync).
+//! `BENCH_PARALLEL_ONLY=N` runs only the parallel phase, N times on one pair of nodes, and
+//! prints each one's turns/s: for a profiler (`perf record`) to see that phase alone. Later
+//! repetitions run on larger tables, ~20% slower by the twelfth, so compare like with like.
 
 mod common;
 
@@ -78,6 +81,10 @@ const PATIENCE: Duration = Duration::from_secs(60);
 const LINE: &str = "We can deliver 500 units at 42.00 EUR each, shipped to arrive on 14 March; payment in 30 days.";
 
 fn main() -> anyhow::Result<()> {
+    if let Some(times) = std::env::var("BENCH_PARALLEL_ONLY").ok().and_then(|n| n.parse().ok()) {
+        common::repeat(1, || parallel_only(times))?;
+        return Ok(());
+    }
     let results = common::repeat(5, run_once)?;
     let median = |f: &dyn Fn(&RunResult) -> f64| median(results.iter().map(f).collect());
     let turn_p50 = median(&|r| r.turn_p50_us);
@@ -183,8 +190,7 @@ impl std::fmt::Display for RunResult {
 }
 
 async fn run_once() -> anyhow::Result<RunResult> {
-    let base = std::env::var_os("BENCH_DIR").map_or_else(|| env!("CARGO_TARGET_TMPDIR").into(), PathBuf::from);
-    let dir = tempfile::tempdir_in(base)?;
+    let dir = bench_dir()?;
     let (rtt_p50_us, raw_per_s) = common::raw_network(RAW_SAMPLES, RAW_REQUESTS, IN_FLIGHT).await?;
     let mut raw_db = RawDb::create(dir.path())?;
     let pair = Pair::start(dir.path()).await?;
@@ -213,6 +219,41 @@ async fn run_once() -> anyhow::Result<RunResult> {
             per_s: raw_per_s,
         },
     })
+}
+
+/// Turns/s of each repetition of the parallel phase alone (`BENCH_PARALLEL_ONLY`).
+struct ParallelOnly(Vec<f64>);
+
+impl std::fmt::Display for ParallelOnly {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let each: Vec<String> = self.0.iter().map(|t| format!("{t:.0}")).collect();
+        write!(f, "{PARALLEL_SESSIONS} sessions in parallel, {} times: {} turns/s", self.0.len(), each.join(" / "))
+    }
+}
+
+/// The parallel phase `times` times on one pair of nodes, and nothing else.
+async fn parallel_only(times: usize) -> anyhow::Result<ParallelOnly> {
+    let dir = bench_dir()?;
+    let pair = Pair::start(dir.path()).await?;
+    let mut events = Events::of(&pair);
+    let mut rates = Vec::with_capacity(times);
+    for _ in 0..times {
+        match parallel(&pair, &mut events).await {
+            Ok(phase) => rates.push(phase.turns_per_s),
+            Err(err) => {
+                pair.shutdown().await;
+                return Err(err);
+            }
+        }
+    }
+    pair.shutdown().await;
+    Ok(ParallelOnly(rates))
+}
+
+/// A fresh directory for a run's databases, under `BENCH_DIR` if set.
+fn bench_dir() -> anyhow::Result<tempfile::TempDir> {
+    let base = std::env::var_os("BENCH_DIR").map_or_else(|| env!("CARGO_TARGET_TMPDIR").into(), PathBuf::from);
+    Ok(tempfile::tempdir_in(base)?)
 }
 
 /// Two running nodes whose identities "procurement" (acme) and "sales" (globex) are assigned
