@@ -14,6 +14,9 @@
 //! body's encoding is self-delimiting ([`encoding::decode_prefix`]), and only nothing or a
 //! signature may follow it. (Until 2026-12-06 every entry was signed; those chains verify
 //! unchanged.)
+//!
+//! The verifier names the first bad entry; an edited entry without a signature of its own can
+//! only show as the next entry no longer linking to it, so it may be named one later.
 
 use clawnet_crypto::{
     DecodeError, Domain, Hash32, HashDomain, IdentityId, OwnerId, Signable, Signature, SigningPublicKey, SigningSecret,

@@ -183,7 +183,8 @@ struct Shared {
     db: Arc<Database>,
     signer: SigningSecret,
     owner: OwnerId,
-    /// Where the next sealed entry goes (ahead of the disk while batches are in flight).
+    /// Where the next entry goes; held by whichever thread seals and commits a batch, through
+    /// its commit, so the chain reaches the disk in order.
     head: Mutex<ChainHead>,
     /// Changes submitted to the writer thread and not yet finished.
     in_flight: AtomicUsize,
