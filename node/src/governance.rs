@@ -227,7 +227,7 @@ impl Governance {
     /// The contact whose node is `peer`; anyone else is a stranger.
     pub(crate) fn contact_of_peer(&self, peer: &PeerId, what: &str) -> Result<ContactRecord, Refusal> {
         let device = device_key_of(peer).ok_or_else(|| attack("stranger", Actor::Node, peer, "not an ed25519 peer"))?;
-        let contact = self.node.home.db().read().and_then(|view| view.contact_by_device(&device)).map_err(busy)?;
+        let contact = self.node.home.db().contact_by_device(&device).map_err(busy)?;
         match contact {
             Some(contact) if !matches!(contact.state, ContactState::Removed) => Ok(contact),
             _ => Err(attack("stranger", Actor::Node, peer, format!("{what} from a node that is not a contact's"))),

@@ -14,7 +14,7 @@ use crate::home::{NodeHome, UnlockedHome};
 impl NodeHome {
     /// Every identity, active and retired.
     pub fn identities(&self) -> Result<Vec<IdentityRecord>, NodeError> {
-        let mut identities = self.db().read()?.identities()?;
+        let mut identities = self.db().identities()?.to_vec();
         identities.sort_by(|a, b| (a.created_at, &a.tag).cmp(&(b.created_at, &b.tag)));
         Ok(identities)
     }

@@ -242,7 +242,7 @@ pub(crate) fn record_of(
 
 /// The contact record of `owner`.
 pub(crate) fn contact_of(db: &NodeDb, owner: &OwnerId) -> Result<Option<ContactRecord>, StoreError> {
-    db.read()?.contact(owner)
+    db.contact(owner)
 }
 
 fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -3,14 +3,18 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use clawnet_crypto::{DeviceCert, OwnerId, Signed, SigningPublicKey, SigningSecret, Timestamp};
+use clawnet_crypto::cert::ContextTag;
+use clawnet_crypto::{DeviceCert, IdentityId, OwnerId, Signed, SigningPublicKey, SigningSecret, Timestamp};
 use clawnet_protocol::audit::{Actor, AuditDraft, Outcome};
 use redb::{Database, ReadableDatabase};
 
+use crate::contacts::ContactRecord;
 use crate::deliveries::QueuedFeed;
 use crate::error::{DbResultExt, StoreError};
+use crate::identities::IdentityRecord;
 use crate::journal::{self, Journal};
 use crate::schema::{self, META};
+use crate::snapshots::{Snapshots, ValueMemories};
 use crate::view::ReadView;
 use crate::writer::{Change, CommitReceipt, Pending, WhenDurable, Writer, WriterStats};
 
@@ -48,6 +52,7 @@ pub struct NodeDb {
     info: NodeInfo,
     writer: Option<Arc<Writer>>,
     queued: Arc<QueuedFeed>,
+    snapshots: Arc<Snapshots>,
     recovered: u64,
 }
 
@@ -133,6 +138,7 @@ impl NodeDb {
             self.info.owner,
             head,
             self.queued.clone(),
+            self.snapshots.clone(),
             journal,
         )?));
         Ok(())
@@ -191,6 +197,41 @@ impl NodeDb {
         Ok(ReadView { tx: self.db.begin_read().ctx("starting a read")? })
     }
 
+    /// The contact record of `owner` as last committed, from memory (see [`NodeDb::identities`]).
+    pub fn contact(&self, owner: &OwnerId) -> Result<Option<ContactRecord>, StoreError> {
+        Ok(self.snapshots.contacts(|| self.read())?.get(owner).cloned())
+    }
+
+    /// The contact whose node has `device_key`, if any, as last committed, from memory.
+    pub fn contact_by_device(&self, device_key: &SigningPublicKey) -> Result<Option<ContactRecord>, StoreError> {
+        Ok(self.snapshots.contacts(|| self.read())?.by_device(device_key).cloned())
+    }
+
+    /// Every identity, active and retired, ordered by id, as last committed. Kept decoded in
+    /// memory until a commit writes identities, like the contacts and the value layer of
+    /// memory: these are read for every message, and change rarely. Use a [`ReadView`] to read
+    /// them consistently with other tables.
+    pub fn identities(&self) -> Result<Arc<Vec<IdentityRecord>>, StoreError> {
+        self.snapshots.identities(|| self.read())
+    }
+
+    /// The identity `id`, as last committed, from memory.
+    pub fn identity(&self, id: &IdentityId) -> Result<Option<IdentityRecord>, StoreError> {
+        Ok(self.identities()?.iter().find(|record| &record.id == id).cloned())
+    }
+
+    /// The active identity with `tag`, if any, as last committed, from memory.
+    pub fn active_identity_by_tag(&self, tag: &ContextTag) -> Result<Option<IdentityRecord>, StoreError> {
+        Ok(self.identities()?.iter().find(|record| record.is_active() && &record.tag == tag).cloned())
+    }
+
+    /// The value-layer memory records of every identity (see [`ValueMemories`]), as last
+    /// committed, from memory. The same `Arc` until a commit changes them, so what is derived
+    /// from them can be kept as long.
+    pub fn value_memories(&self) -> Result<Arc<ValueMemories>, StoreError> {
+        self.snapshots.values(|| self.read())
+    }
+
     /// Facts about this node.
     pub fn info(&self) -> &NodeInfo {
         &self.info
@@ -230,7 +271,9 @@ impl NodeDb {
         }
         let tx = self.db.begin_write().ctx("writing raw")?;
         write(&tx)?;
-        tx.commit().ctx("writing raw")
+        tx.commit().ctx("writing raw")?;
+        self.snapshots.written(crate::snapshots::Touched::ALL);
+        Ok(())
     }
 
     fn from_database(db: Database, path: &Path) -> Result<NodeDb, StoreError> {
@@ -275,7 +318,15 @@ impl NodeDb {
         let info = NodeInfo { owner, device_key: cert.device_key, device_cert, node_name };
         drop(meta);
         drop(tx);
-        Ok(NodeDb { db: Arc::new(db), path: path.to_owned(), info, writer: None, queued: Arc::default(), recovered: 0 })
+        Ok(NodeDb {
+            db: Arc::new(db),
+            path: path.to_owned(),
+            info,
+            writer: None,
+            queued: Arc::default(),
+            snapshots: Arc::default(),
+            recovered: 0,
+        })
     }
 }
 
@@ -304,7 +355,8 @@ pub(crate) fn create_tables(tx: &redb::WriteTransaction) -> Result<(), StoreErro
 /// endpoint's tables; schema 3 the index of pending approvals; schema 4 the commit journal,
 /// which starts when writes are unlocked (an older database has nothing to replay); schema 5
 /// audit records without a signature of their own (an older chain, every entry signed, is
-/// already valid). Nothing else changed.
+/// already valid); schema 6 inbox records without the message (older records still read).
+/// Nothing else changed.
 fn migrate(db: &Database, found: u32) -> Result<(), StoreError> {
     let context = "migrating the database to the current schema";
     let tx = db.begin_write().ctx(context)?;

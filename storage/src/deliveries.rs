@@ -69,21 +69,42 @@ impl WireFormat for OutboundRecord {
     const MAX_LEN: usize = clawnet_protocol::limits::MAX_WIRE_MESSAGE + 256;
 }
 
-/// A message received and recorded.
+/// A message received and recorded: who sent it and when, which is what recognising a retry
+/// needs. What the message did is in the records it changed (a turn in its session's
+/// transcript, a contact's new state), committed with this one, and in the audit chain.
+/// (Version 1 records also held the message itself: every message was stored twice, and kept
+/// forever. They are still read.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InboundRecord {
     /// The sending node's device key.
     pub sender: SigningPublicKey,
-    /// The encoded wire message.
-    pub message: Vec<u8>,
     /// When it was recorded.
     pub received_at: Timestamp,
 }
 
 impl WireFormat for InboundRecord {
     const NAME: &'static str = "inbound message";
-    const VERSION: u8 = 1;
-    const MAX_LEN: usize = clawnet_protocol::limits::MAX_WIRE_MESSAGE + 256;
+    const VERSION: u8 = 2;
+    const MAX_LEN: usize = 128;
+}
+
+/// An inbox record of version 1, with the message.
+#[derive(Deserialize)]
+struct InboundRecordV1 {
+    sender: SigningPublicKey,
+    #[allow(dead_code, reason = "read to reach the fields after it")]
+    message: Vec<u8>,
+    received_at: Timestamp,
+}
+
+/// Decodes a stored inbox record of either version.
+fn decode_inbound(bytes: &[u8]) -> Result<InboundRecord, StoreError> {
+    match bytes.split_first() {
+        Some((1, body)) => postcard::from_bytes::<InboundRecordV1>(body)
+            .map(|old| InboundRecord { sender: old.sender, received_at: old.received_at })
+            .map_err(|err| StoreError::Corrupt { what: InboundRecord::NAME, detail: err.to_string() }),
+        _ => decode_value(bytes),
+    }
 }
 
 /// A message a committed transaction queued in the outbox.
@@ -201,7 +222,13 @@ impl ReadView {
     pub fn inbound(&self, id: &MessageId) -> Result<Option<InboundRecord>, StoreError> {
         let table = self.tx.open_table(INBOX).ctx("reading the inbox")?;
         let value = table.get(id.0.as_bytes()).ctx("reading the inbox")?;
-        value.map(|value| decode_value(value.value())).transpose()
+        value.map(|value| decode_inbound(value.value())).transpose()
+    }
+
+    /// Whether the inbound message `id` was received before (what recognising a retry needs).
+    pub fn has_inbound(&self, id: &MessageId) -> Result<bool, StoreError> {
+        let table = self.tx.open_table(INBOX).ctx("reading the inbox")?;
+        Ok(table.get(id.0.as_bytes()).ctx("reading the inbox")?.is_some())
     }
 }
 
@@ -265,5 +292,17 @@ mod tests {
         record.schedule.attempts = 3;
         assert_eq!(decode_schedule(&encoding::encode(&record)).unwrap(), record.schedule);
         assert!(decode_schedule(&[2, 0, 0]).is_err());
+    }
+
+    #[test]
+    fn inbox_records_of_both_versions_decode() {
+        let sender = clawnet_crypto::SigningSecret::from_bytes(&[1; 32]).public_key();
+        let record = InboundRecord { sender, received_at: Timestamp(7) };
+        assert_eq!(decode_inbound(&encoding::encode(&record)).unwrap(), record);
+        // Version 1, as schemas up to 5 wrote it: the message between the sender and the time.
+        let mut old = vec![1];
+        old.extend(postcard::to_allocvec(&(sender, b"a whole message".to_vec(), Timestamp(7))).unwrap());
+        assert_eq!(decode_inbound(&old).unwrap(), record);
+        assert!(decode_inbound(&[3, 0]).is_err(), "an unknown version is refused");
     }
 }

@@ -25,10 +25,12 @@ pub mod peers;
 pub mod replay;
 mod schema;
 pub mod sessions;
+mod snapshots;
 mod view;
 pub mod writer;
 
 pub use db::{Genesis, NodeDb, NodeInfo};
 pub use error::StoreError;
+pub use snapshots::ValueMemories;
 pub use view::{ReadView, Txn};
 pub use writer::{Change, CommitReceipt, Pending, WhenDurable, WriterStats};

@@ -9,7 +9,7 @@ use crate::error::{DbResultExt, StoreError};
 
 /// The layout this build writes and reads. Bump it, and add a migration, with any change to a
 /// table or record encoding.
-pub(crate) const SCHEMA_VERSION: u32 = 5;
+pub(crate) const SCHEMA_VERSION: u32 = 6;
 
 /// Node facts: schema version, owner, device certificate, keystore blob.
 pub(crate) const META: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("meta");

@@ -1,13 +1,14 @@
 //! Transaction wrappers: domain modules add their read and write methods to these, so code
 //! outside this crate never sees a redb type.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 
 use clawnet_crypto::{WireFormat, encoding};
 
 use crate::error::StoreError;
 use crate::journal::JournaledTable;
+use crate::snapshots::Touched;
 
 /// A consistent read-only snapshot of the database.
 pub struct ReadView {
@@ -29,11 +30,13 @@ pub struct Txn<'a> {
     pub(crate) queued: Vec<crate::deliveries::QueuedOutbound>,
     /// Every write made through [`Txn::write_table`], recorded for the commit journal.
     pub(crate) writes: RefCell<Vec<u8>>,
+    /// Which tables kept decoded in memory it wrote (their copies are dropped once it commits).
+    pub(crate) touched: Cell<Touched>,
 }
 
 impl<'a> Txn<'a> {
     pub(crate) fn new(tx: &'a redb::WriteTransaction) -> Txn<'a> {
-        Txn { tx, queued: Vec::new(), writes: RefCell::default() }
+        Txn { tx, queued: Vec::new(), writes: RefCell::default(), touched: Cell::default() }
     }
 
     /// Opens `table` for writing. Every write goes through here, so the journal sees it: a
@@ -42,6 +45,8 @@ impl<'a> Txn<'a> {
         &self,
         table: redb::TableDefinition<'static, K, V>,
     ) -> Result<JournaledTable<'_, K, V>, redb::TableError> {
+        use redb::TableHandle;
+        self.touched.set(self.touched.get().with(Touched::of(table.name())));
         JournaledTable::open(self.tx, table, &self.writes)
     }
 }

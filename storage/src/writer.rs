@@ -51,6 +51,7 @@ use crate::deliveries::QueuedFeed;
 use crate::error::{DbResultExt, StoreError};
 use crate::journal::Journal;
 use crate::schema::AUDIT;
+use crate::snapshots::{Snapshots, Touched};
 use crate::view::Txn;
 
 mod waits;
@@ -193,6 +194,8 @@ struct Shared {
     stats: Mutex<WriterStats>,
     /// Where committed transactions publish the messages they queued.
     queued: Arc<QueuedFeed>,
+    /// The decoded copies of tables that committed transactions make stale.
+    snapshots: Arc<Snapshots>,
     /// Makes batches durable between checkpoints; held by whichever thread commits.
     journal: Mutex<Journal>,
     /// Who waits for a durable-later batch to reach the disk.
@@ -220,6 +223,7 @@ impl Writer {
         owner: OwnerId,
         head: ChainHead,
         queued: Arc<QueuedFeed>,
+        snapshots: Arc<Snapshots>,
         journal: Journal,
     ) -> Result<Writer, StoreError> {
         let shared = Arc::new(Shared {
@@ -232,6 +236,7 @@ impl Writer {
             stats: Mutex::new(WriterStats::default()),
             durable: Durable::new(journal.synced_through()),
             queued,
+            snapshots,
             journal: Mutex::new(journal),
         });
         let (inbox, jobs) = sync_channel::<Job>(QUEUE_CAPACITY);
@@ -434,6 +439,8 @@ impl Shared {
         tx.commit().ctx(context)?;
         journal.checkpointed();
         self.durable.reached(journal.synced_through());
+        // Only tests write raw (and the final checkpoint writes nothing): any copy may be stale.
+        self.snapshots.written(Touched::ALL);
         Ok(())
     }
 
@@ -501,7 +508,7 @@ fn write_batch(shared: &Shared, jobs: Vec<Job>, sealed: &[Vec<SealedEntry>]) -> 
     let sync = !jobs.iter().all(|job| job.durable_later);
     let batch = journal.next_seq();
     let mut done = Vec::with_capacity(jobs.len());
-    let (queued, writes) = {
+    let (queued, writes, touched) = {
         let mut txn = Txn::new(&tx);
         for (job, entries) in jobs.into_iter().zip(sealed) {
             let output = match job.step {
@@ -516,7 +523,7 @@ fn write_batch(shared: &Shared, jobs: Vec<Job>, sealed: &[Vec<SealedEntry>]) -> 
             audit.insert(entry.seq, entry.record.as_slice()).ctx(context)?;
         }
         drop(audit);
-        (txn.queued, txn.writes.into_inner())
+        (txn.queued, txn.writes.into_inner(), txn.touched.get())
     };
     // The journal's record is on disk before redb commits, so no reader sees a durable change
     // a crash could take back; redb then skips its fsync. (A durable-later batch's record is
@@ -534,6 +541,7 @@ fn write_batch(shared: &Shared, jobs: Vec<Job>, sealed: &[Vec<SealedEntry>]) -> 
     let through = journal.synced_through();
     drop(journal);
     shared.durable.reached(through);
+    shared.snapshots.written(touched);
     shared.queued.publish(queued);
     Ok(done)
 }

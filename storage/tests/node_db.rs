@@ -262,7 +262,7 @@ fn mailboxes_are_idempotent_by_message_id() {
     let (owner, db) = create(dir.path());
     let id = MessageId::of(b"hello");
     let outbound = OutboundRecord::new(owner.device.public_key(), b"hello".to_vec(), T0);
-    let inbound = InboundRecord { sender: owner.device.public_key(), message: b"hello".to_vec(), received_at: T0 };
+    let inbound = InboundRecord { sender: owner.device.public_key(), received_at: T0 };
     let enqueue = |record: OutboundRecord| Change::new(move |txn| txn.enqueue_outbound(&id, &record));
     assert!(db.commit(enqueue(outbound.clone())).unwrap().0);
     assert!(!db.commit(enqueue(outbound.clone())).unwrap().0, "queued twice");
@@ -316,7 +316,7 @@ fn unknown_schema_version_is_refused_with_a_clear_error() {
     clawnet_storage::audit::tamper_with_schema_version(&db, 99).unwrap();
     drop(db);
     let err = NodeDb::open(&path).unwrap_err();
-    assert_eq!(err, StoreError::SchemaTooNew { found: 99, supported: 5 });
+    assert_eq!(err, StoreError::SchemaTooNew { found: 99, supported: 6 });
     assert!(err.to_string().contains("upgrade clawnet"));
 }
 
@@ -520,4 +520,90 @@ fn the_outbox_feed_reports_what_committed_changes_queued_once_subscribed() {
     });
     assert!(db.commit(failing).is_err());
     assert!(reported(feed.take()).is_empty());
+}
+
+#[test]
+fn contacts_identities_and_values_read_from_memory_follow_every_commit() {
+    use clawnet_protocol::contact::ContactState;
+    use clawnet_storage::contacts::ContactRecord;
+    use clawnet_storage::memory::{MemoryAuthor, MemoryKind, MemoryRecord};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (owner, db) = create(dir.path());
+    let bob = TestOwner::new(2, &["work"]);
+    let contact = ContactRecord {
+        owner: bob.id(),
+        display_name: "Bob".into(),
+        device_key: bob.device.public_key(),
+        device: None,
+        contact_key: None,
+        state: ContactState::Connected,
+        assigned_identity: None,
+        their_feed: None,
+        their_tags: None,
+        created_at: T0,
+        updated_at: T0,
+    };
+    // Read before anything is written, so a copy exists for each commit to make stale.
+    assert_eq!(db.contact(&bob.id()).unwrap(), None);
+    assert!(db.identities().unwrap().is_empty());
+    assert!(db.value_memories().unwrap().is_empty());
+
+    let stored = contact.clone();
+    db.commit(Change::new(move |txn| txn.put_contact(&stored))).unwrap();
+    assert_eq!(db.contact(&bob.id()).unwrap().as_ref(), Some(&contact));
+    assert_eq!(db.contact_by_device(&bob.device.public_key()).unwrap().as_ref(), Some(&contact));
+
+    let removed = ContactRecord { state: ContactState::Removed, ..contact.clone() };
+    let stored = removed.clone();
+    db.commit(Change::new(move |txn| txn.put_contact(&stored))).unwrap();
+    assert_eq!(db.contact_by_device(&bob.device.public_key()).unwrap(), Some(removed), "the removal is read back");
+
+    let work = owner.identity("work");
+    let identity = IdentityRecord {
+        id: work.id,
+        tag: "work".parse().unwrap(),
+        description: "day job".into(),
+        cert: work.cert.clone(),
+        created_at: T0,
+        status: IdentityStatus::Active,
+    };
+    let (stored, id) = (identity.clone(), identity.id);
+    let secret = MemoryRecord {
+        id: 1,
+        kind: MemoryKind::NeverShare,
+        text: "project falcon".into(),
+        author: MemoryAuthor::Owner,
+        created_at: T0,
+        updated_at: T0,
+    };
+    let fact = MemoryRecord { id: 2, kind: MemoryKind::Fact, text: "likes tea".into(), ..secret.clone() };
+    let (kept, skipped) = (secret.clone(), fact.clone());
+    // The inline commit (nothing else in flight) drops the copies as the writer thread does.
+    let inline = db.commit_if_idle(Change::new(move |txn| {
+        txn.put_identity(&stored)?;
+        txn.put_memory(&id, &kept)?;
+        txn.put_memory(&id, &skipped)
+    }));
+    assert!(matches!(inline, Ok(Ok(_))), "an idle writer commits inline");
+    assert_eq!(db.identities().unwrap().as_slice(), std::slice::from_ref(&identity));
+    assert_eq!(db.active_identity_by_tag(&"work".parse().unwrap()).unwrap(), Some(identity.clone()));
+    let values = db.value_memories().unwrap();
+    assert_eq!(values.as_slice(), &[(id, secret)], "only the value layer");
+    assert!(Arc::ptr_eq(&values, &db.value_memories().unwrap()), "kept until a commit changes it");
+
+    // A commit that writes none of these tables keeps the copies.
+    db.append(step(1)).unwrap();
+    assert!(Arc::ptr_eq(&values, &db.value_memories().unwrap()));
+
+    db.commit(Change::new(move |txn| txn.delete_memory(&id, 1).map(drop))).unwrap();
+    assert!(db.value_memories().unwrap().is_empty(), "a deletion is read back");
+
+    // A failed change writes nothing, and leaves what is read unchanged.
+    let failed = db.commit(Change::new(move |txn| {
+        txn.put_memory(&id, &fact)?;
+        Err::<(), _>(StoreError::ReadOnly)
+    }));
+    assert!(failed.is_err());
+    assert!(db.value_memories().unwrap().is_empty());
 }

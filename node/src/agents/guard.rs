@@ -56,7 +56,7 @@ impl DisclosureGuard {
             .into_iter()
             .map(Into::into)
             .filter_map(|text: String| {
-                let folded: String = fold_words(&text).concat();
+                let folded: String = words_of(&fold(&text)).concat();
                 let mut words = terms(&fold(&text));
                 words.sort();
                 words.dedup();
@@ -78,11 +78,22 @@ impl DisclosureGuard {
 
     /// Whether `message` may leave the node.
     pub fn check(&self, message: &str) -> Verdict {
-        let words = fold_words(message);
+        if self.secrets.is_empty() {
+            return Verdict::Pass;
+        }
+        let folded_message = fold(message);
+        let words = words_of(&folded_message);
         let folded = words.concat();
-        let mut message_terms = terms(&fold(message));
-        message_terms.sort();
-        message_terms.dedup();
+        // Only items of several words need the message's terms.
+        let message_terms = std::cell::OnceCell::new();
+        let message_terms = || {
+            message_terms.get_or_init(|| {
+                let mut message_terms = terms(&folded_message);
+                message_terms.sort();
+                message_terms.dedup();
+                message_terms
+            })
+        };
         let matched: Vec<String> = self
             .secrets
             .iter()
@@ -90,7 +101,7 @@ impl DisclosureGuard {
                 (secret.folded.len() >= MIN_INFIX_LEN && folded.contains(&secret.folded))
                     || joins_consecutive_words(&words, &secret.folded)
                     || (secret.words.len() >= MIN_WORDS_FOR_SET_MATCH
-                        && secret.words.iter().all(|word| message_terms.binary_search(word).is_ok()))
+                        && secret.words.iter().all(|word| message_terms().binary_search(word).is_ok()))
             })
             .map(|secret| secret.text.clone())
             .collect();
@@ -100,13 +111,14 @@ impl DisclosureGuard {
 
 /// Whether some run of consecutive words of the message, glued together, spells `item`
 /// ("fal con" spells "falcon"; "falconry" does not).
-fn joins_consecutive_words(words: &[String], item: &str) -> bool {
+fn joins_consecutive_words(words: &[&str], item: &str) -> bool {
     (0..words.len()).any(|start| {
-        let mut glued = String::new();
+        let mut rest = item;
         for word in &words[start..] {
-            glued.push_str(word);
-            if glued.len() >= item.len() {
-                return glued == item;
+            match rest.strip_prefix(word) {
+                Some("") => return true,
+                Some(remaining) => rest = remaining,
+                None => return false,
             }
         }
         false
@@ -118,9 +130,9 @@ fn fold(text: &str) -> String {
     text.nfkd().filter(|c| !is_combining_mark(*c)).flat_map(char::to_lowercase).map(unconfuse).collect()
 }
 
-/// The folded words of `text`: runs of letters and digits; everything else separates.
-fn fold_words(text: &str) -> Vec<String> {
-    fold(text).split(|c: char| !c.is_alphanumeric()).filter(|word| !word.is_empty()).map(str::to_owned).collect()
+/// The words of folded text: runs of letters and digits; everything else separates.
+fn words_of(folded: &str) -> Vec<&str> {
+    folded.split(|c: char| !c.is_alphanumeric()).filter(|word| !word.is_empty()).collect()
 }
 
 /// Maps Cyrillic and Greek letters that look like Latin ones to the Latin letter.

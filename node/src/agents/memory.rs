@@ -112,12 +112,29 @@ impl NodeHome {
     /// The entries `scope` may read, in `layer` if given, by identity then number. Retired
     /// identities' memories are archived: the manager still reads them, no agent writes them.
     pub fn memories(&self, scope: MemoryScope, layer: Option<MemoryLayer>) -> Result<Vec<MemoryItem>, NodeError> {
+        let in_scope = |id: &IdentityId| match scope {
+            MemoryScope::Identity(only) => *id == only,
+            MemoryScope::All => true,
+        };
+        if layer == Some(MemoryLayer::Value) {
+            // Read for every message an identity agent sends (its role prompt, the disclosure
+            // guard), so from the copy the database keeps in memory, not a scan of all memory.
+            let (identities, values) = (self.db().identities()?, self.db().value_memories()?);
+            return Ok(values
+                .iter()
+                .filter(|(id, _)| in_scope(id))
+                .filter_map(|(id, record)| {
+                    identities
+                        .iter()
+                        .find(|identity| identity.id == *id)
+                        .map(|identity| MemoryItem::of(identity, record))
+                })
+                .collect());
+        }
         let read = self.db().read()?;
         let mut items = Vec::new();
         for identity in read.identities()? {
-            if let MemoryScope::Identity(id) = scope
-                && id != identity.id
-            {
+            if !in_scope(&identity.id) {
                 continue;
             }
             for record in read.memories(&identity.id)? {
@@ -209,7 +226,7 @@ impl UnlockedHome {
 
     fn active_identity(&self, tag: &str) -> Result<IdentityRecord, NodeError> {
         let tag = tag.parse()?;
-        self.db().read()?.active_identity_by_tag(&tag)?.ok_or_else(|| NodeError::NoSuchIdentity(tag.to_string()))
+        self.db().active_identity_by_tag(&tag)?.ok_or_else(|| NodeError::NoSuchIdentity(tag.to_string()))
     }
 
     fn existing_memory(&self, identity: &IdentityRecord, number: u64) -> Result<MemoryRecord, NodeError> {

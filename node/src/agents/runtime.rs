@@ -128,9 +128,8 @@ impl<B> Clone for Agent<B> {
 impl<B: Brain + 'static> Agent<B> {
     /// The identity agent of the active identity `tag`.
     pub fn identity(home: Arc<UnlockedHome>, tag: &str, brain: Arc<B>) -> Result<Agent<B>, NodeError> {
-        let parsed = tag.parse()?;
         let record =
-            home.db().read()?.active_identity_by_tag(&parsed)?.ok_or_else(|| NodeError::NoSuchIdentity(tag.into()))?;
+            home.db().active_identity_by_tag(&tag.parse()?)?.ok_or_else(|| NodeError::NoSuchIdentity(tag.into()))?;
         Ok(Agent::new(home, AgentRole::Identity(Box::new(record)), brain))
     }
 

@@ -155,9 +155,9 @@ impl<H: Handler> Inbox<H> {
 
     /// Checks and records one message; `alone` when it is the only one of its batch.
     async fn receive_one(&self, peer: PeerId, id: MessageId, bytes: Vec<u8>, alone: bool) -> MessageOutcome {
-        match self.home.db().read().and_then(|view| view.inbound(&id)) {
-            Ok(Some(_)) => return MessageOutcome::Recorded,
-            Ok(None) => {}
+        match self.home.db().read().and_then(|view| view.has_inbound(&id)) {
+            Ok(true) => return MessageOutcome::Recorded,
+            Ok(false) => {}
             Err(err) => {
                 tracing::error!(%err, "cannot read the inbox");
                 return MessageOutcome::try_later("the receiving node cannot read its database");
@@ -193,7 +193,7 @@ impl<H: Handler> Inbox<H> {
             Ok(accepted) => accepted,
             Err(refusal) => return self.refuse(refusal).await,
         };
-        let record = InboundRecord { sender, message: bytes, received_at: Timestamp::now() };
+        let record = InboundRecord { sender, received_at: Timestamp::now() };
         let early = accepted.follow_up_when_committed;
         let mut change = accepted.change.also(move |txn| txn.record_inbound(&id, &record).map(drop));
         if early {

@@ -47,7 +47,7 @@ impl RosterCache {
         let (certs, revocations) = contact
             .their_tags
             .as_ref()
-            .and_then(|signed| signed.decode_unverified().ok())
+            .and_then(|signed| signed.decode_stored().ok())
             .map(|announcement| (announcement.tags.into_iter().map(|tag| tag.cert).collect(), announcement.revocations))
             .unwrap_or_default();
         let built = self.roster(contact.owner, certs, revocations, |roster, certs, revoked| {

@@ -92,7 +92,6 @@ impl Node {
         let identity = self
             .home
             .db()
-            .read()?
             .identity(&if proposal.initiator.owner == me {
                 proposal.initiator.identity
             } else {
