@@ -4,7 +4,9 @@
 //! bytes: decoding one from the wire costs nothing, and the curve work (decompression, the
 //! small-order check) happens when it is used to verify, where an invalid or weak key fails.
 //! [`SigningPublicKey::from_bytes`] validates eagerly, for keys typed in by people. Verification
-//! is always `verify_strict` over a [`Domain`]-framed message.
+//! is always `verify_strict` over a [`Domain`]-framed message. A node verifies many signatures
+//! by few keys (its contacts' identities and owners), so the last keys that decompressed and
+//! passed the check are kept decompressed ([`decompress`]).
 
 use std::fmt;
 
@@ -141,11 +143,27 @@ impl SigningPublicKey {
     }
 }
 
+/// The decompressed key of `bytes`, refused if it is not on the curve or weak. Decompressing is
+/// a square root in the field, a tenth of a verification: the keys that passed are kept in a
+/// small table, one slot per value of their first byte (modulo its size), and a slot holds the
+/// last key that used it. A hit compares all 32 bytes, so a key another one evicted, or one
+/// crafted to share its slot, only costs a decompression. Refused keys are never kept.
 fn decompress(bytes: &[u8; 32]) -> Result<ed25519_dalek::VerifyingKey, KeyError> {
+    type Slot = Option<([u8; 32], ed25519_dalek::VerifyingKey)>;
+    const SLOTS: usize = 64;
+    static KEPT: std::sync::Mutex<[Slot; SLOTS]> = std::sync::Mutex::new([None; SLOTS]);
+    let slot = usize::from(bytes[0]) % SLOTS;
+    let lock = || KEPT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((kept, key)) = lock()[slot]
+        && &kept == bytes
+    {
+        return Ok(key);
+    }
     let key = ed25519_dalek::VerifyingKey::from_bytes(bytes).map_err(|_| KeyError::InvalidPublicKey)?;
     if key.is_weak() {
         return Err(KeyError::WeakPublicKey);
     }
+    lock()[slot] = Some((*bytes, key));
     Ok(key)
 }
 
@@ -259,6 +277,31 @@ mod tests {
         assert_eq!(public.verify(Domain::Consent, b"body", &sig), Ok(()));
         assert_eq!(public.verify(Domain::Turn, b"body", &sig), Err(SignatureError));
         assert_eq!(public.verify(Domain::Consent, b"bodz", &sig), Err(SignatureError));
+    }
+
+    #[test]
+    fn keys_sharing_a_kept_slot_verify_only_their_own_signatures() {
+        // Two keys whose first bytes pick the same slot of the decompressed-key table.
+        let first = SigningSecret::from_bytes(&[1; 32]);
+        let slot = |key: &SigningSecret| key.public_key().0[0] % 64;
+        let second = (2..=255u8)
+            .map(|i| SigningSecret::from_bytes(&[i; 32]))
+            .find(|key| slot(key) == slot(&first))
+            .expect("some seed shares the slot");
+        let (a, b) = (first.public_key(), second.public_key());
+        let (sig_a, sig_b) = (first.sign(Domain::Turn, b"body"), second.sign(Domain::Turn, b"body"));
+        for _ in 0..2 {
+            assert_eq!(a.verify(Domain::Turn, b"body", &sig_a), Ok(()));
+            assert_eq!(b.verify(Domain::Turn, b"body", &sig_a), Err(SignatureError), "not under the other key");
+            assert_eq!(b.verify(Domain::Turn, b"body", &sig_b), Ok(()));
+            assert_eq!(a.verify(Domain::Turn, b"body", &sig_b), Err(SignatureError));
+        }
+        // A weak key is refused whatever its slot holds, and is not kept.
+        let mut weak = [0u8; 32];
+        weak[0] = 1; // the identity point
+        for _ in 0..2 {
+            assert_eq!(decompress(&weak).map(|_| ()), Err(KeyError::WeakPublicKey));
+        }
     }
 
     #[test]

@@ -68,7 +68,8 @@ impl Contacts {
     fn load(view: &ReadView) -> Result<Contacts, StoreError> {
         let mut contacts = Contacts::default();
         for record in view.contacts()? {
-            contacts.by_device.insert(record.device_key, record.owner);
+            // As `ReadView::contact_by_device`: the first in owner order, should two claim it.
+            contacts.by_device.entry(record.device_key).or_insert(record.owner);
             contacts.by_owner.insert(record.owner, record);
         }
         Ok(contacts)
