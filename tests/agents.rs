@@ -347,7 +347,7 @@ async fn the_manager_has_no_tool_that_reaches_outside_the_node() {
     let dir = tempfile::tempdir().unwrap();
     let home = node(dir.path()).await;
     let manager = Agent::manager(home.clone(), Arc::new(RuleBrain));
-    let names: Vec<String> = manager.toolbox(&Audience::Owner).specs().into_iter().map(|spec| spec.name).collect();
+    let names: Vec<String> = manager.toolbox(&Audience::Owner).specs().iter().map(|spec| spec.name.clone()).collect();
     assert_eq!(names, ["memory_recall", "list_identities"]);
     // Asked by a model for a tool it does not have, it answers with an error result.
     let call = clawnet_node::agents::ToolCall {

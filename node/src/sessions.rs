@@ -31,6 +31,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 
 pub use policy::{OwnerPolicy, PolicyDirection, SessionSettings};
 use rosters::RosterCache;
+use speaker::Transcript;
 pub use view::{SessionDetail, SessionView, TurnView};
 
 use crate::error::NodeError;
@@ -117,7 +118,13 @@ pub(crate) struct SessionBook {
     speaking: std::sync::Mutex<std::collections::HashSet<SessionId>>,
     /// The owners' verified identity rosters the sessions are checked against.
     pub(crate) rosters: RosterCache,
+    /// The transcripts our agent last read, by session.
+    transcripts: std::sync::Mutex<HashMap<SessionId, Transcript>>,
 }
+
+/// Transcripts kept at most; past it they are all dropped (and read again when needed): those
+/// of sessions that ended stay behind until then.
+const MAX_TRANSCRIPTS: usize = 256;
 
 impl SessionBook {
     /// Restores every stored session. One that no longer verifies is left out and logged.
@@ -142,6 +149,7 @@ impl SessionBook {
             decisions: Mutex::new(()),
             speaking: std::sync::Mutex::new(Default::default()),
             rosters: RosterCache::default(),
+            transcripts: std::sync::Mutex::default(),
         })
     }
 
@@ -194,6 +202,20 @@ impl SessionBook {
 
     fn done_speaking(&self, id: &SessionId) {
         lock(&self.speaking).remove(id);
+    }
+
+    /// The transcript of `id` our agent last read (empty if none), taken out while it speaks
+    /// (one composer per session, see [`SessionBook::start_speaking`]).
+    fn take_transcript(&self, id: &SessionId) -> Transcript {
+        lock(&self.transcripts).remove(id).unwrap_or_default()
+    }
+
+    fn keep_transcript(&self, id: SessionId, transcript: Transcript) {
+        let mut kept = lock(&self.transcripts);
+        if kept.len() >= MAX_TRANSCRIPTS {
+            kept.clear();
+        }
+        kept.insert(id, transcript);
     }
 }
 

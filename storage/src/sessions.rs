@@ -66,12 +66,17 @@ impl ReadView {
 
     /// The transcript of `id`, in turn order.
     pub fn turns(&self, id: &SessionId) -> Result<Vec<Signed<Turn>>, StoreError> {
+        Ok(self.turns_from(id, 0)?.into_iter().map(|(_, turn)| turn).collect())
+    }
+
+    /// The turns of `id` numbered `first` or later, with their numbers, in turn order.
+    pub fn turns_from(&self, id: &SessionId, first: u32) -> Result<Vec<(u32, Signed<Turn>)>, StoreError> {
         let table = self.tx.open_table(TURNS).ctx("reading turns")?;
         let mut turns = Vec::new();
-        for row in table.range((&id.0, 0)..=(&id.0, u32::MAX)).ctx("reading turns")? {
-            let (_, value) = row.ctx("reading turns")?;
+        for row in table.range((&id.0, first)..=(&id.0, u32::MAX)).ctx("reading turns")? {
+            let (key, value) = row.ctx("reading turns")?;
             let StoredTurn(turn) = decode_value(value.value())?;
-            turns.push(turn);
+            turns.push((key.value().1, turn));
         }
         Ok(turns)
     }

@@ -36,6 +36,19 @@ fn create(dir: &Path) -> (TestOwner, NodeDb) {
     (owner, db)
 }
 
+/// The record of the owner's active "work" identity.
+fn work_identity(owner: &TestOwner) -> IdentityRecord {
+    let work = owner.identity("work");
+    IdentityRecord {
+        id: work.id,
+        tag: "work".parse().unwrap(),
+        description: "day job".into(),
+        cert: work.cert.clone(),
+        created_at: T0,
+        status: IdentityStatus::Active,
+    }
+}
+
 fn step(n: u64) -> AuditDraft {
     AuditDraft::new(Actor::Node, "test.step", format!("step {n}"), "test", Outcome::Success)
 }
@@ -99,15 +112,7 @@ fn concurrent_appends_form_one_contiguous_chain_in_few_commits() {
 fn change_writes_records_and_audit_atomically() {
     let dir = tempfile::tempdir().unwrap();
     let (owner, db) = create(dir.path());
-    let identity = owner.identity("work");
-    let record = IdentityRecord {
-        id: identity.id,
-        tag: "work".parse().unwrap(),
-        description: "day job".into(),
-        cert: identity.cert.clone(),
-        created_at: T0,
-        status: IdentityStatus::Active,
-    };
+    let record = work_identity(&owner);
     let stored = record.clone();
     let (echo, receipt) = db
         .commit(
@@ -127,7 +132,7 @@ fn change_writes_records_and_audit_atomically() {
     assert_eq!(echo, 7);
     assert_eq!(receipt.last_seq(), 2);
     let view = db.read().unwrap();
-    assert_eq!(view.identity(&identity.id).unwrap(), Some(record));
+    assert_eq!(view.identity(&record.id).unwrap(), Some(record));
     assert_eq!(view.identity(&IdentityId([0; 16])).unwrap(), None);
     assert_eq!(db.audit_entries().unwrap()[1].action, "identity.create");
 }
@@ -559,15 +564,7 @@ fn contacts_identities_and_values_read_from_memory_follow_every_commit() {
     db.commit(Change::new(move |txn| txn.put_contact(&stored))).unwrap();
     assert_eq!(db.contact_by_device(&bob.device.public_key()).unwrap(), Some(removed), "the removal is read back");
 
-    let work = owner.identity("work");
-    let identity = IdentityRecord {
-        id: work.id,
-        tag: "work".parse().unwrap(),
-        description: "day job".into(),
-        cert: work.cert.clone(),
-        created_at: T0,
-        status: IdentityStatus::Active,
-    };
+    let identity = work_identity(&owner);
     let (stored, id) = (identity.clone(), identity.id);
     let secret = MemoryRecord {
         id: 1,

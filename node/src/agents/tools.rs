@@ -8,7 +8,7 @@
 //! is audited in the same commit as the change; a call that tries to leave the agent's scope is
 //! refused and audited as a security event.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use clawnet_protocol::SessionId;
 use clawnet_protocol::audit::{Actor, AuditDraft, Outcome, SECURITY_PREFIX};
@@ -217,11 +217,74 @@ impl std::fmt::Debug for Toolbox {
 }
 
 impl Toolbox {
-    /// The tools on offer, described for the brain.
-    pub fn specs(&self) -> Vec<ToolSpec> {
+    /// The tools on offer, described for the brain: the built-in ones of this kind of agent and
+    /// audience, then its extensions'.
+    pub fn specs(&self) -> Arc<[ToolSpec]> {
+        let builtin = self.shape().builtin();
+        let AgentRole::Identity(identity) = &self.role else { return builtin };
+        let extra: Vec<ToolSpec> = self.extensions.iter().flat_map(|extension| extension.specs(identity)).collect();
+        if extra.is_empty() { builtin } else { builtin.iter().cloned().chain(extra).collect() }
+    }
+
+    fn shape(&self) -> Shape {
+        match (&self.role, &self.audience) {
+            (AgentRole::Manager, _) => Shape::Manager,
+            (AgentRole::Identity(_), audience) => Shape::Identity {
+                advisor: self.advisor.is_some(),
+                audience: match audience {
+                    Audience::Owner => AudienceShape::Owner,
+                    Audience::Counterpart { session: Some(_), .. } => AudienceShape::InSession,
+                    Audience::Counterpart { session: None, .. } => AudienceShape::Counterpart,
+                },
+            },
+        }
+    }
+}
+
+/// What the built-in tools depend on: the same shape always offers the same tools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Manager,
+    Identity { advisor: bool, audience: AudienceShape },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AudienceShape {
+    Owner,
+    /// A counterpart in a session (the agent may open a child session from it).
+    InSession,
+    /// A counterpart outside any session.
+    Counterpart,
+}
+
+impl Shape {
+    const COUNT: usize = 7;
+
+    fn index(self) -> usize {
+        match self {
+            Shape::Manager => 0,
+            Shape::Identity { advisor, audience } => {
+                1 + usize::from(advisor) * 3
+                    + match audience {
+                        AudienceShape::Owner => 0,
+                        AudienceShape::InSession => 1,
+                        AudienceShape::Counterpart => 2,
+                    }
+            }
+        }
+    }
+
+    /// The built-in tools of this shape, built once: their JSON schemas were ~2% of a turn's
+    /// CPU when built at every turn.
+    fn builtin(self) -> Arc<[ToolSpec]> {
+        static BUILT: [OnceLock<Arc<[ToolSpec]>>; Shape::COUNT] = [const { OnceLock::new() }; Shape::COUNT];
+        BUILT[self.index()].get_or_init(|| self.build().into()).clone()
+    }
+
+    fn build(self) -> Vec<ToolSpec> {
         let mut specs = Vec::new();
-        match &self.role {
-            AgentRole::Identity(identity) => {
+        match self {
+            Shape::Identity { advisor, audience } => {
                 specs.push(spec(
                     MEMORY_RECALL,
                     "Recall entries of your own memory relevant to a query, best first. With an empty query \
@@ -250,7 +313,7 @@ impl Toolbox {
                         "required": ["layer", "text"]
                     }),
                 ));
-                if self.advisor.is_some() {
+                if advisor {
                     specs.push(spec(
                         CONSULT_MANAGER,
                         "Ask your owner's private manager agent for advice. The advice comes back to you and \
@@ -262,12 +325,8 @@ impl Toolbox {
                         }),
                     ));
                 }
-                let parent = match &self.audience {
-                    Audience::Owner => Some(None),
-                    Audience::Counterpart { session, .. } => session.map(Some),
-                };
-                if let Some(parent) = parent {
-                    let description = if parent.is_none() {
+                if audience != AudienceShape::Counterpart {
+                    let description = if audience == AudienceShape::Owner {
                         "Ask your owner to approve a collaboration session with one of your contacts. Nothing \
                          is sent until the owner approves."
                     } else {
@@ -288,7 +347,7 @@ impl Toolbox {
                         }),
                     ));
                 }
-                if let Audience::Counterpart { .. } = self.audience {
+                if audience != AudienceShape::Owner {
                     specs.push(spec(
                         END_CONVERSATION,
                         "End this conversation with the counterpart: resolved (agreement reached), deadlock \
@@ -303,11 +362,8 @@ impl Toolbox {
                         }),
                     ));
                 }
-                for extension in &self.extensions {
-                    specs.extend(extension.specs(identity));
-                }
             }
-            AgentRole::Manager => {
+            Shape::Manager => {
                 specs.push(spec(
                     MEMORY_RECALL,
                     "Recall entries from the memory of any of your owner's identities, best first. Give \
@@ -332,7 +388,9 @@ impl Toolbox {
         }
         specs
     }
+}
 
+impl Toolbox {
     /// Runs one call. Never fails: problems become error results the brain reads.
     pub async fn run(&self, call: &ToolCall) -> ToolOutput {
         if !call.arguments.is_object() {
@@ -342,9 +400,9 @@ impl Toolbox {
                 shorten(&call.arguments.to_string())
             ));
         }
-        let offered = self.specs().iter().any(|spec| spec.name == call.name);
-        if !offered {
-            let names: Vec<String> = self.specs().into_iter().map(|spec| spec.name).collect();
+        let specs = self.specs();
+        if !specs.iter().any(|spec| spec.name == call.name) {
+            let names: Vec<&str> = specs.iter().map(|spec| spec.name.as_str()).collect();
             return ToolOutput::error(format!(
                 "there is no tool {:?} here; the tools are: {}",
                 shorten(&call.name),
@@ -618,5 +676,52 @@ impl BoundView {
             target: super::amounts::parse_amount(&self.open_at)?,
             unit: self.unit.clone(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(shape: Shape) -> Vec<String> {
+        shape.builtin().iter().map(|spec| spec.name.clone()).collect()
+    }
+
+    #[test]
+    fn each_shape_offers_its_own_built_in_tools() {
+        use AudienceShape::{Counterpart, InSession, Owner};
+        let identity = |advisor, audience| Shape::Identity { advisor, audience };
+        assert_eq!(names(Shape::Manager), [MEMORY_RECALL, LIST_IDENTITIES]);
+        assert_eq!(names(identity(true, Owner)), [MEMORY_RECALL, MEMORY_STORE, CONSULT_MANAGER, REQUEST_COLLABORATION]);
+        assert_eq!(
+            names(identity(true, InSession)),
+            [MEMORY_RECALL, MEMORY_STORE, CONSULT_MANAGER, REQUEST_COLLABORATION, END_CONVERSATION]
+        );
+        assert_eq!(
+            names(identity(true, Counterpart)),
+            [MEMORY_RECALL, MEMORY_STORE, CONSULT_MANAGER, END_CONVERSATION]
+        );
+        assert_eq!(
+            names(identity(false, InSession)),
+            [MEMORY_RECALL, MEMORY_STORE, REQUEST_COLLABORATION, END_CONVERSATION]
+        );
+        // With the owner the agent asks for a session; in one, for a child session.
+        let collaboration = |audience| {
+            identity(false, audience)
+                .builtin()
+                .iter()
+                .find(|spec| spec.name == REQUEST_COLLABORATION)
+                .unwrap()
+                .description
+                .clone()
+        };
+        assert_ne!(collaboration(Owner), collaboration(InSession));
+        // Every shape has its own slot.
+        let all = [Shape::Manager].into_iter().chain(
+            [false, true].into_iter().flat_map(|advisor| [Owner, InSession, Counterpart].map(|a| identity(advisor, a))),
+        );
+        let mut slots: Vec<usize> = all.map(Shape::index).collect();
+        slots.sort_unstable();
+        assert_eq!(slots, (0..Shape::COUNT).collect::<Vec<_>>());
     }
 }

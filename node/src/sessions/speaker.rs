@@ -15,6 +15,7 @@ use clawnet_protocol::audit::{Actor, AuditDraft, Outcome};
 use clawnet_protocol::session::{CloseReason, EndMarker, Phase, Proposal, Turn};
 use clawnet_protocol::wire::WireMessage;
 use clawnet_storage::Change;
+use clawnet_storage::ReadView;
 use clawnet_storage::approvals::ApprovalRequest;
 use clawnet_storage::replay::NonceCheck;
 
@@ -289,7 +290,8 @@ impl Node {
     fn history(&self, proposal: &Proposal, id: &SessionId, counterpart: &str) -> Result<Vec<Message>, NodeError> {
         let me = self.home.owner();
         let view = self.home.db().read()?;
-        let turns = view.turns(id)?;
+        let mut transcript = self.sessions.take_transcript(id);
+        transcript.catch_up(&view, id)?;
         let mut notes: Vec<(Timestamp, String)> = Vec::new();
         for (child, _) in self.sessions.children(id, &me) {
             let Some(record) = view.session(&child)? else { continue };
@@ -304,17 +306,49 @@ impl Node {
             )));
         }
         let mut notes = notes.into_iter().peekable();
-        for signed in &turns {
-            let turn = signed.decode_stored().map_err(|err| NodeError::Session(err.to_string()))?;
+        let ours = if proposal.initiator.owner == me { proposal.initiator.identity } else { proposal.target.identity };
+        for turn in &transcript.turns {
             while let Some((_, note)) = notes.next_if(|(at, _)| *at <= turn.sent_at) {
                 history.push(Message::user(note));
             }
-            let mine = turn.speaker
-                == if proposal.initiator.owner == me { proposal.initiator.identity } else { proposal.target.identity };
-            history.push(if mine { Message::assistant(turn.text) } else { Message::user(turn.text) });
+            let text = turn.text.clone();
+            history.push(if turn.speaker == ours { Message::assistant(text) } else { Message::user(text) });
         }
         history.extend(notes.map(|(_, note)| Message::user(note)));
+        self.sessions.keep_transcript(*id, transcript);
         Ok(history)
+    }
+}
+
+/// A session's transcript as our agent last read it, decoded, with its last turn as stored: at
+/// its next turn the agent reads only the turns after it, not the whole transcript again.
+#[derive(Debug, Default)]
+pub(crate) struct Transcript {
+    turns: Vec<Turn>,
+    last: Option<Signed<Turn>>,
+}
+
+impl Transcript {
+    /// Brings it up to what `view` holds for session `id`.
+    fn catch_up(&mut self, view: &ReadView, id: &SessionId) -> Result<(), NodeError> {
+        let kept = u32::try_from(self.turns.len()).unwrap_or(u32::MAX);
+        // Turns are numbered from 1: this reads the last kept turn again, then what follows.
+        let mut rows = view.turns_from(id, kept)?;
+        if let Some(last) = &self.last {
+            // What was kept holds only if its last turn is still stored as it was: a close can
+            // cut a transcript back, and later turns could then replace the ones kept.
+            if rows.first().is_some_and(|(number, turn)| *number == kept && turn == last) {
+                rows.remove(0);
+            } else {
+                *self = Transcript::default();
+                rows = view.turns_from(id, 0)?;
+            }
+        }
+        for (_, signed) in rows {
+            self.turns.push(signed.decode_stored().map_err(|err| NodeError::Session(err.to_string()))?);
+            self.last = Some(signed);
+        }
+        Ok(())
     }
 }
 
@@ -352,4 +386,64 @@ fn child_note(
             proposal.purpose
         ),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use clawnet_crypto::{Hash32, SigningSecret};
+    use clawnet_protocol::testkit::TestOwner;
+    use clawnet_storage::{Change, Genesis, NodeDb};
+
+    use super::*;
+
+    fn put(db: &NodeDb, id: SessionId, turns: Vec<Signed<Turn>>) {
+        db.commit(Change::new(move |txn| {
+            for turn in &turns {
+                txn.put_turn(&id, turn.decode_stored().unwrap().turn_no, turn)?;
+            }
+            Ok(())
+        }))
+        .unwrap();
+    }
+
+    fn texts(transcript: &Transcript) -> Vec<&str> {
+        transcript.turns.iter().map(|turn| turn.text.as_str()).collect()
+    }
+
+    #[test]
+    fn a_kept_transcript_reads_only_new_turns_and_notices_a_cut_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let alice = TestOwner::new(1, &["work"]);
+        let genesis = Genesis {
+            owner: alice.id(),
+            device_cert: alice.device_cert(),
+            node_name: "test".into(),
+            keystore: Vec::new(),
+        };
+        let db =
+            NodeDb::create(&dir.path().join("node.redb"), genesis, SigningSecret::from_bytes(&alice.device.to_bytes()))
+                .unwrap();
+        let id = SessionId([7; 16]);
+        let turn = |n: u32, text: &str| alice.turn("work", id, n, Hash32([n as u8; 32]), text, None);
+        put(&db, id, vec![turn(1, "one"), turn(2, "two")]);
+
+        let mut transcript = Transcript::default();
+        transcript.catch_up(&db.read().unwrap(), &id).unwrap();
+        assert_eq!(texts(&transcript), ["one", "two"]);
+        put(&db, id, vec![turn(3, "three")]);
+        transcript.catch_up(&db.read().unwrap(), &id).unwrap();
+        assert_eq!(texts(&transcript), ["one", "two", "three"]);
+        transcript.catch_up(&db.read().unwrap(), &id).unwrap();
+        assert_eq!(texts(&transcript), ["one", "two", "three"], "nothing new, nothing added");
+
+        // A close cut the transcript back to one turn, and others took the places of those kept.
+        db.commit(Change::new(move |txn| txn.truncate_turns(&id, 1))).unwrap();
+        put(&db, id, vec![turn(2, "two again"), turn(3, "three again"), turn(4, "four")]);
+        transcript.catch_up(&db.read().unwrap(), &id).unwrap();
+        assert_eq!(texts(&transcript), ["one", "two again", "three again", "four"]);
+        // Cut back with nothing after it.
+        db.commit(Change::new(move |txn| txn.truncate_turns(&id, 2))).unwrap();
+        transcript.catch_up(&db.read().unwrap(), &id).unwrap();
+        assert_eq!(texts(&transcript), ["one", "two again"]);
+    }
 }
