@@ -149,6 +149,11 @@ impl UnlockedHome {
         Signed::sign(value, &self.keys().owner.signing)
     }
 
+    /// Like [`UnlockedHome::sign_as_owner`], kept as verified (for our own state machine).
+    pub fn sign_verified_as_owner<T: Signable>(&self, value: T) -> Verified<T> {
+        Verified::sign(value, &self.keys().owner.signing)
+    }
+
     /// Signs `value` with the key of identity `id`, if it still has one.
     pub fn sign_as_identity<T: Signable>(&self, id: &IdentityId, value: &T) -> Option<Signed<T>> {
         self.keys().identities.get(id).map(|keys| Signed::sign(value, &keys.signing))

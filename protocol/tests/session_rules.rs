@@ -425,3 +425,69 @@ fn proposal_bounds_are_enforced() {
     let err = Session::open(&signed, &roster, &world.rules, T0, &mut world.ledger).unwrap_err();
     assert!(matches!(err, SessionError::Untrusted { .. }));
 }
+
+#[test]
+fn our_own_proposal_consent_and_close_skip_only_the_signature_check() {
+    let mut world = World::new();
+    let signed = world.proposal(2);
+    let proposal = signed.verify().unwrap();
+    // Opened like the same proposal from the wire.
+    let mut session =
+        Session::open_own(proposal.clone(), &world.alice.roster(), &world.rules, T0, &mut world.ledger).unwrap();
+    assert_eq!(
+        session.proposal_hash(),
+        Session::open(&signed, &world.alice.roster(), &world.rules, T0, &mut MemoryLedger::new())
+            .unwrap()
+            .proposal_hash()
+    );
+    // Every other check still holds: the initiator's roster must certify the signer, a nonce is
+    // used once.
+    assert!(matches!(
+        Session::open_own(proposal.clone(), &world.bob.roster(), &world.rules, T0, &mut MemoryLedger::new()),
+        Err(SessionError::Untrusted { .. })
+    ));
+    assert_attack(
+        Session::open_own(proposal, &world.alice.roster(), &world.rules, T0, &mut world.ledger),
+        SessionError::Replay { what: "proposal" },
+    );
+
+    let own = |signed: Signed<clawnet_protocol::session::Consent>| signed.verify().unwrap();
+    let other = world.proposal(3);
+    assert_attack(
+        session.apply_own_consent(own(world.alice.consent(&other, b"x")), &world.rules, T0, &mut world.ledger),
+        SessionError::ProposalMismatch { what: "consent" },
+    );
+    assert_attack(
+        session.apply_own_consent(own(world.carol.consent(&signed, b"c")), &world.rules, T0, &mut world.ledger),
+        SessionError::NotAParty { what: "consent" },
+    );
+    let alice = own(world.alice.consent(&signed, b"a"));
+    assert_eq!(
+        session.apply_own_consent(alice, &world.rules, T0, &mut world.ledger),
+        Ok(ConsentProgress::AwaitingOther)
+    );
+    let bob = own(world.bob.consent(&signed, b"b"));
+    assert!(matches!(
+        session.apply_own_consent(bob, &world.rules, T0, &mut world.ledger),
+        Ok(ConsentProgress::Granted { .. })
+    ));
+
+    // A close must still match the transcript, and nothing is closed twice.
+    let close = |turns: u32, last: Hash32| {
+        world.alice.close(session.id(), CloseReason::OwnerStopped, turns, last).verify().unwrap()
+    };
+    let wrong = close(1, session.last_hash());
+    let right = close(0, session.last_hash());
+    let again = close(0, session.last_hash());
+    assert_attack(
+        session.apply_own_close(wrong, &world.rules, T0, &mut world.ledger),
+        SessionError::TranscriptMismatch { their_turns: 1, our_turns: 0 },
+    );
+    let (applied, dropped) = session.apply_own_close(right, &world.rules, T0, &mut world.ledger).unwrap();
+    assert_eq!((applied.reason, dropped), (CloseReason::OwnerStopped, 0));
+    assert_eq!(session.phase(), Phase::Closed(CloseReason::OwnerStopped));
+    assert_eq!(
+        session.apply_own_close(again, &world.rules, T0, &mut world.ledger).unwrap_err(),
+        SessionError::SessionOver
+    );
+}

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use clawnet_crypto::{Signed, Timestamp};
+use clawnet_crypto::{Signed, Timestamp, Verified};
 use clawnet_protocol::audit::{Actor, AuditDraft, Outcome};
 use clawnet_protocol::session::{
     Close, CloseReason, Consent, Party, Phase, Proposal, Rejection, Session, proposal_hash,
@@ -237,15 +237,21 @@ impl Node {
         };
         let proposal = self
             .home
-            .sign_as_identity(&decided.identity, &proposal)
+            .sign_verified_as_identity(&decided.identity, proposal)
             .ok_or_else(|| NodeError::Session("this identity's key is not on this node".into()))?;
-        let consent = self.owner_consent(&proposal)?;
+        let consent = self.owner_consent(proposal.signed())?;
         let rules = self.session_settings.rules();
         let view = self.home.db().read()?;
         let mut ledger = NonceCheck::new(&view);
-        let mut session = Session::open(&proposal, &*self.sessions.rosters.own(&self.home)?, &rules, now, &mut ledger)
+        // Signed just now, so their signatures are not checked again.
+        let mut session =
+            Session::open_own(proposal, &*self.sessions.rosters.own(&self.home)?, &rules, now, &mut ledger)
+                .map_err(|err| NodeError::Session(err.to_string()))?;
+        let (proposal, signed_consent) = (session.proposal().signed().clone(), consent.signed().clone());
+        session
+            .apply_own_consent(consent, &rules, now, &mut ledger)
             .map_err(|err| NodeError::Session(err.to_string()))?;
-        session.apply_consent(&consent, &rules, now, &mut ledger).map_err(|err| NodeError::Session(err.to_string()))?;
+        let consent = signed_consent;
         let nonces = ledger.into_pending();
         drop(view);
         let id = session.id();
@@ -300,9 +306,11 @@ impl Node {
         let (message, record, action, event) = match decision {
             Decision::Approve => {
                 let consent = self.owner_consent(session.proposal().signed())?;
+                let signed = consent.signed().clone();
                 session
-                    .apply_consent(&consent, &rules, now, &mut ledger)
+                    .apply_own_consent(consent, &rules, now, &mut ledger)
                     .map_err(|err| NodeError::Session(err.to_string()))?;
+                let consent = signed;
                 let event = NodeEvent::SessionStarted { session: id.to_hex() };
                 (WireMessage::Consent(consent), record_of(&session, None, None), "session.consent", event)
             }
@@ -357,9 +365,10 @@ impl Node {
         let rules = self.session_settings.rules();
         let view = self.home.db().read()?;
         let mut ledger = NonceCheck::new(&view);
-        session
-            .apply_close(&close, &rules, Timestamp::now(), &mut ledger)
+        let (close, _) = session
+            .apply_own_close(close, &rules, Timestamp::now(), &mut ledger)
             .map_err(|err| NodeError::Session(err.to_string()))?;
+        let close = close.signed().clone();
         let nonces = ledger.into_pending();
         let obsolete = obsolete_approvals(&view, &id, "the session was stopped")?;
         drop(view);
@@ -397,7 +406,7 @@ impl Node {
     }
 
     /// Our owner's consent over `proposal`, pinning our audit chain's head.
-    fn owner_consent(&self, proposal: &Signed<Proposal>) -> Result<Signed<Consent>, NodeError> {
+    fn owner_consent(&self, proposal: &Signed<Proposal>) -> Result<Verified<Consent>, NodeError> {
         let (_, head) = self.home.db().audit_head()?;
         let now = Timestamp::now();
         let consent = Consent {
@@ -408,11 +417,11 @@ impl Node {
             expires_at: now.plus(Duration::from_secs(self.session_settings.consent_validity_secs)),
             nonce: Nonce::random(),
         };
-        Ok(self.home.sign_as_owner(&consent))
+        Ok(self.home.sign_verified_as_owner(consent))
     }
 
     /// Our owner's close of `session` as it stands.
-    pub(crate) fn owner_close(&self, session: &Session, reason: CloseReason) -> Signed<Close> {
+    pub(crate) fn owner_close(&self, session: &Session, reason: CloseReason) -> Verified<Close> {
         let close = Close {
             session: session.id(),
             owner: self.home.owner(),
@@ -422,7 +431,7 @@ impl Node {
             closed_at: Timestamp::now(),
             nonce: Nonce::random(),
         };
-        self.home.sign_as_owner(&close)
+        self.home.sign_verified_as_owner(close)
     }
 
     fn find_approval(&self, query: &str) -> Result<ApprovalRecord, NodeError> {

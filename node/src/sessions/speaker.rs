@@ -219,7 +219,10 @@ impl Node {
             let close = self.owner_close(&session, reason);
             let view = self.home.db().read()?;
             let mut ledger = NonceCheck::new(&view);
-            session.apply_close(&close, &rules, now, &mut ledger).map_err(|err| NodeError::Session(err.to_string()))?;
+            let (close, _) = session
+                .apply_own_close(close, &rules, now, &mut ledger)
+                .map_err(|err| NodeError::Session(err.to_string()))?;
+            let close = close.signed().clone();
             nonces = ledger.into_pending();
             drop(view);
             record = Some(record_of(&session, None, Some(close.clone())));

@@ -125,6 +125,35 @@ impl Session {
         let speaker = initiator.speaker(signed.signer()).map_err(|source| SessionError::Untrusted { what, source })?;
         let speaker_identity = speaker.identity;
         let proposal = signed.verify().map_err(|err| SessionError::from_verify(what, err))?;
+        Session::accept_proposal(proposal, speaker_identity, initiator, rules, now, ledger)
+    }
+
+    /// Opens a session from a proposal this node has just signed ([`Verified::sign`]): every
+    /// check of [`Session::open`] but the signature's, which holds by construction.
+    pub fn open_own(
+        proposal: Verified<Proposal>,
+        initiator: &Roster,
+        rules: &SessionRules,
+        now: Timestamp,
+        ledger: &mut impl NonceLedger,
+    ) -> Result<Session, SessionError> {
+        let what = Proposal::NAME;
+        let speaker =
+            initiator.speaker(proposal.signer()).map_err(|source| SessionError::Untrusted { what, source })?;
+        let speaker_identity = speaker.identity;
+        Session::accept_proposal(proposal, speaker_identity, initiator, rules, now, ledger)
+    }
+
+    /// The checks of a proposal whose signature by `speaker_identity`'s certified key holds.
+    fn accept_proposal(
+        proposal: Verified<Proposal>,
+        speaker_identity: IdentityId,
+        initiator: &Roster,
+        rules: &SessionRules,
+        now: Timestamp,
+        ledger: &mut impl NonceLedger,
+    ) -> Result<Session, SessionError> {
+        let what = Proposal::NAME;
         if proposal.initiator.owner != *initiator.owner() || proposal.initiator.identity != speaker_identity {
             return Err(SessionError::WrongSigner { what });
         }
@@ -152,7 +181,7 @@ impl Session {
         }
         ledger.record(proposal.nonce, proposal.expires_at);
         Ok(Session {
-            hash: proposal_hash(signed),
+            hash: proposal_hash(proposal.signed()),
             proposal,
             initiator_consent: None,
             target_consent: None,
@@ -230,6 +259,34 @@ impl Session {
         self.check_awaiting_consent()?;
         let (side, owner) = self.owner_side(what, signed)?;
         let consent = signed.verify().map_err(|err| SessionError::from_verify(what, err))?;
+        self.accept_consent(consent, side, owner, rules, now, ledger)
+    }
+
+    /// Applies a consent this node has just signed: every check of [`Session::apply_consent`]
+    /// but the signature's.
+    pub fn apply_own_consent(
+        &mut self,
+        consent: Verified<Consent>,
+        rules: &SessionRules,
+        now: Timestamp,
+        ledger: &mut impl NonceLedger,
+    ) -> Result<ConsentProgress, SessionError> {
+        self.check_awaiting_consent()?;
+        let (side, owner) = self.owner_side(Consent::NAME, consent.signed())?;
+        self.accept_consent(consent, side, owner, rules, now, ledger)
+    }
+
+    /// The checks of a consent whose signature by `owner` (of `side`) holds.
+    fn accept_consent(
+        &mut self,
+        consent: Verified<Consent>,
+        side: Side,
+        owner: OwnerId,
+        rules: &SessionRules,
+        now: Timestamp,
+        ledger: &mut impl NonceLedger,
+    ) -> Result<ConsentProgress, SessionError> {
+        let what = Consent::NAME;
         if consent.owner != owner {
             return Err(SessionError::WrongSigner { what });
         }
@@ -320,6 +377,13 @@ impl Session {
         self.accept_turn(speaker, turn, rules, now)
     }
 
+    fn check_not_over(&self) -> Result<(), SessionError> {
+        match self.phase {
+            Phase::Closed(_) | Phase::Rejected => Err(SessionError::SessionOver),
+            _ => Ok(()),
+        }
+    }
+
     fn check_takes_turns(&self) -> Result<(), SessionError> {
         match self.phase {
             Phase::AwaitingConsent => Err(SessionError::NoGrant),
@@ -380,11 +444,36 @@ impl Session {
         ledger: &mut impl NonceLedger,
     ) -> Result<(Verified<Close>, u32), SessionError> {
         let what = Close::NAME;
-        if matches!(self.phase, Phase::Closed(_) | Phase::Rejected) {
-            return Err(SessionError::SessionOver);
-        }
+        self.check_not_over()?;
         let (_, owner) = self.owner_side(what, signed)?;
         let close = signed.verify().map_err(|err| SessionError::from_verify(what, err))?;
+        self.accept_close(close, owner, rules, now, ledger)
+    }
+
+    /// Applies a close this node has just signed: every check of [`Session::apply_close`] but
+    /// the signature's.
+    pub fn apply_own_close(
+        &mut self,
+        close: Verified<Close>,
+        rules: &SessionRules,
+        now: Timestamp,
+        ledger: &mut impl NonceLedger,
+    ) -> Result<(Verified<Close>, u32), SessionError> {
+        self.check_not_over()?;
+        let (_, owner) = self.owner_side(Close::NAME, close.signed())?;
+        self.accept_close(close, owner, rules, now, ledger)
+    }
+
+    /// The checks of a close whose signature by `owner` holds.
+    fn accept_close(
+        &mut self,
+        close: Verified<Close>,
+        owner: OwnerId,
+        rules: &SessionRules,
+        now: Timestamp,
+        ledger: &mut impl NonceLedger,
+    ) -> Result<(Verified<Close>, u32), SessionError> {
+        let what = Close::NAME;
         if close.owner != owner {
             return Err(SessionError::WrongSigner { what });
         }
