@@ -122,10 +122,10 @@ impl Session {
         ledger: &mut impl NonceLedger,
     ) -> Result<Session, SessionError> {
         let what = Proposal::NAME;
-        let speaker = initiator.speaker(signed.signer()).map_err(|source| SessionError::Untrusted { what, source })?;
-        let speaker_identity = speaker.identity;
+        // The cheap checks first: an untrusted signer costs no verification.
+        initiator.speaker(signed.signer()).map_err(|source| SessionError::Untrusted { what, source })?;
         let proposal = signed.verify().map_err(|err| SessionError::from_verify(what, err))?;
-        Session::accept_proposal(proposal, speaker_identity, initiator, rules, now, ledger)
+        Session::open_own(proposal, initiator, rules, now, ledger)
     }
 
     /// Opens a session from a proposal this node has just signed ([`Verified::sign`]): every
@@ -141,19 +141,6 @@ impl Session {
         let speaker =
             initiator.speaker(proposal.signer()).map_err(|source| SessionError::Untrusted { what, source })?;
         let speaker_identity = speaker.identity;
-        Session::accept_proposal(proposal, speaker_identity, initiator, rules, now, ledger)
-    }
-
-    /// The checks of a proposal whose signature by `speaker_identity`'s certified key holds.
-    fn accept_proposal(
-        proposal: Verified<Proposal>,
-        speaker_identity: IdentityId,
-        initiator: &Roster,
-        rules: &SessionRules,
-        now: Timestamp,
-        ledger: &mut impl NonceLedger,
-    ) -> Result<Session, SessionError> {
-        let what = Proposal::NAME;
         if proposal.initiator.owner != *initiator.owner() || proposal.initiator.identity != speaker_identity {
             return Err(SessionError::WrongSigner { what });
         }
@@ -257,9 +244,9 @@ impl Session {
     ) -> Result<ConsentProgress, SessionError> {
         let what = Consent::NAME;
         self.check_awaiting_consent()?;
-        let (side, owner) = self.owner_side(what, signed)?;
+        self.owner_side(what, signed)?;
         let consent = signed.verify().map_err(|err| SessionError::from_verify(what, err))?;
-        self.accept_consent(consent, side, owner, rules, now, ledger)
+        self.apply_own_consent(consent, rules, now, ledger)
     }
 
     /// Applies a consent this node has just signed: every check of [`Session::apply_consent`]
@@ -271,22 +258,9 @@ impl Session {
         now: Timestamp,
         ledger: &mut impl NonceLedger,
     ) -> Result<ConsentProgress, SessionError> {
-        self.check_awaiting_consent()?;
-        let (side, owner) = self.owner_side(Consent::NAME, consent.signed())?;
-        self.accept_consent(consent, side, owner, rules, now, ledger)
-    }
-
-    /// The checks of a consent whose signature by `owner` (of `side`) holds.
-    fn accept_consent(
-        &mut self,
-        consent: Verified<Consent>,
-        side: Side,
-        owner: OwnerId,
-        rules: &SessionRules,
-        now: Timestamp,
-        ledger: &mut impl NonceLedger,
-    ) -> Result<ConsentProgress, SessionError> {
         let what = Consent::NAME;
+        self.check_awaiting_consent()?;
+        let (side, owner) = self.owner_side(what, consent.signed())?;
         if consent.owner != owner {
             return Err(SessionError::WrongSigner { what });
         }
@@ -445,9 +419,9 @@ impl Session {
     ) -> Result<(Verified<Close>, u32), SessionError> {
         let what = Close::NAME;
         self.check_not_over()?;
-        let (_, owner) = self.owner_side(what, signed)?;
+        self.owner_side(what, signed)?;
         let close = signed.verify().map_err(|err| SessionError::from_verify(what, err))?;
-        self.accept_close(close, owner, rules, now, ledger)
+        self.apply_own_close(close, rules, now, ledger)
     }
 
     /// Applies a close this node has just signed: every check of [`Session::apply_close`] but
@@ -459,21 +433,9 @@ impl Session {
         now: Timestamp,
         ledger: &mut impl NonceLedger,
     ) -> Result<(Verified<Close>, u32), SessionError> {
-        self.check_not_over()?;
-        let (_, owner) = self.owner_side(Close::NAME, close.signed())?;
-        self.accept_close(close, owner, rules, now, ledger)
-    }
-
-    /// The checks of a close whose signature by `owner` holds.
-    fn accept_close(
-        &mut self,
-        close: Verified<Close>,
-        owner: OwnerId,
-        rules: &SessionRules,
-        now: Timestamp,
-        ledger: &mut impl NonceLedger,
-    ) -> Result<(Verified<Close>, u32), SessionError> {
         let what = Close::NAME;
+        self.check_not_over()?;
+        let (_, owner) = self.owner_side(what, close.signed())?;
         if close.owner != owner {
             return Err(SessionError::WrongSigner { what });
         }
