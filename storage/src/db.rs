@@ -8,9 +8,11 @@ use clawnet_crypto::{DeviceCert, IdentityId, OwnerId, Signed, SigningPublicKey, 
 use clawnet_protocol::audit::{Actor, AuditDraft, Outcome};
 use redb::{Database, ReadableDatabase};
 
+use crate::approvals::ApprovalRecord;
 use crate::contacts::ContactRecord;
 use crate::deliveries::QueuedFeed;
 use crate::error::{DbResultExt, StoreError};
+use crate::files::FileScope;
 use crate::identities::IdentityRecord;
 use crate::journal::{self, Journal};
 use crate::schema::{self, META};
@@ -230,6 +232,18 @@ impl NodeDb {
     /// from them can be kept as long.
     pub fn value_memories(&self) -> Result<Arc<ValueMemories>, StoreError> {
         self.snapshots.values(|| self.read())
+    }
+
+    /// The approvals still pending, oldest first, as last committed, from memory (a session's
+    /// turn waits while one is about it; see [`NodeDb::identities`]).
+    pub fn pending_approvals(&self) -> Result<Arc<Vec<ApprovalRecord>>, StoreError> {
+        self.snapshots.pending_approvals(|| self.read())
+    }
+
+    /// The folders `identity` may touch (empty if the owner granted none), as last committed,
+    /// from memory.
+    pub fn file_scope(&self, identity: &IdentityId) -> Result<FileScope, StoreError> {
+        Ok(self.snapshots.file_scopes(|| self.read())?.get(identity).cloned().unwrap_or_default())
     }
 
     /// Facts about this node.

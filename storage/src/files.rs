@@ -7,6 +7,8 @@
 //! touches the file system, and *done* (with what it looks like after) once it has; an entry
 //! left prepared by a crash is settled when the endpoint next opens.
 
+use std::collections::HashMap;
+
 use clawnet_crypto::{Hash32, IdentityId, Timestamp, WireFormat, encoding};
 use clawnet_protocol::SessionId;
 use clawnet_protocol::audit::Actor;
@@ -323,6 +325,17 @@ impl ReadView {
         let table = self.tx.open_table(FILE_SCOPES).ctx("reading file scopes")?;
         let value = table.get(&identity.0).ctx("reading file scopes")?;
         Ok(value.map(|value| decode_value(value.value())).transpose()?.unwrap_or_default())
+    }
+
+    /// The file scope of every identity that has one stored.
+    pub fn file_scopes(&self) -> Result<HashMap<IdentityId, FileScope>, StoreError> {
+        let table = self.tx.open_table(FILE_SCOPES).ctx("reading file scopes")?;
+        let mut scopes = HashMap::new();
+        for row in table.iter().ctx("reading file scopes")? {
+            let (id, value) = row.ctx("reading file scopes")?;
+            scopes.insert(IdentityId(*id.value()), decode_value(value.value())?);
+        }
+        Ok(scopes)
     }
 
     /// Journal entry `number`.

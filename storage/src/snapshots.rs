@@ -1,9 +1,10 @@
 //! Decoded copies of the small tables a node reads for every message it sends or receives:
-//! its contacts, its identities and the value layer of its memory. Reading them from redb each
-//! time cost a read transaction, a table lookup and a decode per record, and some lookups
-//! scanned the whole table (the contact of a device key, every never-share item of every
-//! identity). A copy is dropped by the commit that writes its table, and rebuilt from a read
-//! view on the next use.
+//! its contacts, its identities, the value layer of its memory, the pending approvals (a
+//! session turn waits while one is about it) and the identities' file scopes (which tools an
+//! agent is offered). Reading them from redb each time cost a read transaction, a table lookup
+//! and a decode per record, and some lookups scanned the whole table (the contact of a device
+//! key, every never-share item of every identity). A copy is dropped by the commit that writes
+//! its table, and rebuilt from a read view on the next use.
 //!
 //! A copy is never newer or older than some committed state: it is built from one read view,
 //! and kept only if no commit wrote its table since the view was opened (the table's
@@ -15,11 +16,13 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use clawnet_crypto::{IdentityId, OwnerId, SigningPublicKey};
 
+use crate::approvals::ApprovalRecord;
 use crate::contacts::ContactRecord;
 use crate::error::StoreError;
+use crate::files::FileScope;
 use crate::identities::IdentityRecord;
 use crate::memory::{MemoryLayer, MemoryRecord};
-use crate::schema::{CONTACTS, IDENTITIES, MEMORY};
+use crate::schema::{APPROVALS, CONTACTS, FILE_SCOPES, IDENTITIES, MEMORY, PENDING_APPROVALS};
 use crate::view::ReadView;
 
 /// Which of the copied tables a transaction wrote.
@@ -30,8 +33,10 @@ impl Touched {
     const CONTACTS: Touched = Touched(1);
     const IDENTITIES: Touched = Touched(2);
     const MEMORY: Touched = Touched(4);
+    const APPROVALS: Touched = Touched(8);
+    const FILE_SCOPES: Touched = Touched(16);
     /// Every copied table (a raw write may have changed any of them).
-    pub(crate) const ALL: Touched = Touched(7);
+    pub(crate) const ALL: Touched = Touched(31);
 
     /// The copy a write to the table named `table` makes stale, if any.
     pub(crate) fn of(table: &str) -> Touched {
@@ -42,6 +47,10 @@ impl Touched {
             Touched::IDENTITIES
         } else if table == MEMORY.name() {
             Touched::MEMORY
+        } else if table == APPROVALS.name() || table == PENDING_APPROVALS.name() {
+            Touched::APPROVALS
+        } else if table == FILE_SCOPES.name() {
+            Touched::FILE_SCOPES
         } else {
             Touched(0)
         }
@@ -93,6 +102,8 @@ pub(crate) struct Snapshots {
     contacts: Cached<Contacts>,
     identities: Cached<Vec<IdentityRecord>>,
     values: Cached<ValueMemories>,
+    pending: Cached<Vec<ApprovalRecord>>,
+    scopes: Cached<HashMap<IdentityId, FileScope>>,
 }
 
 impl Snapshots {
@@ -132,6 +143,22 @@ impl Snapshots {
         })
     }
 
+    /// The approvals still pending, oldest first.
+    pub(crate) fn pending_approvals(
+        &self,
+        open: impl FnOnce() -> Result<ReadView, StoreError>,
+    ) -> Result<Arc<Vec<ApprovalRecord>>, StoreError> {
+        self.pending.get(|| open()?.pending_approvals())
+    }
+
+    /// The file scope of every identity the owner granted folders.
+    pub(crate) fn file_scopes(
+        &self,
+        open: impl FnOnce() -> Result<ReadView, StoreError>,
+    ) -> Result<Arc<HashMap<IdentityId, FileScope>>, StoreError> {
+        self.scopes.get(|| open()?.file_scopes())
+    }
+
     /// Drops the copies of the tables a commit wrote. Called after the commit, before its
     /// author hears of it.
     pub(crate) fn written(&self, touched: Touched) {
@@ -145,6 +172,12 @@ impl Snapshots {
         // database edited outside the writer may not be.
         if touched.has(Touched::MEMORY) || touched.has(Touched::IDENTITIES) {
             self.values.drop_copy();
+        }
+        if touched.has(Touched::APPROVALS) {
+            self.pending.drop_copy();
+        }
+        if touched.has(Touched::FILE_SCOPES) {
+            self.scopes.drop_copy();
         }
     }
 }
@@ -219,7 +252,11 @@ mod tests {
         assert_eq!(Touched::of(CONTACTS.name()), Touched::CONTACTS);
         assert_eq!(Touched::of(IDENTITIES.name()), Touched::IDENTITIES);
         assert_eq!(Touched::of(MEMORY.name()), Touched::MEMORY);
+        assert_eq!(Touched::of(APPROVALS.name()), Touched::APPROVALS);
+        assert_eq!(Touched::of(PENDING_APPROVALS.name()), Touched::APPROVALS);
+        assert_eq!(Touched::of(FILE_SCOPES.name()), Touched::FILE_SCOPES);
         assert_eq!(Touched::of(crate::schema::TURNS.name()), Touched::default());
-        assert_eq!(Touched::CONTACTS.with(Touched::MEMORY).with(Touched::IDENTITIES), Touched::ALL);
+        let every = [Touched::CONTACTS, Touched::MEMORY, Touched::IDENTITIES, Touched::APPROVALS, Touched::FILE_SCOPES];
+        assert_eq!(every.into_iter().fold(Touched::default(), Touched::with), Touched::ALL);
     }
 }

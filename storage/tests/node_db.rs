@@ -365,8 +365,13 @@ fn pending_approvals_are_found_through_their_index_and_a_schema_2_database_gets_
         approval(&owner, 3, ApprovalStatus::Pending),
     ];
     let stored = records.clone();
+    assert!(db.pending_approvals().unwrap().is_empty(), "a copy in memory for the commit to make stale");
     db.commit(Change::new(move |txn| stored.iter().try_for_each(|record| txn.put_approval(record)))).unwrap();
-    let pending = |db: &NodeDb| db.read().unwrap().pending_approvals().unwrap();
+    let pending = |db: &NodeDb| {
+        let read = db.read().unwrap().pending_approvals().unwrap();
+        assert_eq!(*db.pending_approvals().unwrap(), read, "the copy in memory follows every commit");
+        read
+    };
     assert_eq!(pending(&db), vec![records[0].clone(), records[2].clone()]);
     // Deciding one takes it out of the index; the history keeps it.
     let mut first = records[0].clone();
@@ -528,9 +533,10 @@ fn the_outbox_feed_reports_what_committed_changes_queued_once_subscribed() {
 }
 
 #[test]
-fn contacts_identities_and_values_read_from_memory_follow_every_commit() {
+fn contacts_identities_values_and_scopes_read_from_memory_follow_every_commit() {
     use clawnet_protocol::contact::ContactState;
     use clawnet_storage::contacts::ContactRecord;
+    use clawnet_storage::files::{FileAccess, FileGrant, FileScope};
     use clawnet_storage::memory::{MemoryAuthor, MemoryKind, MemoryRecord};
 
     let dir = tempfile::tempdir().unwrap();
@@ -595,6 +601,12 @@ fn contacts_identities_and_values_read_from_memory_follow_every_commit() {
 
     db.commit(Change::new(move |txn| txn.delete_memory(&id, 1).map(drop))).unwrap();
     assert!(db.value_memories().unwrap().is_empty(), "a deletion is read back");
+
+    assert_eq!(db.file_scope(&id).unwrap(), FileScope::default(), "no folder granted yet");
+    let scope = FileScope { grants: vec![FileGrant { root: "/srv/work".into(), access: FileAccess::ReadOnly }] };
+    let stored = scope.clone();
+    db.commit(Change::new(move |txn| txn.put_file_scope(&id, &stored))).unwrap();
+    assert_eq!(db.file_scope(&id).unwrap(), scope, "a grant is read back");
 
     // A failed change writes nothing, and leaves what is read unchanged.
     let failed = db.commit(Change::new(move |txn| {

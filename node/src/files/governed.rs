@@ -94,7 +94,7 @@ impl GovernedFiles {
         request: FileRequest,
     ) -> Result<FileDirective, FileError> {
         let actor = Actor::Identity(identity);
-        let scope = self.db.read()?.file_scope(&identity)?;
+        let scope = self.db.file_scope(&identity)?;
         match scope::authorize(&scope, &request) {
             Ok(basis) => Ok(FileDirective { actor, session, basis, request }),
             Err(reason) => {
@@ -112,7 +112,7 @@ impl GovernedFiles {
 
     /// The identity's scope.
     pub fn scope(&self, identity: IdentityId) -> Result<FileScope, FileError> {
-        Ok(self.db.read()?.file_scope(&identity)?)
+        Ok(self.db.file_scope(&identity)?)
     }
 
     /// Grants `identity` the folder `root` (audited, owner's decision).

@@ -62,7 +62,7 @@ impl Node {
             return;
         }
         let _decide = self.sessions.decisions.lock().await;
-        let pending = match self.home.db().read().and_then(|view| view.pending_approvals()) {
+        let pending = match self.home.db().pending_approvals() {
             Ok(pending) => pending,
             Err(err) => return tracing::error!(%err, "cannot read approvals"),
         };
@@ -70,9 +70,9 @@ impl Node {
         // own: on both workers, their commits sharing the group commit. Polled in one task,
         // each would commit inline before the next began (64 decisions took 30 ms).
         let mut decisions = tokio::task::JoinSet::new();
-        for approval in pending {
-            let Some(basis) = self.policy_for(&approval) else { continue };
-            let node = self.clone();
+        for approval in pending.iter() {
+            let Some(basis) = self.policy_for(approval) else { continue };
+            let (node, approval) = (self.clone(), approval.clone());
             decisions.spawn(async move {
                 if let Err(err) = node.decide(approval, Decision::Approve, &basis).await {
                     tracing::warn!(%err, "a policy could not approve");
@@ -110,9 +110,9 @@ impl Node {
             ApprovalRequest::SessionInvitation { contact, max_turns, .. } => (contact, *max_turns),
             ApprovalRequest::HeldMessage { .. } => return None,
         };
-        let view = self.home.db().read().ok()?;
-        let identity = view.identity(&approval.identity).ok()??;
-        let contact = view.contact(contact).ok()??;
+        let db = self.home.db();
+        let identity = db.identity(&approval.identity).ok()??;
+        let contact = db.contact(contact).ok()??;
         let (index, policy) =
             self.policies.iter().enumerate().find(|(_, p)| p.approves(approval, &identity, &contact, turns))?;
         Some(policy.describe(index))

@@ -279,7 +279,7 @@ impl Node {
                 return Ok(true);
             }
         }
-        let pending = self.home.db().read()?.pending_approvals()?;
+        let pending = self.home.db().pending_approvals()?;
         Ok(pending.iter().any(|a| match &a.request {
             ApprovalRequest::Collaboration { parent, .. } => parent.as_ref() == Some(id),
             ApprovalRequest::HeldMessage { .. } => a.session.as_ref() == Some(id),
