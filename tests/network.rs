@@ -195,10 +195,8 @@ async fn a_delivery_to_a_stopped_node_arrives_exactly_once_after_it_restarts() -
     bob.resume().await?;
     eventually("bob to see alice as connected", || async { bob.contact(&alice).filter(|c| c.state == "connected") })
         .await?;
-    eventually("alice's outbox to drain", || async {
-        alice.node().home.db().read().ok()?.outbound().ok().filter(Vec::is_empty)
-    })
-    .await?;
+    eventually("alice's outbox to drain", || async { alice.node().home.db().outbound().ok().filter(Vec::is_empty) })
+        .await?;
     assert_eq!(audited(&bob, "contact.accepted"), 1, "the accept was applied more than once");
     Ok(())
 }
@@ -280,7 +278,7 @@ async fn nodes_that_never_answer_do_not_hold_up_a_delivery_to_a_node_that_does()
     assert!(tarpit.accepted() <= 16, "{} connections to silent nodes", tarpit.accepted());
     // Counted by recipient: the acknowledgement of bob's update may still be on its way.
     let for_ghosts = || -> anyhow::Result<usize> {
-        let pending = alice.node().home.db().read()?.outbound()?;
+        let pending = alice.node().home.db().outbound()?;
         Ok(pending.iter().filter(|(_, queued)| ghosts.contains(&queued.schedule.recipient)).count())
     };
     assert_eq!(for_ghosts()?, 20 * 100, "every message for the silent nodes is still queued");
@@ -330,7 +328,7 @@ async fn a_letter_left_at_the_relay_reaches_a_node_that_returns_while_its_sender
     alice.node().accept_contact(&request.id).await?;
     // Everything alice has for bob (the accept, her tags) is left once.
     let left = || alice.node().outbox.mailboxes().stats().left.load(Ordering::Relaxed) as usize;
-    let pending = || alice.node().home.db().read().ok()?.outbound().ok().map(|queued| queued.len());
+    let pending = || alice.node().home.db().outbound().ok().map(|queued| queued.len());
     let letters = eventually("alice to leave her messages for bob", || async {
         pending().filter(|queued| *queued > 0 && *queued == left())
     })
@@ -351,10 +349,8 @@ async fn a_letter_left_at_the_relay_reaches_a_node_that_returns_while_its_sender
     // Alice comes back: her retry of the accept is recognised, not applied again, and her
     // outbox drains.
     alice.resume().await?;
-    eventually("alice's outbox to drain", || async {
-        alice.node().home.db().read().ok()?.outbound().ok().filter(Vec::is_empty)
-    })
-    .await?;
+    eventually("alice's outbox to drain", || async { alice.node().home.db().outbound().ok().filter(Vec::is_empty) })
+        .await?;
     assert_eq!(audited(&bob, "contact.accepted"), 1, "the accept was applied twice");
     assert!(security_events(&bob, "").is_empty(), "{:?}", security_events(&bob, ""));
     relay.stop().await;

@@ -179,7 +179,7 @@ async fn an_impostor_at_the_receivers_address_cannot_acknowledge_a_delivery() {
     assert!(outbox.stats().retried.load(Ordering::SeqCst) >= 1, "no attempt was made");
     assert_eq!(asked.load(Ordering::SeqCst), 1, "the impostor was asked for the receiver");
     assert_eq!(outbox.stats().acknowledged.load(Ordering::SeqCst), 0);
-    assert_eq!(sender.db().read().unwrap().outbound().unwrap().len(), 1, "the message left the outbox");
+    assert_eq!(sender.db().outbound().unwrap().len(), 1, "the message left the outbox");
 
     // The real receiver becomes known: the message reaches it.
     let inbox = Inbox::new(receiver.clone(), Slow);

@@ -11,14 +11,15 @@ use redb::{Database, ReadableDatabase};
 use crate::approvals::ApprovalRecord;
 use crate::contacts::ContactRecord;
 use crate::deliveries::QueuedFeed;
+use crate::deliveries::recent::RecentOutbox;
 use crate::error::{DbResultExt, StoreError};
 use crate::files::FileScope;
 use crate::identities::IdentityRecord;
 use crate::journal::{self, Journal};
 use crate::schema::{self, META};
-use crate::snapshots::{Snapshots, ValueMemories};
+use crate::snapshots::ValueMemories;
 use crate::view::ReadView;
-use crate::writer::{Change, CommitReceipt, Pending, WhenDurable, Writer, WriterStats};
+use crate::writer::{Change, CommitReceipt, Kept, Pending, WhenDurable, Writer, WriterStats};
 
 /// What a new node database starts with.
 #[derive(Debug)]
@@ -53,8 +54,8 @@ pub struct NodeDb {
     path: PathBuf,
     info: NodeInfo,
     writer: Option<Arc<Writer>>,
-    queued: Arc<QueuedFeed>,
-    snapshots: Arc<Snapshots>,
+    /// What commits keep current in memory (shared with the writer).
+    kept: Kept,
     recovered: u64,
 }
 
@@ -134,15 +135,8 @@ impl NodeDb {
         }
         let head = crate::audit::read_head(&self.read()?)?;
         let journal = Journal::start(&self.db, &journal::path_for(&self.path))?;
-        self.writer = Some(Arc::new(Writer::start(
-            self.db.clone(),
-            device,
-            self.info.owner,
-            head,
-            self.queued.clone(),
-            self.snapshots.clone(),
-            journal,
-        )?));
+        self.writer =
+            Some(Arc::new(Writer::start(self.db.clone(), device, self.info.owner, head, self.kept.clone(), journal)?));
         Ok(())
     }
 
@@ -201,12 +195,12 @@ impl NodeDb {
 
     /// The contact record of `owner` as last committed, from memory (see [`NodeDb::identities`]).
     pub fn contact(&self, owner: &OwnerId) -> Result<Option<ContactRecord>, StoreError> {
-        Ok(self.snapshots.contacts(|| self.read())?.get(owner).cloned())
+        Ok(self.kept.snapshots.contacts(|| self.read())?.get(owner).cloned())
     }
 
     /// The contact whose node has `device_key`, if any, as last committed, from memory.
     pub fn contact_by_device(&self, device_key: &SigningPublicKey) -> Result<Option<ContactRecord>, StoreError> {
-        Ok(self.snapshots.contacts(|| self.read())?.by_device(device_key).cloned())
+        Ok(self.kept.snapshots.contacts(|| self.read())?.by_device(device_key).cloned())
     }
 
     /// Every identity, active and retired, ordered by id, as last committed. Kept decoded in
@@ -214,7 +208,7 @@ impl NodeDb {
     /// memory: these are read for every message, and change rarely. Use a [`ReadView`] to read
     /// them consistently with other tables.
     pub fn identities(&self) -> Result<Arc<Vec<IdentityRecord>>, StoreError> {
-        self.snapshots.identities(|| self.read())
+        self.kept.snapshots.identities(|| self.read())
     }
 
     /// The identity `id`, as last committed, from memory.
@@ -231,19 +225,19 @@ impl NodeDb {
     /// committed, from memory. The same `Arc` until a commit changes them, so what is derived
     /// from them can be kept as long.
     pub fn value_memories(&self) -> Result<Arc<ValueMemories>, StoreError> {
-        self.snapshots.values(|| self.read())
+        self.kept.snapshots.values(|| self.read())
     }
 
     /// The approvals still pending, oldest first, as last committed, from memory (a session's
     /// turn waits while one is about it; see [`NodeDb::identities`]).
     pub fn pending_approvals(&self) -> Result<Arc<Vec<ApprovalRecord>>, StoreError> {
-        self.snapshots.pending_approvals(|| self.read())
+        self.kept.snapshots.pending_approvals(|| self.read())
     }
 
     /// The folders `identity` may touch (empty if the owner granted none), as last committed,
     /// from memory.
     pub fn file_scope(&self, identity: &IdentityId) -> Result<FileScope, StoreError> {
-        Ok(self.snapshots.file_scopes(|| self.read())?.get(identity).cloned().unwrap_or_default())
+        Ok(self.kept.snapshots.file_scopes(|| self.read())?.get(identity).cloned().unwrap_or_default())
     }
 
     /// Facts about this node.
@@ -265,7 +259,12 @@ impl NodeDb {
     /// The messages committed changes queue in the outbox, as they commit: how the sending
     /// worker learns of them without scanning the outbox.
     pub fn queued_outbound(&self) -> &Arc<QueuedFeed> {
-        &self.queued
+        &self.kept.queued
+    }
+
+    /// The messages queued since the last checkpoint (see [`crate::deliveries`]).
+    pub(crate) fn recent_outbox(&self) -> &RecentOutbox {
+        &self.kept.recent
     }
 
     /// Group-commit statistics since the writer was unlocked.
@@ -286,7 +285,7 @@ impl NodeDb {
         let tx = self.db.begin_write().ctx("writing raw")?;
         write(&tx)?;
         tx.commit().ctx("writing raw")?;
-        self.snapshots.written(crate::snapshots::Touched::ALL);
+        self.kept.snapshots.written(crate::snapshots::Touched::ALL);
         Ok(())
     }
 
@@ -332,15 +331,7 @@ impl NodeDb {
         let info = NodeInfo { owner, device_key: cert.device_key, device_cert, node_name };
         drop(meta);
         drop(tx);
-        Ok(NodeDb {
-            db: Arc::new(db),
-            path: path.to_owned(),
-            info,
-            writer: None,
-            queued: Arc::default(),
-            snapshots: Arc::default(),
-            recovered: 0,
-        })
+        Ok(NodeDb { db: Arc::new(db), path: path.to_owned(), info, writer: None, kept: Kept::default(), recovered: 0 })
     }
 }
 

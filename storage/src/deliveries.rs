@@ -6,16 +6,22 @@
 //! worker scans what is due by decoding only the front of each record, in one table (every
 //! table a commit touches costs it a page write). The worker scans the outbox when it starts;
 //! after that, every committed transaction publishes what it queued to the [`QueuedFeed`], so
-//! finding what to send costs what was queued, not what is waiting.
+//! finding what to send costs what was queued, not what is waiting. Messages queued since the
+//! last checkpoint are kept out of the table ([`recent`]), so the outbox is read through
+//! [`NodeDb`], not a [`ReadView`].
+
+pub(crate) mod recent;
 
 use std::sync::Mutex;
 
 use clawnet_crypto::{Hash32, SigningPublicKey, Timestamp, WireFormat, encoding};
 use clawnet_protocol::MessageId;
-use redb::ReadableTable;
+use redb::{ReadableTable, TableHandle};
 use serde::{Deserialize, Serialize};
 
+use crate::db::NodeDb;
 use crate::error::{DbResultExt, StoreError};
+use crate::journal::{record_put, record_remove};
 use crate::schema::{INBOX, OUTBOX};
 use crate::view::{ReadView, Txn, decode_value};
 use crate::writer::lock;
@@ -180,15 +186,14 @@ impl QueuedFeed {
     }
 }
 
-impl ReadView {
+impl NodeDb {
     /// The schedule of every queued message, oldest first (message bodies are not read).
     pub fn outbound_schedule(&self) -> Result<Vec<(MessageId, OutboundSchedule)>, StoreError> {
-        let table = self.tx.open_table(OUTBOX).ctx("reading the outbox")?;
         let mut schedule = Vec::new();
-        for row in table.iter().ctx("reading the outbox")? {
-            let (key, value) = row.ctx("reading the outbox")?;
-            schedule.push((MessageId(Hash32(*key.value())), decode_schedule(value.value())?));
-        }
+        self.each_outbound(|key, record| {
+            schedule.push((MessageId(Hash32(*key)), decode_schedule(record)?));
+            Ok(())
+        })?;
         schedule.sort_by_key(|(_, entry)| entry.queued_at);
         Ok(schedule)
     }
@@ -202,22 +207,47 @@ impl ReadView {
 
     /// The queued message `id`.
     pub fn outbound_message(&self, id: &MessageId) -> Result<Option<OutboundRecord>, StoreError> {
-        let table = self.tx.open_table(OUTBOX).ctx("reading the outbox")?;
+        let recent = self.recent_outbox().lock();
+        if let Some(record) = recent.get(id.0.as_bytes()) {
+            return decode_value(record).map(Some);
+        }
+        let view = self.read()?;
+        let table = view.tx.open_table(OUTBOX).ctx("reading the outbox")?;
         let value = table.get(id.0.as_bytes()).ctx("reading the outbox")?;
         value.map(|value| decode_value(value.value())).transpose()
     }
 
     /// Every queued message.
     pub fn outbound(&self) -> Result<Vec<(MessageId, OutboundRecord)>, StoreError> {
-        let table = self.tx.open_table(OUTBOX).ctx("reading the outbox")?;
         let mut records = Vec::new();
-        for row in table.iter().ctx("reading the outbox")? {
-            let (key, value) = row.ctx("reading the outbox")?;
-            records.push((MessageId(Hash32(*key.value())), decode_value(value.value())?));
-        }
+        self.each_outbound(|key, record| {
+            records.push((MessageId(Hash32(*key)), decode_value(record)?));
+            Ok(())
+        })?;
         Ok(records)
     }
 
+    /// Calls `each` with every queued message's key and stored record: those queued since the
+    /// last checkpoint, then the table's, read under the lock of the first.
+    fn each_outbound(
+        &self,
+        mut each: impl FnMut(&[u8; 32], &[u8]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let recent = self.recent_outbox().lock();
+        for (key, record) in recent.iter() {
+            each(key, record)?;
+        }
+        let view = self.read()?;
+        let table = view.tx.open_table(OUTBOX).ctx("reading the outbox")?;
+        for row in table.iter().ctx("reading the outbox")? {
+            let (key, value) = row.ctx("reading the outbox")?;
+            each(key.value(), value.value())?;
+        }
+        Ok(())
+    }
+}
+
+impl ReadView {
     /// The recorded inbound message `id`, if it was received before.
     pub fn inbound(&self, id: &MessageId) -> Result<Option<InboundRecord>, StoreError> {
         let table = self.tx.open_table(INBOX).ctx("reading the inbox")?;
@@ -236,12 +266,13 @@ impl Txn<'_> {
     /// Queues an outbound message; queuing the same message again changes nothing. Returns
     /// whether it was newly queued.
     pub fn enqueue_outbound(&mut self, id: &MessageId, record: &OutboundRecord) -> Result<bool, StoreError> {
-        let mut table = self.write_table(OUTBOX).ctx("writing the outbox")?;
-        if table.get(id.0.as_bytes()).ctx("writing the outbox")?.is_some() {
+        let key = id.0.as_bytes();
+        if !matches!(self.outbound_entry(key)?, Stored::Nowhere) {
             return Ok(false);
         }
-        table.insert(id.0.as_bytes(), encoding::encode(record).as_slice()).ctx("writing the outbox")?;
-        drop(table);
+        let bytes = encoding::encode(record);
+        record_put(&mut self.writes.borrow_mut(), OUTBOX.name(), key, &bytes);
+        self.recent_changes.borrow_mut().insert(*key, Some(bytes));
         self.queued.push(QueuedOutbound { id: *id, schedule: record.schedule, message: record.message.clone() });
         Ok(true)
     }
@@ -253,21 +284,55 @@ impl Txn<'_> {
         attempts: u32,
         next_attempt_at: Timestamp,
     ) -> Result<(), StoreError> {
-        let mut table = self.write_table(OUTBOX).ctx("writing the outbox")?;
-        let current = table.get(id.0.as_bytes()).ctx("writing the outbox")?.map(|v| v.value().to_vec());
-        if let Some(bytes) = current {
-            let mut record: OutboundRecord = decode_value(&bytes)?;
-            record.schedule.attempts = attempts;
-            record.schedule.next_attempt_at = next_attempt_at;
-            table.insert(id.0.as_bytes(), encoding::encode(&record).as_slice()).ctx("writing the outbox")?;
+        let key = id.0.as_bytes();
+        let (recent, current) = match self.outbound_entry(key)? {
+            Stored::Recent(bytes) => (true, bytes),
+            Stored::Table(bytes) => (false, bytes),
+            Stored::Nowhere => return Ok(()),
+        };
+        let mut record: OutboundRecord = decode_value(&current)?;
+        record.schedule.attempts = attempts;
+        record.schedule.next_attempt_at = next_attempt_at;
+        let bytes = encoding::encode(&record);
+        if recent {
+            record_put(&mut self.writes.borrow_mut(), OUTBOX.name(), key, &bytes);
+            self.recent_changes.borrow_mut().insert(*key, Some(bytes));
+        } else {
+            self.write_table(OUTBOX)
+                .ctx("writing the outbox")?
+                .insert(key, bytes.as_slice())
+                .ctx("writing the outbox")?;
         }
         Ok(())
     }
 
     /// Removes an acknowledged message. Returns whether it was queued.
     pub fn acknowledge_outbound(&mut self, id: &MessageId) -> Result<bool, StoreError> {
-        let mut table = self.write_table(OUTBOX).ctx("writing the outbox")?;
-        table.remove(id.0.as_bytes()).ctx("writing the outbox")
+        let key = id.0.as_bytes();
+        match self.outbound_entry(key)? {
+            Stored::Recent(_) => {
+                record_remove(&mut self.writes.borrow_mut(), OUTBOX.name(), key);
+                self.recent_changes.borrow_mut().insert(*key, None);
+                Ok(true)
+            }
+            Stored::Table(_) => {
+                self.write_table(OUTBOX).ctx("writing the outbox")?.remove(key).ctx("writing the outbox")
+            }
+            Stored::Nowhere => Ok(false),
+        }
+    }
+
+    /// Where the queued message under `key` is, as this transaction sees it.
+    fn outbound_entry(&self, key: &[u8; 32]) -> Result<Stored, StoreError> {
+        if let Some(change) = self.recent_changes.borrow().get(key) {
+            return Ok(change.clone().map_or(Stored::Nowhere, Stored::Recent));
+        }
+        if let Some(bytes) = self.recent.get(key) {
+            return Ok(Stored::Recent(bytes));
+        }
+        let table = self.tx.open_table(OUTBOX).ctx("reading the outbox")?;
+        let found = table.get(key).ctx("reading the outbox")?.map(|value| value.value().to_vec());
+        Ok(found.map_or(Stored::Nowhere, Stored::Table))
     }
 
     /// Records an inbound message unless it was recorded before. Returns whether it is new.
@@ -281,9 +346,77 @@ impl Txn<'_> {
     }
 }
 
+/// Where a queued message's record is.
+enum Stored {
+    /// Queued since the last checkpoint (or by this transaction).
+    Recent(Vec<u8>),
+    /// In the outbox table.
+    Table(Vec<u8>),
+    Nowhere,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Change, Genesis};
+    use clawnet_crypto::SigningSecret;
+    use clawnet_protocol::testkit::TestOwner;
+
+    fn open(path: &std::path::Path, owner: &TestOwner) -> NodeDb {
+        let device = SigningSecret::from_bytes(&owner.device.to_bytes());
+        if !path.exists() {
+            let genesis = Genesis {
+                owner: owner.id(),
+                device_cert: owner.device_cert(),
+                node_name: "test".into(),
+                keystore: Vec::new(),
+            };
+            return NodeDb::create(path, genesis, device).unwrap();
+        }
+        let mut db = NodeDb::open(path).unwrap();
+        db.unlock_writes(device).unwrap();
+        db
+    }
+
+    fn rows_in_table(db: &NodeDb) -> u64 {
+        use redb::ReadableTableMetadata;
+        db.read().unwrap().tx.open_table(OUTBOX).unwrap().len().unwrap()
+    }
+
+    #[test]
+    fn a_message_acknowledged_between_checkpoints_never_reaches_the_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.redb");
+        let owner = TestOwner::new(1, &[]);
+        let db = open(&path, &owner);
+        let record = |text: &[u8]| OutboundRecord::new(owner.device.public_key(), text.to_vec(), Timestamp(5));
+        let (first, second) = (MessageId::of(b"first"), MessageId::of(b"second"));
+        let queue = |id: MessageId, record: OutboundRecord| Change::new(move |txn| txn.enqueue_outbound(&id, &record));
+        let acknowledge = |id: MessageId| Change::new(move |txn| txn.acknowledge_outbound(&id));
+
+        assert!(db.commit(queue(first, record(b"first"))).unwrap().0);
+        assert_eq!(db.outbound_message(&first).unwrap().unwrap().message, b"first");
+        assert!(!db.commit(queue(first, record(b"first"))).unwrap().0, "queued once");
+        assert!(db.commit(acknowledge(first)).unwrap().0);
+        assert_eq!(db.outbound_message(&first).unwrap(), None);
+        assert_eq!(rows_in_table(&db), 0, "queued and acknowledged in memory and the journal only");
+
+        // Still queued when the database closes: the last checkpoint puts it in the table.
+        assert!(db.commit(queue(second, record(b"second"))).unwrap().0);
+        assert_eq!(rows_in_table(&db), 0);
+        drop(db);
+        let db = open(&path, &owner);
+        assert_eq!(rows_in_table(&db), 1);
+        assert_eq!(db.outbound().unwrap().len(), 1);
+        assert!(!db.commit(queue(second, record(b"second"))).unwrap().0, "queued once, in the table too");
+        db.commit(Change::new(move |txn| txn.reschedule_outbound(&second, 2, Timestamp(9)))).unwrap();
+        assert_eq!(db.outbound_schedule().unwrap()[0].1.attempts, 2);
+        assert!(db.commit(acknowledge(second)).unwrap().0);
+        assert!(!db.commit(acknowledge(second)).unwrap().0, "acknowledged once");
+        assert_eq!((rows_in_table(&db), db.outbound().unwrap().len()), (0, 0));
+        drop(db);
+        assert_eq!(open(&path, &owner).outbound().unwrap().len(), 0, "the removal is durable");
+    }
 
     #[test]
     fn the_schedule_decodes_from_the_front_of_a_record() {

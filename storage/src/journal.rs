@@ -452,13 +452,13 @@ impl<'t, K: Key + 'static, V: Value + 'static> Deref for JournaledTable<'t, K, V
     }
 }
 
-fn record_put(writes: &mut Vec<u8>, table: &str, key: &[u8], value: &[u8]) {
+pub(crate) fn record_put(writes: &mut Vec<u8>, table: &str, key: &[u8], value: &[u8]) {
     record_key(writes, table, PUT, key);
     writes.extend_from_slice(&(value.len() as u32).to_le_bytes());
     writes.extend_from_slice(value);
 }
 
-fn record_remove(writes: &mut Vec<u8>, table: &str, key: &[u8]) {
+pub(crate) fn record_remove(writes: &mut Vec<u8>, table: &str, key: &[u8]) {
     record_key(writes, table, REMOVE, key);
 }
 

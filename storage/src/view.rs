@@ -6,6 +6,7 @@ use std::fmt;
 
 use clawnet_crypto::{WireFormat, encoding};
 
+use crate::deliveries::recent::{Changes, RecentOutbox};
 use crate::error::StoreError;
 use crate::journal::JournaledTable;
 use crate::snapshots::Touched;
@@ -32,11 +33,22 @@ pub struct Txn<'a> {
     pub(crate) writes: RefCell<Vec<u8>>,
     /// Which tables kept decoded in memory it wrote (their copies are dropped once it commits).
     pub(crate) touched: Cell<Touched>,
+    /// The messages queued since the last checkpoint, outside the outbox table.
+    pub(crate) recent: &'a RecentOutbox,
+    /// What this transaction did to those, applied to them once it commits.
+    pub(crate) recent_changes: RefCell<Changes>,
 }
 
 impl<'a> Txn<'a> {
-    pub(crate) fn new(tx: &'a redb::WriteTransaction) -> Txn<'a> {
-        Txn { tx, queued: Vec::new(), writes: RefCell::default(), touched: Cell::default() }
+    pub(crate) fn new(tx: &'a redb::WriteTransaction, recent: &'a RecentOutbox) -> Txn<'a> {
+        Txn {
+            tx,
+            queued: Vec::new(),
+            writes: RefCell::default(),
+            touched: Cell::default(),
+            recent,
+            recent_changes: RefCell::default(),
+        }
     }
 
     /// Opens `table` for writing. Every write goes through here, so the journal sees it: a

@@ -48,6 +48,7 @@ use clawnet_protocol::audit::{AuditDraft, LinkedEntry, SealedEntry, seal_batch};
 use redb::Database;
 
 use crate::deliveries::QueuedFeed;
+use crate::deliveries::recent::RecentOutbox;
 use crate::error::{DbResultExt, StoreError};
 use crate::journal::Journal;
 use crate::schema::AUDIT;
@@ -172,6 +173,19 @@ pub(crate) struct ChainHead {
     pub(crate) prev: Hash32,
 }
 
+/// The in-memory state commits keep current besides the database, shared with the
+/// [`NodeDb`](crate::NodeDb) the writer belongs to.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Kept {
+    /// Where committed transactions publish the messages they queued.
+    pub(crate) queued: Arc<QueuedFeed>,
+    /// The decoded copies of tables that committed transactions make stale.
+    pub(crate) snapshots: Arc<Snapshots>,
+    /// The messages queued since the last checkpoint, which a checkpoint copies into the
+    /// outbox table.
+    pub(crate) recent: Arc<RecentOutbox>,
+}
+
 struct Job {
     audit: Vec<AuditDraft>,
     step: Option<Step>,
@@ -192,10 +206,8 @@ struct Shared {
     /// Set once, by the first failed commit.
     poisoned: OnceLock<String>,
     stats: Mutex<WriterStats>,
-    /// Where committed transactions publish the messages they queued.
-    queued: Arc<QueuedFeed>,
-    /// The decoded copies of tables that committed transactions make stale.
-    snapshots: Arc<Snapshots>,
+    /// What commits keep current in memory besides the database.
+    kept: Kept,
     /// Makes batches durable between checkpoints; held by whichever thread commits.
     journal: Mutex<Journal>,
     /// Who waits for a durable-later batch to reach the disk.
@@ -222,8 +234,7 @@ impl Writer {
         signer: SigningSecret,
         owner: OwnerId,
         head: ChainHead,
-        queued: Arc<QueuedFeed>,
-        snapshots: Arc<Snapshots>,
+        kept: Kept,
         journal: Journal,
     ) -> Result<Writer, StoreError> {
         let shared = Arc::new(Shared {
@@ -235,8 +246,7 @@ impl Writer {
             poisoned: OnceLock::new(),
             stats: Mutex::new(WriterStats::default()),
             durable: Durable::new(journal.synced_through()),
-            queued,
-            snapshots,
+            kept,
             journal: Mutex::new(journal),
         });
         let (inbox, jobs) = sync_channel::<Job>(QUEUE_CAPACITY);
@@ -435,12 +445,15 @@ impl Shared {
         let mut journal = lock(&self.journal);
         let tx = self.db.begin_write().ctx(context)?;
         write(&tx)?;
+        let mut recent = self.kept.recent.copy_into(&tx, &Default::default())?;
         journal.write_checkpoint(&tx)?;
         tx.commit().ctx(context)?;
+        recent.clear();
+        drop(recent);
         journal.checkpointed();
         self.durable.reached(journal.synced_through());
         // Only tests write raw (and the final checkpoint writes nothing): any copy may be stale.
-        self.snapshots.written(Touched::ALL);
+        self.kept.snapshots.written(Touched::ALL);
         Ok(())
     }
 
@@ -508,8 +521,8 @@ fn write_batch(shared: &Shared, jobs: Vec<Job>, sealed: &[Vec<SealedEntry>]) -> 
     let sync = !jobs.iter().all(|job| job.durable_later);
     let batch = journal.next_seq();
     let mut done = Vec::with_capacity(jobs.len());
-    let (queued, writes, touched) = {
-        let mut txn = Txn::new(&tx);
+    let (queued, writes, touched, recent) = {
+        let mut txn = Txn::new(&tx, &shared.kept.recent);
         for (job, entries) in jobs.into_iter().zip(sealed) {
             let output = match job.step {
                 Some(step) => step(&mut txn)?,
@@ -523,7 +536,7 @@ fn write_batch(shared: &Shared, jobs: Vec<Job>, sealed: &[Vec<SealedEntry>]) -> 
             audit.insert(entry.seq, entry.record.as_slice()).ctx(context)?;
         }
         drop(audit);
-        (txn.queued, txn.writes.into_inner(), txn.touched.get())
+        (txn.queued, txn.writes.into_inner(), txn.touched.get(), txn.recent_changes.into_inner())
     };
     // The journal's record is on disk before redb commits, so no reader sees a durable change
     // a crash could take back; redb then skips its fsync. (A durable-later batch's record is
@@ -533,16 +546,20 @@ fn write_batch(shared: &Shared, jobs: Vec<Job>, sealed: &[Vec<SealedEntry>]) -> 
         // is always allowed.
         let _ = tx.set_durability(redb::Durability::None);
         tx.commit().ctx(context)?;
+        shared.kept.recent.apply(recent);
     } else {
+        let mut copied = shared.kept.recent.copy_into(&tx, &recent)?;
         journal.write_checkpoint(&tx)?;
         tx.commit().ctx(context)?;
+        copied.clear();
+        drop(copied);
         journal.checkpointed();
     }
     let through = journal.synced_through();
     drop(journal);
     shared.durable.reached(through);
-    shared.snapshots.written(touched);
-    shared.queued.publish(queued);
+    shared.kept.snapshots.written(touched);
+    shared.kept.queued.publish(queued);
     Ok(done)
 }
 

@@ -146,7 +146,7 @@ fn a_change_durable_later_is_visible_at_once_and_kept_by_a_clean_close() {
     db.commit(Change::new(move |txn| txn.enqueue_outbound(&id, &record).map(drop))).unwrap();
     // Alone, through the writer thread, and inline: each is visible as soon as its commit returns.
     db.commit(Change::new(move |txn| txn.acknowledge_outbound(&id).map(drop)).durable_later()).unwrap();
-    assert_eq!(db.read().unwrap().outbound_message(&id).unwrap(), None);
+    assert_eq!(db.outbound_message(&id).unwrap(), None);
     let pending: Vec<_> = (0..4).map(|n| db.submit(Change::audit(step(n)).durable_later()).unwrap()).collect();
     for change in pending {
         change.wait().unwrap();
@@ -156,7 +156,7 @@ fn a_change_durable_later_is_visible_at_once_and_kept_by_a_clean_close() {
 
     // A clean close writes them out.
     let db = NodeDb::open(&dir.path().join("node.redb")).unwrap();
-    assert_eq!(db.read().unwrap().outbound_message(&id).unwrap(), None);
+    assert_eq!(db.outbound_message(&id).unwrap(), None);
     assert_eq!(db.verify_audit().unwrap().entries, 5);
 }
 
@@ -272,15 +272,11 @@ fn mailboxes_are_idempotent_by_message_id() {
     assert!(db.commit(enqueue(outbound.clone())).unwrap().0);
     assert!(!db.commit(enqueue(outbound.clone())).unwrap().0, "queued twice");
     db.commit(Change::new(move |txn| txn.reschedule_outbound(&id, 1, Timestamp(T0.0 + 5000)))).unwrap();
-    let view = db.read().unwrap();
-    assert!(view.due_outbound(T0).unwrap().is_empty());
-    assert_eq!(view.due_outbound(Timestamp(T0.0 + 5000)).unwrap()[0].1.attempts, 1);
-    assert_eq!(view.outbound_message(&id).unwrap().unwrap().message, b"hello");
-    drop(view);
+    assert!(db.due_outbound(T0).unwrap().is_empty());
+    assert_eq!(db.due_outbound(Timestamp(T0.0 + 5000)).unwrap()[0].1.attempts, 1);
+    assert_eq!(db.outbound_message(&id).unwrap().unwrap().message, b"hello");
     assert!(db.commit(Change::new(move |txn| txn.acknowledge_outbound(&id))).unwrap().0);
-    let view = db.read().unwrap();
-    assert!(view.outbound().unwrap().is_empty() && view.outbound_schedule().unwrap().is_empty());
-    drop(view);
+    assert!(db.outbound().unwrap().is_empty() && db.outbound_schedule().unwrap().is_empty());
 
     let record = |r: InboundRecord| Change::new(move |txn| txn.record_inbound(&id, &r));
     assert!(db.commit(record(inbound.clone())).unwrap().0);
@@ -521,7 +517,7 @@ fn the_outbox_feed_reports_what_committed_changes_queued_once_subscribed() {
     db.commit(queue(10..10 + many)).unwrap();
     assert_eq!(feed.take(), Queued::Overflowed);
     assert!(reported(feed.take()).is_empty());
-    assert_eq!(db.read().unwrap().outbound_schedule().unwrap().len(), 5 + many as usize);
+    assert_eq!(db.outbound_schedule().unwrap().len(), 5 + many as usize);
 
     // A change that fails queues nothing, so reports nothing.
     let failing = Change::new(move |txn| {

@@ -164,7 +164,7 @@ impl Outbox {
     /// the queue meanwhile, so a message settled during the scan is not put back.
     fn scan(&self) -> Result<(), StoreError> {
         let mut queue = lock(&self.inner.queue);
-        let schedule = self.inner.db.read()?.outbound_schedule()?;
+        let schedule = self.inner.db.outbound_schedule()?;
         let now = Timestamp::now();
         for (id, entry) in schedule {
             queue.insert(id, entry, None, now);
@@ -283,13 +283,13 @@ impl Outbox {
     /// Reads what the batch needs from the database: the bodies not kept in memory and the
     /// node's addresses.
     fn load(&self, batch: &mut Batch) -> Result<Loaded, StoreError> {
-        let view = self.inner.db.read()?;
+        let db = &self.inner.db;
         let mut loaded = Loaded::default();
         let mut size = 0;
         for outgoing in &mut batch.messages {
             let body = match outgoing.body.take() {
                 Some(body) => body,
-                None => match view.outbound_message(&outgoing.id)? {
+                None => match db.outbound_message(&outgoing.id)? {
                     Some(record) => record.message,
                     None => {
                         loaded.gone.push(outgoing.id);
@@ -304,7 +304,7 @@ impl Outbox {
             size += body.len();
             loaded.messages.push((outgoing.id, outgoing.schedule, body));
         }
-        loaded.addresses = addresses_of(view.peer(&batch.recipient)?);
+        loaded.addresses = addresses_of(db.read()?.peer(&batch.recipient)?);
         Ok(loaded)
     }
 
@@ -323,13 +323,9 @@ impl Outbox {
             messages.iter().map(|(id, _, bytes)| (*id, bytes.clone())).collect();
         let waiting = mailboxes.not_left(waiting);
         tokio::spawn(async move {
-            if !waiting.is_empty() {
-                match db.read() {
-                    Ok(view) => {
-                        letters.extend(waiting.into_iter().filter_map(|id| {
-                            view.outbound_message(&id).ok().flatten().map(|record| (id, record.message))
-                        }))
-                    }
+            for id in waiting {
+                match db.outbound_message(&id) {
+                    Ok(record) => letters.extend(record.map(|record| (id, record.message))),
                     Err(err) => tracing::warn!(%err, "cannot read the outbox to leave letters"),
                 }
             }
