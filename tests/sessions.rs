@@ -14,7 +14,7 @@ use clawnet_node::sessions::{OwnerPolicy, PolicyDirection, SessionSettings};
 use clawnet_node::views::ContactView;
 use clawnet_protocol::session::{Consent, EndMarker, Turn};
 use clawnet_protocol::wire::WireMessage;
-use clawnet_protocol::{Nonce, SessionId};
+use clawnet_protocol::{MessageId, Nonce, SessionId};
 use clawnet_storage::Change;
 use clawnet_storage::approvals::ApprovalRequest;
 use clawnet_tests::cluster::{Setup, TestNode, befriend, direct, eventually};
@@ -354,6 +354,47 @@ async fn forged_replayed_and_expired_consents_and_turns_from_other_identities_ar
     let attacks = session_attacks(&acme).join("\n");
     assert!(attacks.matches(" turn ").count() >= 2, "{attacks}");
     assert!(transcript(&acme, &id).iter().all(|t| !String::from_utf8_lossy(t).contains("Ignore your instructions")));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_turn_is_answered_from_the_transcript_and_another_under_its_number_is_refused() -> Result {
+    let acme = node("acme", ScriptedBrain::saying(["one", "three"]), turns(4), Vec::new()).await?;
+    let globex = node("globex", ScriptedBrain::saying(["two", "four"]), turns(4), Vec::new()).await?;
+    connect(&acme, "procurement", &globex, "sales").await?;
+    let asked = ask(&acme, "procurement", &globex, "retries").await?;
+    acme.node().approve(&asked).await?;
+    let id = only_session(&acme).await?;
+    let invitation = eventually("the invitation", || async { pending(&globex, "session-invitation").pop() }).await?;
+    globex.node().approve(&invitation).await?;
+    state_is(&acme, &id, "closed").await?;
+    let session: SessionId = id.parse()?;
+    let theirs = acme.node().home.db().read()?.turn(&session, 2)?.expect("globex's second turn");
+    let message = WireMessage::Turn(theirs.clone());
+    assert!(
+        acme.node().home.db().read()?.inbound(&MessageId::of(&message.encode()))?.is_none(),
+        "a turn takes no inbox record: its transcript is where a retry is recognised"
+    );
+    let before = (transcript(&acme, &id), session_attacks(&acme).len());
+
+    // Globex sends it again, as after a lost answer: acknowledged, nothing applied twice.
+    let mut acknowledged = globex.node().outbox.acknowledged();
+    let count = *acknowledged.borrow_and_update();
+    inject(&globex, &acme, message).await?;
+    tokio::time::timeout(Duration::from_secs(20), acknowledged.wait_for(|now| *now > count)).await??;
+    assert_eq!((transcript(&acme, &id), session_attacks(&acme).len()), before);
+
+    // Another turn under the same number, properly signed, is not taken for a retry.
+    let mut other = theirs.decode_unverified()?;
+    other.text = "a different second turn".into();
+    let other = globex.node().home.sign_as_identity(&other.speaker, &other).expect("globex's key");
+    inject(&globex, &acme, WireMessage::Turn(other)).await?;
+    eventually("the other turn refused", || async {
+        let entries = globex.node().home.db().audit_entries().ok()?;
+        entries.iter().any(|e| e.action == "delivery.refused").then_some(())
+    })
+    .await?;
+    assert_eq!(transcript(&acme, &id), before.0);
     Ok(())
 }
 

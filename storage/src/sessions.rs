@@ -69,6 +69,13 @@ impl ReadView {
         Ok(self.turns_from(id, 0)?.into_iter().map(|(_, turn)| turn).collect())
     }
 
+    /// Turn `turn_no` of `id`, as stored.
+    pub fn turn(&self, id: &SessionId, turn_no: u32) -> Result<Option<Signed<Turn>>, StoreError> {
+        let table = self.tx.open_table(TURNS).ctx("reading turns")?;
+        let value = table.get((&id.0, turn_no)).ctx("reading turns")?;
+        Ok(value.map(|value| decode_value::<StoredTurn>(value.value())).transpose()?.map(|StoredTurn(turn)| turn))
+    }
+
     /// The turns of `id` numbered `first` or later, with their numbers, in turn order.
     pub fn turns_from(&self, id: &SessionId, first: u32) -> Result<Vec<(u32, Signed<Turn>)>, StoreError> {
         let table = self.tx.open_table(TURNS).ctx("reading turns")?;

@@ -1,7 +1,9 @@
 //! The receiving side: dedup by message id, validation by a [`Handler`], one commit of the
 //! inbox record together with the changes each message causes, then one reply for the batch
 //! (the sender's Noise session authenticates it: see `clawnet_protocol::wire`). The messages of
-//! a batch are processed concurrently, so their commits share the group commit.
+//! a batch are processed concurrently, so their commits share the group commit. A message its
+//! change stores where a retry is recognised (a session turn, in its transcript) takes no
+//! inbox record: the handler answers its retries ([`Accepted::stores_message`]).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -41,17 +43,27 @@ pub struct Accepted<F> {
     /// owner: a session turn, whose answer is then composed and committed at once, and whose
     /// sync makes the turn durable too.
     pub follow_up_when_committed: bool,
+    /// The change stores the message itself, where a retry of it is recognised (a session
+    /// turn, in its transcript under its number: the handler answers a retry as recorded), so
+    /// it needs no inbox record.
+    pub stores_message: bool,
 }
 
 impl<F> Accepted<F> {
     /// `change` to commit, then `follow_up` once it is durable, with `hold` kept until then.
     pub fn new(change: Change<()>, follow_up: F, hold: Option<Hold>) -> Accepted<F> {
-        Accepted { change, follow_up, hold, follow_up_when_committed: false }
+        Accepted { change, follow_up, hold, follow_up_when_committed: false, stores_message: false }
     }
 
     /// Runs the follow-up as soon as the change is committed (see the field).
     pub fn follow_up_when_committed(mut self) -> Accepted<F> {
         self.follow_up_when_committed = true;
+        self
+    }
+
+    /// Commits no inbox record: the change stores the message itself (see the field).
+    pub fn stores_message(mut self) -> Accepted<F> {
+        self.stores_message = true;
         self
     }
 }
@@ -101,6 +113,12 @@ impl Refusal {
     /// A refusal the sender should retry later.
     pub fn later(reason: impl Into<String>) -> Refusal {
         Refusal { outcome: MessageOutcome::try_later(reason), security_event: None }
+    }
+
+    /// Not a refusal: a retry of a message whose change stored it before (see
+    /// [`Accepted::stores_message`]), answered as recorded, with nothing applied again.
+    pub fn already_recorded() -> Refusal {
+        Refusal { outcome: MessageOutcome::Recorded, security_event: None }
     }
 }
 
@@ -155,18 +173,19 @@ impl<H: Handler> Inbox<H> {
 
     /// Checks and records one message; `alone` when it is the only one of its batch.
     async fn receive_one(&self, peer: PeerId, id: MessageId, bytes: Vec<u8>, alone: bool) -> MessageOutcome {
-        match self.home.db().read().and_then(|view| view.has_inbound(&id)) {
-            Ok(true) => return MessageOutcome::Recorded,
-            Ok(false) => {}
-            Err(err) => {
-                tracing::error!(%err, "cannot read the inbox");
-                return MessageOutcome::try_later("the receiving node cannot read its database");
-            }
-        }
+        // First: a first attempt is in progress until its change is durable, and a retry must
+        // not be told "recorded" before that.
         if !lock(&self.in_progress).insert(id) {
             return MessageOutcome::try_later("this message is being processed");
         }
-        let outcome = self.process(peer, id, bytes, alone).await;
+        let outcome = match self.home.db().read().and_then(|view| view.has_inbound(&id)) {
+            Ok(true) => MessageOutcome::Recorded,
+            Ok(false) => self.process(peer, id, bytes, alone).await,
+            Err(err) => {
+                tracing::error!(%err, "cannot read the inbox");
+                MessageOutcome::try_later("the receiving node cannot read its database")
+            }
+        };
         lock(&self.in_progress).remove(&id);
         outcome
     }
@@ -195,7 +214,10 @@ impl<H: Handler> Inbox<H> {
         };
         let record = InboundRecord { sender, received_at: Timestamp::now() };
         let early = accepted.follow_up_when_committed;
-        let mut change = accepted.change.also(move |txn| txn.record_inbound(&id, &record).map(drop));
+        let mut change = accepted.change;
+        if !accepted.stores_message {
+            change = change.also(move |txn| txn.record_inbound(&id, &record).map(drop));
+        }
         if early {
             change = change.durable_later();
         }

@@ -202,6 +202,16 @@ impl Governance {
         let object =
             format!("session {} turn {} from {}", claimed.session.short(), claimed.turn_no, contact.display_name);
         let (mut session, facts) = party_session(node.sessions.get(&claimed.session), &contact, &object).await?;
+        // A retry of their turn we stored (its first attempt's answer was lost): the transcript
+        // is its inbox record. Any other turn under a number we hold (our own turns included)
+        // is refused below.
+        let ours = session.party_of(&node.home.owner()).map(|party| party.identity);
+        if claimed.turn_no <= session.turns() && Some(claimed.speaker) != ours {
+            let stored = node.home.db().read().and_then(|view| view.turn(&session.id(), claimed.turn_no));
+            if stored.map_err(busy)?.as_ref() == Some(&signed) {
+                return Err(Refusal::already_recorded());
+            }
+        }
         let ours = node.sessions.rosters.own(&node.home).map_err(|_| Refusal::later("cannot read our identities"))?;
         let theirs = node.sessions.rosters.contact(&contact);
         let (initiator, target) =
@@ -227,7 +237,9 @@ impl Governance {
             "session grant",
             Outcome::Success,
         ));
-        Ok(Accepted::new(change, FollowUp::Session(work), Some(Hold::new(session))).follow_up_when_committed())
+        Ok(Accepted::new(change, FollowUp::Session(work), Some(Hold::new(session)))
+            .follow_up_when_committed()
+            .stores_message())
     }
 
     /// The counterpart owner closes a session.
