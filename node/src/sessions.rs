@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use clawnet_crypto::{Hash32, OwnerId, Signed, Timestamp};
 use clawnet_protocol::SessionId;
-use clawnet_protocol::session::{Close, Rejection, Session, StoredSession};
+use clawnet_protocol::session::{self, Close, Rejection, Session, StoredSession};
 use clawnet_storage::contacts::ContactRecord;
 use clawnet_storage::sessions::SessionRecord;
 use clawnet_storage::{NodeDb, StoreError};
@@ -208,6 +208,14 @@ impl SessionBook {
     /// (one composer per session, see [`SessionBook::start_speaking`]).
     fn take_transcript(&self, id: &SessionId) -> Transcript {
         lock(&self.transcripts).remove(id).unwrap_or_default()
+    }
+
+    /// Adds turn `turn_no` of `id`, just applied, to the transcript kept for our agent, if one
+    /// is kept and this is its next turn (otherwise the agent reads it from the database).
+    pub(crate) fn note_turn(&self, id: &SessionId, turn_no: u32, signed: &Signed<session::Turn>, turn: &session::Turn) {
+        if let Some(transcript) = lock(&self.transcripts).get_mut(id) {
+            transcript.push(turn_no, signed, turn);
+        }
     }
 
     fn keep_transcript(&self, id: SessionId, transcript: Transcript) {

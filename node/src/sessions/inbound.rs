@@ -221,6 +221,7 @@ impl Governance {
             .apply_turn(&signed, initiator, target, &rules, Timestamp::now())
             .map_err(|err| refusal(err, actor, &object))?;
         let id = session.id();
+        node.sessions.note_turn(&id, accepted.turn_no, &signed, &claimed);
         let stored = signed.clone();
         let mut work = SessionWork::default();
         work.events.push(NodeEvent::Turn {

@@ -9,10 +9,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use clawnet_crypto::{Signed, Timestamp};
+use clawnet_crypto::{Hash32, Signed, Timestamp};
 use clawnet_protocol::SessionId;
 use clawnet_protocol::audit::{Actor, AuditDraft, Outcome};
-use clawnet_protocol::session::{CloseReason, EndMarker, Phase, Proposal, Turn};
+use clawnet_protocol::session::{CloseReason, EndMarker, Phase, Proposal, Turn, turn_hash};
 use clawnet_protocol::wire::WireMessage;
 use clawnet_storage::Change;
 use clawnet_storage::ReadView;
@@ -74,7 +74,7 @@ impl Node {
     async fn speak_once(self: &Arc<Self>, id: SessionId) -> Result<Spoke, NodeError> {
         let Some((slot, facts)) = self.sessions.get(&id) else { return Ok(Spoke::Idle) };
         let me = self.home.owner();
-        let (proposal, turns_before) = {
+        let (proposal, turns_before, last_hash) = {
             let session = slot.lock().await;
             let Some(party) = session.party_of(&me) else { return Ok(Spoke::Idle) };
             let granted = u32::from(session.proposal().max_turns);
@@ -85,7 +85,7 @@ impl Node {
                 // Over, not our turn, or the last granted turn was theirs (their close follows).
                 return Ok(Spoke::Idle);
             }
-            (session.proposal().clone(), session.turns())
+            (session.proposal().clone(), session.turns(), session.last_hash())
         };
         if self.waiting_on_children_or_owner(&id).await? {
             return Ok(Spoke::Idle);
@@ -101,7 +101,7 @@ impl Node {
             .ok_or_else(|| NodeError::Session("our identity in this session no longer exists".into()))?;
         let contact = contact_of(self.home.db(), &facts.counterpart)?
             .ok_or_else(|| NodeError::Session("the other owner is no longer a contact".into()))?;
-        let history = self.history(&proposal, &id, &contact.display_name)?;
+        let history = self.history(&proposal, &id, &contact.display_name, (turns_before, last_hash))?;
         let agent = Agent::identity(self.home.clone(), identity.tag.as_str(), self.brain.clone())?
             .with_extension(self.file_tools());
         let audience = Audience::Counterpart { name: contact.display_name.clone(), session: Some(id) };
@@ -195,6 +195,7 @@ impl Node {
             .apply_own_turn(&verified, initiator, target, &rules, now)
             .map_err(|err| NodeError::Session(format!("our own turn does not fit the session: {err}")))?;
         let signed = verified.signed().clone();
+        self.sessions.note_turn(&id, turn_no, &signed, &verified);
         let reason = match (accepted.end, accepted.limit_reached) {
             (Some(marker), _) => Some(CloseReason::Ended(marker)),
             (None, true) => Some(CloseReason::MaxTurns),
@@ -289,16 +290,26 @@ impl Node {
 
     /// The conversation so far as our agent sees it: its own turns as its replies, the
     /// counterpart's as what it was told, and a note from the node for each session it opened
-    /// from this one that has ended.
-    fn history(&self, proposal: &Proposal, id: &SessionId, counterpart: &str) -> Result<Vec<Message>, NodeError> {
+    /// from this one that has ended. `applied` is the session's count of turns and the hash of
+    /// its last one: a kept transcript that ends there is read from memory.
+    fn history(
+        &self,
+        proposal: &Proposal,
+        id: &SessionId,
+        counterpart: &str,
+        applied: (u32, Hash32),
+    ) -> Result<Vec<Message>, NodeError> {
         let me = self.home.owner();
-        let view = self.home.db().read()?;
         let mut transcript = self.sessions.take_transcript(id);
-        transcript.catch_up(&view, id)?;
+        let children = self.sessions.children(id, &me);
+        let view = if transcript.ends_at(applied) && children.is_empty() { None } else { Some(self.home.db().read()?) };
         let mut notes: Vec<(Timestamp, String)> = Vec::new();
-        for (child, _) in self.sessions.children(id, &me) {
-            let Some(record) = view.session(&child)? else { continue };
-            notes.push(child_note(&record, &view.turns(&child)?, &view)?);
+        if let Some(view) = &view {
+            transcript.catch_up(view, id)?;
+            for (child, _) in children {
+                let Some(record) = view.session(&child)? else { continue };
+                notes.push(child_note(&record, &view.turns(&child)?, view)?);
+            }
         }
         notes.sort_by_key(|(at, _)| *at);
         let mut history = Vec::new();
@@ -332,6 +343,23 @@ pub(crate) struct Transcript {
 }
 
 impl Transcript {
+    /// Whether it holds exactly the turns of a session that `applied` them (their count, and
+    /// the hash of the last one, or of the grant before any).
+    fn ends_at(&self, (turns, last_hash): (u32, Hash32)) -> bool {
+        match &self.last {
+            Some(last) => self.turns.len() == turns as usize && turn_hash(last) == last_hash,
+            None => turns == 0,
+        }
+    }
+
+    /// Adds turn `turn_no`, just applied to the session, if it is the next one.
+    pub(crate) fn push(&mut self, turn_no: u32, signed: &Signed<Turn>, turn: &Turn) {
+        if self.turns.len() + 1 == turn_no as usize {
+            self.turns.push(turn.clone());
+            self.last = Some(signed.clone());
+        }
+    }
+
     /// Brings it up to what `view` holds for session `id`.
     fn catch_up(&mut self, view: &ReadView, id: &SessionId) -> Result<(), NodeError> {
         let kept = u32::try_from(self.turns.len()).unwrap_or(u32::MAX);
@@ -411,6 +439,25 @@ mod tests {
 
     fn texts(transcript: &Transcript) -> Vec<&str> {
         transcript.turns.iter().map(|turn| turn.text.as_str()).collect()
+    }
+
+    #[test]
+    fn turns_pushed_as_they_are_applied_keep_a_transcript_current_without_reading() {
+        let alice = TestOwner::new(1, &["work"]);
+        let id = SessionId([7; 16]);
+        let turn = |n: u32, text: &str| alice.turn("work", id, n, Hash32([n as u8; 32]), text, None);
+        let (one, two) = (turn(1, "one"), turn(2, "two"));
+        let mut transcript = Transcript::default();
+        assert!(transcript.ends_at((0, Hash32([9; 32]))), "no turn yet: nothing to read");
+        assert!(!transcript.ends_at((1, turn_hash(&one))));
+        transcript.push(2, &two, &two.decode_stored().unwrap());
+        assert!(texts(&transcript).is_empty(), "a turn that is not the next one is left to the database");
+        transcript.push(1, &one, &one.decode_stored().unwrap());
+        transcript.push(2, &two, &two.decode_stored().unwrap());
+        assert_eq!(texts(&transcript), ["one", "two"]);
+        assert!(transcript.ends_at((2, turn_hash(&two))));
+        assert!(!transcript.ends_at((2, turn_hash(&one))), "the session's last turn is another");
+        assert!(!transcript.ends_at((3, turn_hash(&two))), "the session has a turn it lacks");
     }
 
     #[test]
