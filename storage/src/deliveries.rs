@@ -352,6 +352,7 @@ enum Stored {
     Recent(Vec<u8>),
     /// In the outbox table.
     Table(Vec<u8>),
+    /// Not queued (never, or acknowledged).
     Nowhere,
 }
 

@@ -205,8 +205,8 @@ impl Governance {
         // A retry of their turn we stored (its first attempt's answer was lost): the transcript
         // is its inbox record. Any other turn under a number we hold (our own turns included)
         // is refused below.
-        let ours = session.party_of(&node.home.owner()).map(|party| party.identity);
-        if claimed.turn_no <= session.turns() && Some(claimed.speaker) != ours {
+        let our_identity = session.party_of(&node.home.owner()).map(|party| party.identity);
+        if claimed.turn_no <= session.turns() && Some(claimed.speaker) != our_identity {
             let stored = node.home.db().read().and_then(|view| view.turn(&session.id(), claimed.turn_no));
             if stored.map_err(busy)?.as_ref() == Some(&signed) {
                 return Err(Refusal::already_recorded());
