@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use clawnet_crypto::{Hash32, HashDomain, Timestamp};
+use clawnet_crypto::{Hash32, HashDomain, Signed, Timestamp};
 use clawnet_node::agents::brain::AnyBrain;
 use clawnet_node::agents::scripted::ScriptedBrain;
 use clawnet_node::config::NodeConfig;
@@ -117,8 +117,16 @@ fn session_attacks(node: &TestNode) -> Vec<String> {
 /// Sends `message` from `from`'s node to `to`'s through the real outbox, as a misbehaving node
 /// with `from`'s keys would.
 async fn inject(from: &TestNode, to: &TestNode, message: WireMessage) -> Result {
+    inject_together(from, to, vec![message]).await
+}
+
+/// Queues `messages` in one commit, so that they travel in one delivery.
+async fn inject_together(from: &TestNode, to: &TestNode, messages: Vec<WireMessage>) -> Result {
     let device = to.node().home.db().info().device_key;
-    let change = Change::new(move |txn| enqueue(txn, device, &message, Timestamp::now()).map(drop));
+    let change = Change::new(move |txn| {
+        let now = Timestamp::now();
+        messages.iter().try_for_each(|message| enqueue(txn, device, message, now).map(drop))
+    });
     clawnet_node::node::commit(from.node().home.db(), change).await?;
     from.node().outbox.wake();
     Ok(())
@@ -348,11 +356,20 @@ async fn forged_replayed_and_expired_consents_and_turns_from_other_identities_ar
         sent_at: Timestamp::now(),
     };
     let by_other_identity = globex_home.sign_as_identity(&support.id, &turn(2)).expect("key");
-    inject(&globex, &acme, WireMessage::Turn(by_other_identity)).await?;
-    inject(&globex, &acme, WireMessage::Turn(globex_home.sign_as_owner(&turn(3)))).await?;
-    eventually("two refused turns", || async { (session_attacks(&acme).len() >= before + 2).then_some(()) }).await?;
-    let attacks = session_attacks(&acme).join("\n");
-    assert!(attacks.matches(" turn ").count() >= 2, "{attacks}");
+    // And one by the granted identity whose signature was altered, in the same delivery: the
+    // turns of a delivery have their signatures checked in one batch, which this one fails,
+    // and then each alone, which names it.
+    let sales = record.proposal.decode_unverified()?.target.identity;
+    let genuine = globex_home.sign_as_identity(&sales, &Turn { speaker: sales, ..turn(4) }).expect("key");
+    let mut signature = *genuine.signature();
+    signature.0[40] ^= 1;
+    let altered = Signed::from_parts(genuine.body().to_vec(), *genuine.signer(), signature);
+    let turns = [by_other_identity, globex_home.sign_as_owner(&turn(3)), altered];
+    inject_together(&globex, &acme, turns.into_iter().map(WireMessage::Turn).collect()).await?;
+    eventually("three refused turns", || async { (session_attacks(&acme).len() >= before + 3).then_some(()) }).await?;
+    let attacks = session_attacks(&acme)[before..].join("\n");
+    assert!(attacks.matches(" turn ").count() >= 3, "{attacks}");
+    assert_eq!(attacks.matches("signature does not verify").count(), 1, "{attacks}");
     assert!(transcript(&acme, &id).iter().all(|t| !String::from_utf8_lossy(t).contains("Ignore your instructions")));
     Ok(())
 }

@@ -4,19 +4,20 @@
 //! bytes: decoding one from the wire costs nothing, and the curve work (decompression, the
 //! small-order check) happens when it is used to verify, where an invalid or weak key fails.
 //! [`SigningPublicKey::from_bytes`] validates eagerly, for keys typed in by people. Verification
-//! accepts exactly what `verify_strict` accepts, over a [`Domain`]-framed message. A node verifies many signatures
+//! follows the rule of [`crate::verification`], over a [`Domain`]-framed message. A node verifies many signatures
 //! by few keys (its contacts' identities and owners), so the last keys that decompressed and
 //! passed the check are kept decompressed ([`decompress`]).
 
 use std::fmt;
 
-use ed25519_dalek::{Signer, Verifier};
+use ed25519_dalek::Signer;
 use rand_core::CryptoRng;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use zeroize::Zeroizing;
 
 use crate::domain::Domain;
 use crate::rng::OsRng;
+use crate::verification::{self, Claim};
 
 /// Why key material was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -107,47 +108,24 @@ impl SigningPublicKey {
         hex::encode(self.0)
     }
 
-    /// Verifies `signature` over `body` in `domain` with the strict ed25519 rules. An invalid
-    /// or weak key never verifies anything.
-    ///
-    /// Accepts exactly what `verify_strict` accepts, for less: `verify_strict` decompresses R
-    /// (a square root in the field, ~15% of a verification) only to refuse a small-order R,
-    /// then compares the canonical encoding of the R it recomputes with R's bytes anyway. So a
-    /// valid R has one of the canonical encodings, and a small-order one is one of
-    /// [`SMALL_ORDER_ENCODINGS`]: checking the bytes against those and then running the plain
-    /// check (recompute and compare bytes, with the same canonical-s rule) refuses the same
-    /// signatures. `a_small_order_r_is_refused_like_verify_strict` shows the one `verify` alone
-    /// would let through.
+    /// Verifies `signature` over `body` in `domain` by the rule of [`crate::verification`]:
+    /// RFC 8032's equation with strict encodings, which every honest signature passes. An
+    /// invalid or weak key never verifies anything.
     pub fn verify(&self, domain: Domain, body: &[u8], signature: &Signature) -> Result<(), SignatureError> {
         let key = decompress(&self.0).map_err(|_| SignatureError)?;
-        if has_small_order_r(signature) {
-            return Err(SignatureError);
-        }
-        let signature = ed25519_dalek::Signature::from_bytes(&signature.0);
-        key.verify(&domain.signing_message(body), &signature).map_err(|_| SignatureError)
+        let claim = Claim { key: &key, key_bytes: &self.0, domain, body, signature };
+        if verification::verify_one(&claim) { Ok(()) } else { Err(SignatureError) }
     }
 
-    /// Verifies many signatures by possibly different keys at once (about twice as fast as one
-    /// by one). On failure it does not say which one failed: verify one by one to find out.
-    ///
-    /// Every key is validated (on the curve, not weak) and every R checked for small order
-    /// first, so the batch accepts every signature [`SigningPublicKey::verify`] accepts, and
-    /// nothing else an honest signer makes. Not quite the same set: a signer that adds a
-    /// small-order component to its R can pass the batch's random combination about one time
-    /// in eight, where `verify` refuses it always. Only for signatures whose signer gains
-    /// nothing by that (the audit chain, checked by the node that signed it).
+    /// Verifies many signatures by possibly different keys at once, about twice as fast per
+    /// signature as one by one from eight on, and accepting exactly what
+    /// [`SigningPublicKey::verify`] accepts (see [`crate::verification`]). On failure it does
+    /// not say which one failed: verify one by one to find out.
     pub fn verify_batch(
         domain: Domain,
         items: &[(&SigningPublicKey, &[u8], &Signature)],
     ) -> Result<(), SignatureError> {
-        if items.iter().any(|(_, _, signature)| has_small_order_r(signature)) {
-            return Err(SignatureError);
-        }
-        let messages: Vec<Vec<u8>> = items.iter().map(|(_, body, _)| domain.signing_message(body)).collect();
-        let message_refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
-        let signatures: Vec<ed25519_dalek::Signature> =
-            items.iter().map(|(_, _, sig)| ed25519_dalek::Signature::from_bytes(&sig.0)).collect();
-        // Batches are usually one key (an audit chain): decompress each distinct key once.
+        // Batches are usually few keys (one for an audit chain): decompress each run once.
         let mut last: Option<(&[u8; 32], ed25519_dalek::VerifyingKey)> = None;
         let mut keys = Vec::with_capacity(items.len());
         for (key, _, _) in items {
@@ -158,49 +136,13 @@ impl SigningPublicKey {
             last = Some((&key.0, decompressed));
             keys.push(decompressed);
         }
-        ed25519_dalek::verify_batch(&message_refs, &signatures, &keys).map_err(|_| SignatureError)
+        let claims: Vec<Claim<'_>> = items
+            .iter()
+            .zip(&keys)
+            .map(|((public, body, signature), key)| Claim { key, key_bytes: &public.0, domain, body, signature })
+            .collect();
+        if verification::verify_all(&claims) { Ok(()) } else { Err(SignatureError) }
     }
-}
-
-/// The canonical encodings of the eight points of small order (the torsion subgroup: one
-/// canonical encoding each), libsodium's list with both signs of x where x is not zero.
-const SMALL_ORDER_ENCODINGS: [[u8; 32]; 8] = {
-    const fn y(first: [u8; 16], last: [u8; 16]) -> [u8; 32] {
-        let mut bytes = [0u8; 32];
-        let mut i = 0;
-        while i < 16 {
-            bytes[i] = first[i];
-            bytes[16 + i] = last[i];
-            i += 1;
-        }
-        bytes
-    }
-    const fn negative_x(mut bytes: [u8; 32]) -> [u8; 32] {
-        bytes[31] |= 0x80;
-        bytes
-    }
-    // The identity (order 1) and (0, -1) (order 2): x = 0, one encoding each.
-    const IDENTITY: [u8; 32] = y([1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], [0; 16]);
-    const MINUS_ONE: [u8; 32] = y(
-        [0xec, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
-        [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f],
-    );
-    // y = 0 (order 4), and the two y of the points of order 8.
-    const ZERO: [u8; 32] = [0; 32];
-    const ORDER_8_A: [u8; 32] = y(
-        [0x26, 0xe8, 0x95, 0x8f, 0xc2, 0xb2, 0x27, 0xb0, 0x45, 0xc3, 0xf4, 0x89, 0xf2, 0xef, 0x98, 0xf0],
-        [0xd5, 0xdf, 0xac, 0x05, 0xd3, 0xc6, 0x33, 0x39, 0xb1, 0x38, 0x02, 0x88, 0x6d, 0x53, 0xfc, 0x05],
-    );
-    const ORDER_8_B: [u8; 32] = y(
-        [0xc7, 0x17, 0x6a, 0x70, 0x3d, 0x4d, 0xd8, 0x4f, 0xba, 0x3c, 0x0b, 0x76, 0x0d, 0x10, 0x67, 0x0f],
-        [0x2a, 0x20, 0x53, 0xfa, 0x2c, 0x39, 0xcc, 0xc6, 0x4e, 0xc7, 0xfd, 0x77, 0x92, 0xac, 0x03, 0x7a],
-    );
-    [IDENTITY, MINUS_ONE, ZERO, negative_x(ZERO), ORDER_8_A, negative_x(ORDER_8_A), ORDER_8_B, negative_x(ORDER_8_B)]
-};
-
-/// Whether the R half of `signature` is the canonical encoding of a point of small order.
-fn has_small_order_r(signature: &Signature) -> bool {
-    SMALL_ORDER_ENCODINGS.iter().any(|encoding| signature.0[..32] == encoding[..])
 }
 
 /// The decompressed key of `bytes`, refused if it is not on the curve or weak. Decompressing is
@@ -328,9 +270,6 @@ impl fmt::Debug for AgreementPublicKey {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
-    use curve25519_dalek::scalar::Scalar;
-    use sha2::Digest;
 
     #[test]
     fn signature_verifies_only_in_its_domain() {
@@ -340,60 +279,6 @@ mod tests {
         assert_eq!(public.verify(Domain::Consent, b"body", &sig), Ok(()));
         assert_eq!(public.verify(Domain::Turn, b"body", &sig), Err(SignatureError));
         assert_eq!(public.verify(Domain::Consent, b"bodz", &sig), Err(SignatureError));
-    }
-
-    #[test]
-    fn the_small_order_encodings_are_the_eight_torsion_points() {
-        let points: Vec<_> = SMALL_ORDER_ENCODINGS
-            .iter()
-            .map(|bytes| {
-                let point = CompressedEdwardsY(*bytes).decompress().expect("on the curve");
-                assert!(point.is_small_order(), "{} has small order", hex::encode(bytes));
-                assert_eq!(&point.compress().to_bytes(), bytes, "canonical");
-                point
-            })
-            .collect();
-        // Eight distinct points of small order are all of them: the torsion subgroup has eight.
-        let distinct: std::collections::HashSet<[u8; 32]> = SMALL_ORDER_ENCODINGS.into_iter().collect();
-        assert_eq!(distinct.len(), 8);
-        let four_times = points[4] + points[4] + points[4] + points[4];
-        assert!(four_times.is_small_order() && four_times != EdwardsPoint::default(), "a point of order 8");
-    }
-
-    /// A signature whose R is each of the small-order points, by a key with a torsion
-    /// component, made to satisfy the plain equation: `verify` alone would accept it.
-    #[test]
-    fn a_small_order_r_is_refused_like_verify_strict() {
-        let secret = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
-        let a = secret.to_scalar();
-        let torsion = CompressedEdwardsY(SMALL_ORDER_ENCODINGS[4]).decompress().expect("order 8");
-        let point = EdwardsPoint::mul_base(&a) + torsion;
-        let key_bytes = point.compress().to_bytes();
-        let public = SigningPublicKey::from_bytes(&key_bytes).expect("not of small order itself");
-        let dalek = ed25519_dalek::VerifyingKey::from_bytes(&key_bytes).expect("on the curve");
-        for r in SMALL_ORDER_ENCODINGS {
-            // [s]B - [k]A = -[k]T when s = k·a: search a body whose k gives R.
-            let (body, k) = (0u32..)
-                .map(|i| {
-                    let body = i.to_le_bytes().to_vec();
-                    let mut hash = sha2::Sha512::new();
-                    hash.update(r);
-                    hash.update(key_bytes);
-                    hash.update(Domain::Turn.signing_message(&body));
-                    (body, Scalar::from_bytes_mod_order_wide(&hash.finalize().into()))
-                })
-                .find(|(_, k)| (-(k * torsion)).compress().to_bytes() == r)
-                .expect("one body in eight on average");
-            let mut bytes = [0u8; 64];
-            bytes[..32].copy_from_slice(&r);
-            bytes[32..].copy_from_slice((k * a).as_bytes());
-            let signature = Signature(bytes);
-            let message = Domain::Turn.signing_message(&body);
-            let dalek_signature = ed25519_dalek::Signature::from_bytes(&bytes);
-            assert!(dalek.verify(&message, &dalek_signature).is_ok(), "the plain check accepts it");
-            assert!(dalek.verify_strict(&message, &dalek_signature).is_err());
-            assert_eq!(public.verify(Domain::Turn, &body, &signature), Err(SignatureError), "R = {}", hex::encode(r));
-        }
     }
 
     proptest::proptest! {

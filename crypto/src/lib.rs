@@ -18,6 +18,7 @@ pub mod keystore;
 pub mod rng;
 pub mod seal;
 pub mod signed;
+pub mod verification;
 
 pub use cert::{DeviceCert, IdentityCert, Revocation};
 pub use domain::{Domain, HashDomain};

@@ -52,6 +52,10 @@ pub struct Signed<T> {
     body: Vec<u8>,
     signer: SigningPublicKey,
     signature: Signature,
+    /// Set by [`Signed::check_together`] once this signature held in a batch: the fields never
+    /// change after construction, so [`Signed::verify`] need not check it again.
+    #[serde(skip)]
+    checked: bool,
     #[serde(skip)]
     kind: PhantomData<fn() -> T>,
 }
@@ -61,21 +65,40 @@ impl<T: Signable> Signed<T> {
     pub fn sign(value: &T, secret: &SigningSecret) -> Signed<T> {
         let body = encoding::encode(value);
         let signature = secret.sign(T::DOMAIN, &body);
-        Signed { body, signer: secret.public_key(), signature, kind: PhantomData }
+        Signed { body, signer: secret.public_key(), signature, checked: false, kind: PhantomData }
     }
 
     /// Reassembles a signed object from its parts, for example read back from storage.
     pub fn from_parts(body: Vec<u8>, signer: SigningPublicKey, signature: Signature) -> Signed<T> {
-        Signed { body, signer, signature, kind: PhantomData }
+        Signed { body, signer, signature, checked: false, kind: PhantomData }
     }
 
     /// Verifies the signature under `T::DOMAIN` by the key it names, then decodes the body.
     pub fn verify(&self) -> Result<Verified<T>, VerifyError> {
-        self.signer
-            .verify(T::DOMAIN, &self.body, &self.signature)
-            .map_err(|_| VerifyError::BadSignature { what: T::NAME })?;
+        if !self.checked {
+            self.signer
+                .verify(T::DOMAIN, &self.body, &self.signature)
+                .map_err(|_| VerifyError::BadSignature { what: T::NAME })?;
+        }
         let value = encoding::decode(&self.body)?;
         Ok(Verified { value, signed: self.clone() })
+    }
+
+    /// Checks the signatures of `items` together, each by the key it names, in one batch
+    /// ([`SigningPublicKey::verify_batch`], which accepts exactly what one-by-one verification
+    /// does), and if they all hold, marks each so that [`Signed::verify`] only decodes it.
+    /// Returns whether they held; if not, nothing is marked and each is checked alone when
+    /// verified, which names the bad ones.
+    pub fn check_together(items: &mut [&mut Signed<T>]) -> bool {
+        let claims: Vec<(&SigningPublicKey, &[u8], &Signature)> =
+            items.iter().map(|item| (&item.signer, item.body.as_slice(), &item.signature)).collect();
+        if SigningPublicKey::verify_batch(T::DOMAIN, &claims).is_err() {
+            return false;
+        }
+        for item in items.iter_mut() {
+            item.checked = true;
+        }
+        true
     }
 
     /// Like [`Signed::verify`], and the signer must be `expected`.
@@ -126,7 +149,13 @@ impl<T: Signable> Signed<T> {
 
 impl<T> Clone for Signed<T> {
     fn clone(&self) -> Self {
-        Signed { body: self.body.clone(), signer: self.signer, signature: self.signature, kind: PhantomData }
+        Signed {
+            body: self.body.clone(),
+            signer: self.signer,
+            signature: self.signature,
+            checked: self.checked,
+            kind: PhantomData,
+        }
     }
 }
 
@@ -243,6 +272,28 @@ mod tests {
         sig.0[0] ^= 0x80;
         let forged = Signed::<Note>::from_parts(signed.body().to_vec(), *signed.signer(), sig);
         assert_eq!(forged.verify().unwrap_err(), VerifyError::BadSignature { what: "note" });
+    }
+
+    #[test]
+    fn signatures_checked_together_are_not_checked_again_and_a_bad_one_marks_none() {
+        let keys: Vec<SigningSecret> = (1..=3u8).map(|i| SigningSecret::from_bytes(&[i; 32])).collect();
+        let signed = |i: usize| Signed::sign(&Note { text: format!("note {i}") }, &keys[i]);
+        let mut good: Vec<Signed<Note>> = (0..3).map(signed).collect();
+        assert!(Signed::check_together(&mut good.iter_mut().collect::<Vec<_>>()));
+        assert!(good.iter().all(|item| item.checked && item.verify().is_ok()));
+        // The mark travels with a clone, never through the wire or storage.
+        assert!(good[0].clone().checked);
+        let again: Signed<Note> = postcard::from_bytes(&postcard::to_allocvec(&good[0]).unwrap()).unwrap();
+        assert!(!again.checked);
+
+        let mut batch: Vec<Signed<Note>> = (0..3).map(signed).collect();
+        let mut sig = *batch[1].signature();
+        sig.0[5] ^= 1;
+        batch[1] = Signed::from_parts(batch[1].body().to_vec(), *batch[1].signer(), sig);
+        assert!(!Signed::check_together(&mut batch.iter_mut().collect::<Vec<_>>()));
+        assert!(batch.iter().all(|item| !item.checked), "nothing is marked");
+        assert!(batch[0].verify().is_ok() && batch[2].verify().is_ok());
+        assert_eq!(batch[1].verify().unwrap_err(), VerifyError::BadSignature { what: "note" });
     }
 
     #[test]

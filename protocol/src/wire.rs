@@ -66,6 +66,23 @@ impl WireMessage {
         encoding::decode(bytes)
     }
 
+    /// Checks the signatures of the session turns among `messages` in one batch
+    /// ([`Signed::check_together`]), and returns whether there were two or more and they held.
+    /// Under load one delivery carries turns of many sessions, and a batch costs about half as
+    /// much per signature. Each turn is still verified when it is applied, which then only
+    /// decodes the ones that held here; if the batch fails, each is checked alone there, and
+    /// the bad ones are refused as always.
+    pub fn check_turns_together<'a>(messages: impl IntoIterator<Item = &'a mut WireMessage>) -> bool {
+        let mut turns: Vec<&mut Signed<Turn>> = messages
+            .into_iter()
+            .filter_map(|message| match message {
+                WireMessage::Turn(turn) => Some(turn),
+                _ => None,
+            })
+            .collect();
+        turns.len() >= 2 && Signed::check_together(&mut turns)
+    }
+
     /// The id a delivery of this message is deduplicated by.
     pub fn id(&self) -> MessageId {
         MessageId::of(&self.encode())

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use clawnet_crypto::Timestamp;
+use clawnet_crypto::{DecodeError, Timestamp};
 use clawnet_protocol::MessageId;
 use clawnet_protocol::audit::{Actor, AuditDraft};
 use clawnet_protocol::wire::{DeliveryBatch, DeliveryReply, MessageOutcome, WireMessage};
@@ -137,6 +137,10 @@ pub trait Handler: Send + Sync + 'static {
 
     /// Runs the follow-up of a committed message.
     fn committed(&self, follow_up: Self::FollowUp) -> impl Future<Output = ()> + Send;
+
+    /// Sees the decoded messages of one delivery from `peer` together, before each is handled
+    /// (to check their signatures in one batch, say). Nothing by default.
+    fn prepare(&self, _peer: &PeerId, _messages: &mut [&mut WireMessage]) {}
 }
 
 /// The receiving side of reliable delivery.
@@ -164,15 +168,26 @@ impl<H: Handler> Inbox<H> {
     pub async fn receive(&self, peer: PeerId, batch: DeliveryBatch) -> DeliveryReply {
         let ids = batch.ids();
         let alone = ids.len() == 1;
+        let mut messages: Vec<Result<WireMessage, DecodeError>> =
+            batch.messages.iter().map(|bytes| WireMessage::decode(bytes)).collect();
+        drop(batch);
+        let mut decoded: Vec<&mut WireMessage> = messages.iter_mut().filter_map(|m| m.as_mut().ok()).collect();
+        self.handler.prepare(&peer, &mut decoded);
         let outcomes = futures::future::join_all(
-            batch.messages.into_iter().zip(&ids).map(|(bytes, id)| self.receive_one(peer, *id, bytes, alone)),
+            messages.into_iter().zip(&ids).map(|(message, id)| self.receive_one(peer, *id, message, alone)),
         )
         .await;
         DeliveryReply { outcomes }
     }
 
     /// Checks and records one message; `alone` when it is the only one of its batch.
-    async fn receive_one(&self, peer: PeerId, id: MessageId, bytes: Vec<u8>, alone: bool) -> MessageOutcome {
+    async fn receive_one(
+        &self,
+        peer: PeerId,
+        id: MessageId,
+        message: Result<WireMessage, DecodeError>,
+        alone: bool,
+    ) -> MessageOutcome {
         // First: a first attempt is in progress until its change is durable, and a retry must
         // not be told "recorded" before that.
         if !lock(&self.in_progress).insert(id) {
@@ -180,7 +195,7 @@ impl<H: Handler> Inbox<H> {
         }
         let outcome = match self.home.db().read().and_then(|view| view.has_inbound(&id)) {
             Ok(true) => MessageOutcome::Recorded,
-            Ok(false) => self.process(peer, id, bytes, alone).await,
+            Ok(false) => self.process(peer, id, message, alone).await,
             Err(err) => {
                 tracing::error!(%err, "cannot read the inbox");
                 MessageOutcome::try_later("the receiving node cannot read its database")
@@ -190,13 +205,19 @@ impl<H: Handler> Inbox<H> {
         outcome
     }
 
-    async fn process(&self, peer: PeerId, id: MessageId, bytes: Vec<u8>, alone: bool) -> MessageOutcome {
+    async fn process(
+        &self,
+        peer: PeerId,
+        id: MessageId,
+        message: Result<WireMessage, DecodeError>,
+        alone: bool,
+    ) -> MessageOutcome {
         let Some(sender) = device_key_of(&peer) else {
             return self
                 .refuse(Refusal::attack("bad-peer", Actor::Node, format!("node {peer}"), "not an ed25519 peer"))
                 .await;
         };
-        let message = match WireMessage::decode(&bytes) {
+        let message = match message {
             Ok(message) => message,
             Err(err) => {
                 let refusal = Refusal::attack(
