@@ -36,6 +36,32 @@ use redb::{Database, Key, ReadableDatabase, TableDefinition, TableHandle, Value,
 use crate::error::{DbResultExt, StoreError};
 use crate::schema::{self, META, META_JOURNAL};
 
+#[cfg(target_os = "linux")]
+mod direct;
+/// Elsewhere the journal always writes through the page cache and syncs with `fdatasync`.
+#[cfg(not(target_os = "linux"))]
+mod direct {
+    pub(super) enum Tail {}
+
+    impl Tail {
+        pub(super) fn open(_: &std::path::Path, _: u64, _: &[u8]) -> Option<Tail> {
+            None
+        }
+        pub(super) fn restart(&mut self, _: &[u8]) {
+            match *self {}
+        }
+        pub(super) fn push(&mut self, _: &[u8]) {
+            match *self {}
+        }
+        pub(super) fn sync(&mut self) -> std::io::Result<()> {
+            match *self {}
+        }
+        pub(super) fn unsynced(&self) -> (u64, &[u8]) {
+            match *self {}
+        }
+    }
+}
+
 /// The journal file's size, allocated (written with zeros) up front so that a sync flushes
 /// data only, never the file's size.
 pub(crate) const CAPACITY: u64 = 4 << 20;
@@ -106,6 +132,9 @@ impl Checkpoint {
 #[derive(Debug)]
 pub(crate) struct Journal {
     file: File,
+    /// Where synced records are written directly (see `direct.rs`); `None` where the file
+    /// system cannot, and they go through `file` and `fdatasync`.
+    direct: Option<direct::Tail>,
     id: [u8; 16],
     capacity: u64,
     /// Where the next record goes.
@@ -131,6 +160,7 @@ impl Journal {
 
     fn start_with_capacity(db: &Database, path: &Path, capacity: u64) -> Result<Journal, StoreError> {
         let file = prepare_file(path, capacity)?;
+        let direct = direct::Tail::open(path, capacity, MAGIC);
         let last = Checkpoint::read(db)?.map_or(0, |checkpoint| checkpoint.seq);
         let checkpoint = Checkpoint { id: clawnet_crypto::rng::random_bytes(), seq: last };
         let context = "starting the commit journal";
@@ -139,6 +169,7 @@ impl Journal {
         tx.commit().ctx(context)?;
         Ok(Journal {
             file,
+            direct,
             id: checkpoint.id,
             capacity,
             end: HEADER,
@@ -165,12 +196,14 @@ impl Journal {
         record.extend_from_slice(&seq.to_le_bytes());
         record.extend_from_slice(record_hash(&self.id, seq, writes).as_bytes());
         record.extend_from_slice(writes);
-        let io = |err: std::io::Error| StoreError::Io {
-            context: "writing the commit journal".into(),
-            detail: err.to_string(),
-        };
-        self.file.seek(SeekFrom::Start(self.end)).map_err(io)?;
-        self.file.write_all(&record).map_err(io)?;
+        match &mut self.direct {
+            // Written by the next sync.
+            Some(tail) => tail.push(&record),
+            None => {
+                self.file.seek(SeekFrom::Start(self.end)).map_err(journal_io("writing the commit journal"))?;
+                self.file.write_all(&record).map_err(journal_io("writing the commit journal"))?;
+            }
+        }
         self.end += length as u64;
         self.next_seq += 1;
         self.since_checkpoint += 1;
@@ -195,14 +228,31 @@ impl Journal {
     pub(crate) fn sync(&mut self) -> Result<(), StoreError> {
         let appended = self.next_seq - 1;
         if self.synced_through < appended {
-            self.file.sync_data().map_err(|err| StoreError::Io {
-                context: "syncing the commit journal".into(),
-                detail: err.to_string(),
-            })?;
+            match self.direct.as_mut().map(direct::Tail::sync) {
+                Some(Ok(())) => {}
+                // The file system took the open but not the write: page cache and fdatasync
+                // from now on, starting with what the direct write did not write.
+                Some(Err(err)) if err.kind() == std::io::ErrorKind::InvalidInput => {
+                    if let Some(tail) = self.direct.take() {
+                        let (at, bytes) = tail.unsynced();
+                        self.file.seek(SeekFrom::Start(at)).map_err(journal_io("writing the commit journal"))?;
+                        self.file.write_all(bytes).map_err(journal_io("writing the commit journal"))?;
+                    }
+                    self.file.sync_data().map_err(journal_io("syncing the commit journal"))?;
+                }
+                Some(Err(err)) => return Err(journal_io("syncing the commit journal")(err)),
+                None => self.file.sync_data().map_err(journal_io("syncing the commit journal"))?,
+            }
             self.syncs += 1;
             self.synced_through = appended;
         }
         Ok(())
+    }
+
+    /// Whether synced records are written directly (`direct.rs`), for tests.
+    #[cfg(test)]
+    fn writes_directly(&self) -> bool {
+        self.direct.is_some()
     }
 
     /// Syncs so far.
@@ -222,6 +272,9 @@ impl Journal {
         // The durable redb commit carries every batch before it.
         self.synced_through = self.next_seq;
         self.end = HEADER;
+        if let Some(tail) = &mut self.direct {
+            tail.restart(MAGIC);
+        }
         self.next_seq += 1;
         self.since_checkpoint = 0;
     }
@@ -230,6 +283,11 @@ impl Journal {
     pub(crate) fn has_records(&self) -> bool {
         self.since_checkpoint > 0
     }
+}
+
+/// The error of a failed journal write or sync, in `context`.
+fn journal_io(context: &'static str) -> impl Fn(std::io::Error) -> StoreError {
+    move |err| StoreError::Io { context: context.into(), detail: err.to_string() }
 }
 
 /// Replays the batches the journal at `path` holds beyond `db`'s last checkpoint, and commits
@@ -495,6 +553,62 @@ mod tests {
             journal.since_checkpoint += 1;
         }
         assert!(!journal.append(&[4; 1], true).unwrap(), "due for a checkpoint");
+    }
+
+    fn on_disk(dir: &tempfile::TempDir, journal: &Journal) -> Vec<u64> {
+        let bytes = std::fs::read(dir.path().join("db.redb.journal")).unwrap();
+        assert!(bytes.starts_with(MAGIC));
+        records(&bytes, &journal.id).iter().map(|(seq, _)| *seq).collect()
+    }
+
+    #[test]
+    fn records_across_blocks_reach_the_file_by_the_next_sync_and_start_again_at_the_top() {
+        let (dir, mut journal) = fresh(CAPACITY);
+        // Records of 1 000 to 3 000 bytes, one in three synced: they cross block boundaries, and
+        // the block a sync ends in is written again by the next.
+        for n in 1..=30u64 {
+            assert!(journal.append(&vec![n as u8; 1000 + n as usize * 70], n % 3 == 0).unwrap());
+        }
+        assert_eq!(on_disk(&dir, &journal), (1..=30).collect::<Vec<_>>());
+        assert!(journal.append(&[31; 10], false).unwrap());
+        if journal.writes_directly() {
+            assert_eq!(on_disk(&dir, &journal).len(), 30, "a durable-later record waits for the next sync");
+        }
+        journal.sync().unwrap();
+        assert_eq!(on_disk(&dir, &journal), (1..=31).collect::<Vec<_>>());
+        let bytes = std::fs::read(dir.path().join("db.redb.journal")).unwrap();
+        assert_eq!(records(&bytes, &journal.id)[17].1, vec![18; 1000 + 18 * 70]);
+
+        // After a checkpoint the next record goes to the top, and the older ones no longer count.
+        journal.checkpointed();
+        assert!(journal.append(&[7; 10], true).unwrap());
+        assert_eq!(on_disk(&dir, &journal), [33]);
+    }
+
+    #[test]
+    fn without_direct_io_records_go_through_the_page_cache_and_fdatasync() {
+        // A file system that refuses direct I/O when the file is opened.
+        let (dir, mut journal) = fresh(CAPACITY);
+        journal.direct = None;
+        assert!(journal.append(&[1; 10], false).unwrap());
+        assert!(journal.append(&[2; 10], true).unwrap());
+        assert_eq!(on_disk(&dir, &journal), [1, 2]);
+
+        // One that takes the open but refuses the write (here: a misaligned buffer, which
+        // direct I/O refuses the same way): the unsynced records are written through the page
+        // cache instead, and every sync after that.
+        let (dir, mut journal) = fresh(CAPACITY);
+        if !journal.writes_directly() {
+            return;
+        }
+        assert!(journal.append(&[1; 5000], true).unwrap());
+        journal.direct.as_mut().unwrap().misalign();
+        assert!(journal.append(&[2; 10], false).unwrap());
+        assert!(journal.append(&[3; 10], true).unwrap());
+        assert!(!journal.writes_directly());
+        assert!(journal.append(&[4; 10], true).unwrap());
+        assert_eq!(on_disk(&dir, &journal), [1, 2, 3, 4]);
+        assert_eq!(journal.syncs(), 3);
     }
 
     #[test]

@@ -207,9 +207,13 @@ fn records_cut_off_by_a_crash_never_follow_later_ones() {
     std::fs::write(journal_of(&path), &journal).unwrap();
     assert_eq!(NodeDb::open(&path).unwrap().recovered_batches(), 0);
 
-    // A new first record, of the torn one's size and number, then a crash again.
+    // A new first record, of the torn one's size and number, then a crash again. Written
+    // through the page cache, it leaves the old records 2 to 10 lined up behind it, and only
+    // the journal's new id keeps them out. Written directly (`journal/direct.rs`), it takes a
+    // whole block, zeros after it, and they are gone from the file.
     crash_child_phase(TEST, 2, dir.path());
-    assert_eq!(record_offsets(&std::fs::read(journal_of(&path)).unwrap()).len(), 10, "the old records line up");
+    let lined_up = record_offsets(&std::fs::read(journal_of(&path)).unwrap()).len();
+    assert!(lined_up == 10 || lined_up == 1, "{lined_up} records in a row");
     let db = NodeDb::open(&path).unwrap();
     assert_eq!(db.recovered_batches(), 1, "the old records 2 to 10 followed the new record 1");
     assert_eq!(db.verify_audit().unwrap().entries, 2);
