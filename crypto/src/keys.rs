@@ -4,9 +4,9 @@
 //! bytes: decoding one from the wire costs nothing, and the curve work (decompression, the
 //! small-order check) happens when it is used to verify, where an invalid or weak key fails.
 //! [`SigningPublicKey::from_bytes`] validates eagerly, for keys typed in by people. Verification
-//! follows the rule of [`crate::verification`], over a [`Domain`]-framed message. A node verifies many signatures
-//! by few keys (its contacts' identities and owners), so the last keys that decompressed and
-//! passed the check are kept decompressed ([`decompress`]).
+//! follows the rule of [`crate::verification`], over a [`Domain`]-framed message. A node
+//! verifies many signatures by few keys (its contacts' identities and owners), so the last keys
+//! that decompressed and passed the check are kept decompressed ([`decompress`]).
 
 use std::fmt;
 

@@ -41,6 +41,7 @@ mod direct;
 /// Elsewhere the journal always writes through the page cache and syncs with `fdatasync`.
 #[cfg(not(target_os = "linux"))]
 mod direct {
+    #[derive(Debug)]
     pub(super) enum Tail {}
 
     impl Tail {
