@@ -491,9 +491,11 @@ async fn an_agent_organizes_a_folder_through_the_file_tools_and_the_owner_rolls_
     assert_eq!(security[0].actor, Actor::Identity(work.id));
     assert!(security[0].object.contains("/etc/hostname"));
 
-    // The owner sees five changes by the work identity and rolls them all back.
+    // The owner sees five changes by the work identity and rolls them all back. Through the
+    // running endpoint, as the node's API reads it: the last change settles (its journal
+    // entry is committed) after its reply, and the endpoint's history waits for that.
     let query = JournalQuery { identity: Some("work".into()), ..JournalQuery::default() };
-    let history = owner::history(home.home(), None, &query).unwrap();
+    let history = owner::history(home.home(), Some(&files), &query).unwrap();
     let kinds: Vec<&str> = history.iter().map(|op| op.kind.as_str()).collect();
     assert_eq!(kinds, ["mkdir", "mkdir", "move", "move", "overwrite"]);
     let rollback = RollbackRequest { query, dry_run: false };
@@ -501,7 +503,7 @@ async fn an_agent_organizes_a_folder_through_the_file_tools_and_the_owner_rolls_
     assert_eq!(result.undone.len(), 5);
     assert_eq!(tree(&inbox), before, "the folder is exactly as it was");
     assert!(
-        owner::history(home.home(), None, &JournalQuery::default())
+        owner::history(home.home(), Some(&files), &JournalQuery::default())
             .unwrap()
             .iter()
             .take(5)
