@@ -67,12 +67,12 @@ impl WireMessage {
     }
 
     /// Checks the signatures of the session turns among `messages` in one batch
-    /// ([`Signed::check_together`]), and returns whether there were two or more and they held.
+    /// ([`Signed::check_together`]), if there are two or more.
     /// Under load one delivery carries turns of many sessions, and a batch costs about half as
     /// much per signature. Each turn is still verified when it is applied, which then only
     /// decodes the ones that held here; if the batch fails, each is checked alone there, and
     /// the bad ones are refused as always.
-    pub fn check_turns_together<'a>(messages: impl IntoIterator<Item = &'a mut WireMessage>) -> bool {
+    pub fn check_turns_together<'a>(messages: impl IntoIterator<Item = &'a mut WireMessage>) {
         let mut turns: Vec<&mut Signed<Turn>> = messages
             .into_iter()
             .filter_map(|message| match message {
@@ -80,7 +80,9 @@ impl WireMessage {
                 _ => None,
             })
             .collect();
-        turns.len() >= 2 && Signed::check_together(&mut turns)
+        if turns.len() >= 2 {
+            Signed::check_together(&mut turns);
+        }
     }
 
     /// The id a delivery of this message is deduplicated by.

@@ -1,9 +1,11 @@
 //! The receiving side: dedup by message id, validation by a [`Handler`], one commit of the
 //! inbox record together with the changes each message causes, then one reply for the batch
 //! (the sender's Noise session authenticates it: see `clawnet_protocol::wire`). The messages of
-//! a batch are processed concurrently, so their commits share the group commit. A message its
-//! change stores where a retry is recognised (a session turn, in its transcript) takes no
-//! inbox record: the handler answers its retries ([`Accepted::stores_message`]).
+//! a batch are processed concurrently, so their commits share the group commit, after the
+//! handler has seen them together ([`Handler::prepare`]: the session handler checks the
+//! signatures of their turns in one batch). A message its change stores where a retry is
+//! recognised (a session turn, in its transcript) takes no inbox record: the handler answers
+//! its retries ([`Accepted::stores_message`]).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
