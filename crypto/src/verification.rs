@@ -10,11 +10,13 @@
 //! only the key's holder can add.
 //!
 //! **Why the factor 8.** Batch verification checks one random combination of the equations,
-//! `[8]([-Σ zᵢsᵢ]B + Σ[zᵢ]Rᵢ + Σ[zᵢkᵢ]Aᵢ) = 0`, about twice as fast per signature from eight
-//! signatures on. Without the factor 8 a batch cannot agree with a one-by-one check: the
-//! small-order components of the `Rᵢ` cancel in the combination for some `zᵢ` (one time in
-//! eight, or always for two crafted signatures), so a batch would accept what one-by-one
-//! refuses, and a transcript accepted in a batch could fail a later check. With it, a batch
+//! `[8]([-Σ zᵢsᵢ]B + Σ[zᵢ]Rᵢ + Σ[zᵢkᵢ]Aᵢ) = 0`, with each distinct key once (its coefficients
+//! summed). Per signature, ten of them cost half a `verify_strict` by ten keys, a third by one
+//! key, the usual case: a delivery's turns are one speaker's (`crypto/benches/verify.rs`).
+//! Without the factor 8 a batch cannot agree with a one-by-one check: the small-order
+//! components of the `Rᵢ` cancel in the combination for some `zᵢ` (one time in eight, or
+//! always for two crafted signatures), so a batch would accept what one-by-one refuses, and a
+//! transcript accepted in a batch could fail a later check. With it, a batch
 //! passes exactly when every signature in it does (a false pass has probability ~2⁻¹²⁸ with
 //! the `zᵢ` drawn from the OS RNG after the signatures are known), and both agree with
 //! `verify_strict` on every signature but those the key's holder crafted that way.
@@ -80,12 +82,21 @@ pub(crate) fn verify_all(claims: &[Claim<'_>]) -> bool {
         })
         .collect();
     let b_coefficient: Scalar = -equations.iter().zip(&z).map(|(equation, z)| z * equation.s).sum::<Scalar>();
+    // A key that signed several of the claims enters once, with the sum of its coefficients:
+    // the same combination, with fewer points (a delivery's turns are mostly one speaker's).
+    let mut keys: Vec<(&[u8; 32], EdwardsPoint, Scalar)> = Vec::new();
+    for ((claim, equation), z) in claims.iter().zip(&equations).zip(&z) {
+        match keys.iter_mut().find(|(bytes, _, _)| *bytes == claim.key_bytes) {
+            Some((_, _, coefficient)) => *coefficient += z * equation.k,
+            None => keys.push((claim.key_bytes, equation.a, z * equation.k)),
+        }
+    }
     let scalars = std::iter::once(b_coefficient)
         .chain(z.iter().copied())
-        .chain(equations.iter().zip(&z).map(|(equation, z)| z * equation.k));
+        .chain(keys.iter().map(|(_, _, coefficient)| *coefficient));
     let points = std::iter::once(ED25519_BASEPOINT_POINT)
         .chain(equations.iter().map(|equation| equation.r))
-        .chain(equations.iter().map(|equation| equation.a));
+        .chain(keys.iter().map(|(_, a, _)| *a));
     EdwardsPoint::vartime_multiscalar_mul(scalars, points).mul_by_cofactor().is_identity()
 }
 
@@ -292,6 +303,24 @@ mod tests {
         assert!(!signer.strict(b"second", &crafted), "verify_strict refuses it");
         assert!(verify_one(&signer.claim(b"second", &crafted)));
         assert!(verify_all(&[signer.claim(b"first", &honest), signer.claim(b"second", &crafted)]));
+    }
+
+    #[test]
+    fn a_batch_of_one_key_fails_for_any_one_bad_signature() {
+        let signer = Signer::new(5);
+        let bodies: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i; 20]).collect();
+        let signatures: Vec<Signature> =
+            bodies.iter().enumerate().map(|(i, body)| signer.sign(body, i as u64, EdwardsPoint::default())).collect();
+        let claims = |signatures: &[Signature]| -> bool {
+            let claims: Vec<Claim<'_>> = bodies.iter().zip(signatures).map(|(b, s)| signer.claim(b, s)).collect();
+            verify_all(&claims)
+        };
+        assert!(claims(&signatures));
+        for bad in 0..signatures.len() {
+            let mut altered = signatures.clone();
+            altered[bad].0[40] ^= 1;
+            assert!(!claims(&altered), "signature {bad} altered");
+        }
     }
 
     /// How one signature of a batch is made: honestly, or altered in one of the ways a forger
