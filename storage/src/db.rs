@@ -152,13 +152,15 @@ impl NodeDb {
         self.writer.as_ref().ok_or(StoreError::ReadOnly)?.commit(change)
     }
 
-    /// Whether nothing is being written right now (a hint for [`NodeDb::commit_if_idle`]).
+    /// Whether nothing is being written right now and changes come one at a time (a hint for
+    /// [`NodeDb::commit_if_idle`]).
     pub fn is_idle(&self) -> bool {
         self.writer.as_ref().is_some_and(|writer| writer.is_idle())
     }
 
-    /// Commits `change` on the calling thread if nothing else is being written, which saves the
-    /// hand-off to the writer thread; otherwise returns it untouched (submit it instead). For
+    /// Commits `change` on the calling thread if nothing else is being written and changes come
+    /// one at a time, which saves the hand-off to the writer thread; otherwise returns it
+    /// untouched (submit it instead). For
     /// async callers that can afford to block briefly (for example inside `block_in_place`).
     pub fn commit_if_idle<T: Send + 'static>(
         &self,

@@ -14,7 +14,9 @@
 //! that handed batches to a committer thread; the hand-off cost more than the overlap saved
 //! once a batch took one signature (BENCHMARKS.md, *Governed sessions*). A blocking
 //! [`NodeDb::commit`](crate::NodeDb::commit) with nothing in flight skips the thread and seals
-//! and commits on the calling thread: a lone change pays for its fsync and nothing else.
+//! and commits on the calling thread: a lone change pays for its fsync and nothing else (once
+//! changes have shared a batch, only after two batches of one in a row: under load an inline
+//! commit is a batch of one that the next batch would have carried).
 //!
 //! A change may be *durable later* ([`Change::durable_later`]): it is committed and visible when
 //! its commit returns, but a batch made only of such changes skips the sync, so it reaches the
@@ -37,7 +39,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -62,6 +64,9 @@ pub use waits::{Pending, WhenDurable};
 
 /// Most changes committed in one transaction.
 const MAX_BATCH: usize = 4096;
+/// Batches of one change in a row after which a change may be committed on the calling thread
+/// (see [`Writer::commit_if_idle`]).
+const LONE_BEFORE_INLINE: u32 = 2;
 /// Changes that may wait for the writer thread before `submit` blocks (backpressure).
 const QUEUE_CAPACITY: usize = 16 * 1024;
 
@@ -162,6 +167,8 @@ pub struct WriterStats {
     pub committing: Duration,
     /// Syncs of the commit journal: one per durable batch between checkpoints.
     pub journal_syncs: u64,
+    /// Batches (of one change) committed on the calling thread rather than the writer's.
+    pub inline: u64,
 }
 
 /// The position the next audit entry takes.
@@ -203,6 +210,8 @@ struct Shared {
     head: Mutex<ChainHead>,
     /// Changes submitted to the writer thread and not yet finished.
     in_flight: AtomicUsize,
+    /// The latest batches that held one change, in a row (up to [`LONE_BEFORE_INLINE`]).
+    lone_batches: AtomicU32,
     /// Set once, by the first failed commit.
     poisoned: OnceLock<String>,
     stats: Mutex<WriterStats>,
@@ -243,6 +252,7 @@ impl Writer {
             owner,
             head: Mutex::new(head),
             in_flight: AtomicUsize::new(0),
+            lone_batches: AtomicU32::new(LONE_BEFORE_INLINE),
             poisoned: OnceLock::new(),
             stats: Mutex::new(WriterStats::default()),
             durable: Durable::new(journal.synced_through()),
@@ -327,13 +337,23 @@ impl Writer {
         WhenDurable { shared: self.shared.clone(), batch }
     }
 
-    /// Whether nothing is in flight and no thread is committing.
+    /// Whether a change would be committed on the calling thread now: nothing is in flight, no
+    /// thread is committing, and the latest batches held one change each.
     pub(crate) fn is_idle(&self) -> bool {
-        self.shared.in_flight.load(Ordering::SeqCst) == 0 && self.shared.head.try_lock().is_ok()
+        self.shared.quiet() && self.shared.head.try_lock().is_ok()
     }
 
     /// Commits `change` on the calling thread if the writer is idle (nothing in flight, no
-    /// other thread committing); otherwise hands the change back untouched.
+    /// other thread committing) and has been committing one change at a time; otherwise hands
+    /// the change back untouched.
+    ///
+    /// Why the last condition: under load the writer is idle for moments between batches, and
+    /// a change committed inline then is a batch of one, paying a whole commit (redb's, the
+    /// journal's write and the seal's signature) where the next batch would have carried it,
+    /// while it keeps the others waiting. Committing every change through the writer once two
+    /// changes have shared a batch, until [`LONE_BEFORE_INLINE`] batches of one in a row, cut
+    /// the CPU of 64 parallel sessions by 7% (BENCHMARKS.md, *Governed sessions*); one change at
+    /// a time, each batch is of one, and each is still committed inline.
     pub(crate) fn commit_if_idle<T: Send + 'static>(
         &self,
         change: Change<T>,
@@ -344,7 +364,7 @@ impl Writer {
         // Only when uncontended: if another thread holds the head, queueing behind it in the
         // writer thread is what lets concurrent changes share one commit.
         let uncontended = match self.shared.head.try_lock() {
-            Ok(head) if self.shared.in_flight.load(Ordering::SeqCst) == 0 => Some(head),
+            Ok(head) if self.shared.quiet() => Some(head),
             // The guard of a failed check must be gone before the caller queues behind the writer.
             _ => None,
         };
@@ -357,6 +377,7 @@ impl Writer {
         let jobs = vec![Job { audit: change.audit, step: change.step, durable_later: change.durable_later, slot }];
         let outcome = self.shared.seal_and_commit(&mut head, jobs);
         drop(head);
+        lock(&self.shared.stats).inline += u64::from(outcome.is_ok());
         Ok(outcome.and_then(|mut done| match done.pop() {
             Some(result) => typed(Ok(result)),
             None => Err(StoreError::Poisoned("a committed change produced no result".into())),
@@ -416,9 +437,18 @@ impl Committer {
 }
 
 impl Shared {
+    /// Nothing in flight, and the latest batches held one change each (see
+    /// [`Writer::commit_if_idle`]).
+    fn quiet(&self) -> bool {
+        self.in_flight.load(Ordering::SeqCst) == 0 && self.lone_batches.load(Ordering::Relaxed) >= LONE_BEFORE_INLINE
+    }
+
     /// Seals `jobs` after `head` and commits them in one transaction, moving `head` on if it
     /// committed. The caller holds the head throughout, so batches reach the disk in order.
     fn seal_and_commit(&self, head: &mut ChainHead, mut jobs: Vec<Job>) -> Result<Vec<Committed>, StoreError> {
+        let lone =
+            if jobs.len() == 1 { (self.lone_batches.load(Ordering::Relaxed) + 1).min(LONE_BEFORE_INLINE) } else { 0 };
+        self.lone_batches.store(lone, Ordering::Relaxed);
         let started = Instant::now();
         let (entries, next) = seal_jobs(self, &mut jobs, *head);
         let sealed_at = Instant::now();

@@ -109,6 +109,46 @@ fn concurrent_appends_form_one_contiguous_chain_in_few_commits() {
 }
 
 #[test]
+fn after_changes_shared_a_batch_they_go_through_the_writer_until_they_come_one_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, db) = create(dir.path());
+    let before = db.writer_stats().unwrap();
+    assert!(matches!(db.commit_if_idle(Change::audit(step(1))), Ok(Ok(_))), "a fresh writer commits inline");
+
+    // The writer thread is held inside a change while two more queue behind it: they share
+    // the next batch.
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let (entered, inside) = std::sync::mpsc::channel::<()>();
+    let first = db
+        .submit(Change::new(move |_| {
+            entered.send(()).map_err(|_| StoreError::ReadOnly)?;
+            held.recv().map_err(|_| StoreError::ReadOnly)
+        }))
+        .unwrap();
+    inside.recv().unwrap();
+    let second = db.submit(Change::audit(step(2))).unwrap();
+    let third = db.submit(Change::audit(step(3))).unwrap();
+    release.send(()).unwrap();
+    for pending in [second, third] {
+        pending.wait().unwrap();
+    }
+    first.wait().unwrap();
+    let stats = db.writer_stats().unwrap();
+    let counts = (stats.changes - before.changes, stats.batches - before.batches);
+    assert_eq!(counts, (4, 3), "the last two shared a batch: {stats:?}");
+
+    // Now a lone change is handed back, to queue for the writer thread, until two batches in a
+    // row held one change each.
+    for n in 4..6 {
+        let change = db.commit_if_idle(Change::audit(step(n))).expect_err("committed inline under load");
+        db.submit(change).unwrap().wait().unwrap();
+    }
+    assert!(matches!(db.commit_if_idle(Change::audit(step(6))), Ok(Ok(_))), "inline again");
+    assert_eq!(db.writer_stats().unwrap().inline - before.inline, 2);
+    assert_eq!(db.verify_audit().unwrap().entries, 7, "the genesis and six steps, in one chain");
+}
+
+#[test]
 fn change_writes_records_and_audit_atomically() {
     let dir = tempfile::tempdir().unwrap();
     let (owner, db) = create(dir.path());
