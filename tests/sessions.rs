@@ -303,22 +303,25 @@ async fn forged_replayed_and_expired_consents_and_turns_from_other_identities_ar
         globex_home.sign_as_owner(&body)
     };
 
-    // A consent over a proposal acme never made.
+    // A consent over a proposal acme never made, and an expired one over the real proposal, in
+    // one delivery: their signatures hold in one batch, and each is still refused for what it
+    // says.
     let other = Hash32::of(HashDomain::Proposal, b"some other proposal");
-    inject(&globex, &acme, WireMessage::Consent(consent(other, 3600, Nonce::random()))).await?;
-    // An expired consent over the real proposal.
-    inject(&globex, &acme, WireMessage::Consent(consent(proposal, -1, Nonce::random()))).await?;
-    // A consent whose signed bytes were altered.
+    let unknown = |nonce| WireMessage::Consent(consent(other, 3600, nonce));
+    let expired = WireMessage::Consent(consent(proposal, -1, Nonce::random()));
+    inject_together(&globex, &acme, vec![unknown(Nonce::random()), expired]).await?;
+    // A consent whose signed bytes were altered, delivered with another unknown one: their
+    // batch fails, and each checked alone names it.
     let genuine = consent(proposal, 3600, Nonce::random());
     let mut bytes = WireMessage::Consent(genuine).encode();
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
-    inject(&globex, &acme, WireMessage::decode(&bytes)?).await?;
-    eventually("three refused consents", || async { (session_attacks(&acme).len() >= 3).then_some(()) }).await?;
+    inject_together(&globex, &acme, vec![WireMessage::decode(&bytes)?, unknown(Nonce::random())]).await?;
+    eventually("four refused consents", || async { (session_attacks(&acme).len() >= 4).then_some(()) }).await?;
     let attacks = session_attacks(&acme).join("\n");
-    assert!(attacks.contains("does not know"), "{attacks}");
+    assert_eq!(attacks.matches("does not know").count(), 2, "{attacks}");
     assert!(attacks.contains("expired"), "{attacks}");
-    assert!(attacks.contains("signature does not verify"), "{attacks}");
+    assert_eq!(attacks.matches("signature does not verify").count(), 1, "{attacks}");
     assert_eq!(acme.node().session_detail(&id)?.session.state, "awaiting-consent", "none of them granted anything");
 
     // The real consent grants it; a consent over the next proposal that reuses its nonce is a

@@ -267,10 +267,10 @@ impl Handler for Governance {
     }
 
     fn prepare(&self, peer: &PeerId, messages: &mut [&mut WireMessage]) {
-        // Only for a connected contact's node: a stranger's turns are refused, one by one,
-        // before any signature of theirs is checked.
+        // Only for a connected contact's node: a stranger's session messages are refused, one
+        // by one, before any signature of theirs is checked.
         if messages.len() > 1 && self.contact_of_peer(peer, "a delivery").is_ok_and(|contact| contact.is_connected()) {
-            WireMessage::check_turns_together(messages.iter_mut().map(|message| &mut **message));
+            WireMessage::check_signatures_together(messages.iter_mut().map(|message| &mut **message));
         }
     }
 

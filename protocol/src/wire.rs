@@ -6,7 +6,7 @@
 //! would only repeat what the channel already proves, at the cost of a signing and a
 //! verification on every delivery's path.
 
-use clawnet_crypto::{Signed, WireFormat, encoding};
+use clawnet_crypto::{Signable, Signed, WireFormat, encoding};
 use serde::{Deserialize, Serialize};
 
 use crate::contact::{ContactAccept, ContactRemoval, ContactRequest};
@@ -66,23 +66,35 @@ impl WireMessage {
         encoding::decode(bytes)
     }
 
-    /// Checks the signatures of the session turns among `messages` in one batch
-    /// ([`Signed::check_together`]), if there are two or more.
-    /// Under load one delivery carries turns of many sessions, and a batch costs about half as
-    /// much per signature. Each turn is still verified when it is applied, which then only
-    /// decodes the ones that held here; if the batch fails, each is checked alone there, and
-    /// the bad ones are refused as always.
-    pub fn check_turns_together<'a>(messages: impl IntoIterator<Item = &'a mut WireMessage>) {
-        let mut turns: Vec<&mut Signed<Turn>> = messages
-            .into_iter()
-            .filter_map(|message| match message {
-                WireMessage::Turn(turn) => Some(turn),
-                _ => None,
-            })
-            .collect();
-        if turns.len() >= 2 {
-            Signed::check_together(&mut turns);
+    /// Checks the signatures of the session messages among `messages` in batches, one per kind
+    /// that has two or more (turns; consents, alone or offered with a proposal; proposals;
+    /// closes): [`Signed::check_together`]. Under load one delivery carries the turns of many
+    /// sessions (or, while they open, their proposals and consents), and a batch costs half as
+    /// much per signature, a third when one key made them all. Each is still verified when it
+    /// is applied, which then only decodes the ones that held here; if a batch fails, each of
+    /// its messages is checked alone there, and the bad ones are refused as always.
+    pub fn check_signatures_together<'a>(messages: impl IntoIterator<Item = &'a mut WireMessage>) {
+        let mut turns: Vec<&mut Signed<Turn>> = Vec::new();
+        let mut consents: Vec<&mut Signed<Consent>> = Vec::new();
+        let mut proposals: Vec<&mut Signed<Proposal>> = Vec::new();
+        let mut closes: Vec<&mut Signed<Close>> = Vec::new();
+        for message in messages {
+            match message {
+                WireMessage::Turn(turn) => turns.push(turn),
+                WireMessage::Consent(consent) => consents.push(consent),
+                WireMessage::Proposal(offer) => {
+                    let ProposalOffer { proposal, consent } = &mut **offer;
+                    proposals.push(proposal);
+                    consents.push(consent);
+                }
+                WireMessage::Close(close) => closes.push(close),
+                _ => {}
+            }
         }
+        check_if_several(&mut turns);
+        check_if_several(&mut consents);
+        check_if_several(&mut proposals);
+        check_if_several(&mut closes);
     }
 
     /// The id a delivery of this message is deduplicated by.
@@ -235,4 +247,11 @@ fn cut(mut reason: String) -> String {
         reason.truncate(end);
     }
     reason
+}
+
+/// Checks `signed` together if there are two or more (one is checked alone when applied).
+fn check_if_several<T: Signable>(signed: &mut [&mut Signed<T>]) {
+    if signed.len() >= 2 {
+        Signed::check_together(signed);
+    }
 }
