@@ -6,8 +6,8 @@
 //! - one at a time: ours ([`SigningPublicKey::verify`], `crypto/src/verification.rs`) against
 //!   dalek's `verify_strict`;
 //! - in batches of [`BATCH`] ([`SigningPublicKey::verify_batch`]), as the session handler checks
-//!   the turns of one delivery: all by one key (one speaker, the usual case) and each by
-//!   another key (the worst case).
+//!   the turns (or consents) of one delivery: all by one key (one speaker, the usual case) and
+//!   each by another key (the worst case).
 //!
 //! Ratios are against `verify_strict` (signing: against dalek's `sign`); each figure is the
 //! median of [`RUNS`] runs. Run: `cargo bench -p clawnet-crypto --bench verify`.
