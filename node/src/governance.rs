@@ -274,6 +274,12 @@ impl Handler for Governance {
         }
     }
 
+    /// A session turn: its change stores it in the transcript under its number, where a retry
+    /// of it is answered as recorded (`sessions/inbound.rs`).
+    fn stores_itself(&self, message: &WireMessage) -> bool {
+        matches!(message, WireMessage::Turn(_))
+    }
+
     async fn committed(&self, follow_up: FollowUp) {
         match follow_up {
             FollowUp::None => {}

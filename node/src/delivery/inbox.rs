@@ -4,8 +4,8 @@
 //! a batch are processed concurrently, so their commits share the group commit, after the
 //! handler has seen them together ([`Handler::prepare`]: the session handler checks the
 //! signatures of their session messages in batches). A message its change stores where a retry is
-//! recognised (a session turn, in its transcript) takes no inbox record: the handler answers
-//! its retries ([`Accepted::stores_message`]).
+//! recognised (a session turn, in its transcript) takes no inbox record, nor a look for one:
+//! the handler answers its retries ([`Handler::stores_itself`]).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -45,27 +45,17 @@ pub struct Accepted<F> {
     /// owner: a session turn, whose answer is then composed and committed at once, and whose
     /// sync makes the turn durable too.
     pub follow_up_when_committed: bool,
-    /// The change stores the message itself, where a retry of it is recognised (a session
-    /// turn, in its transcript under its number: the handler answers a retry as recorded), so
-    /// it needs no inbox record.
-    pub stores_message: bool,
 }
 
 impl<F> Accepted<F> {
     /// `change` to commit, then `follow_up` once it is durable, with `hold` kept until then.
     pub fn new(change: Change<()>, follow_up: F, hold: Option<Hold>) -> Accepted<F> {
-        Accepted { change, follow_up, hold, follow_up_when_committed: false, stores_message: false }
+        Accepted { change, follow_up, hold, follow_up_when_committed: false }
     }
 
     /// Runs the follow-up as soon as the change is committed (see the field).
     pub fn follow_up_when_committed(mut self) -> Accepted<F> {
         self.follow_up_when_committed = true;
-        self
-    }
-
-    /// Commits no inbox record: the change stores the message itself (see the field).
-    pub fn stores_message(mut self) -> Accepted<F> {
-        self.stores_message = true;
         self
     }
 }
@@ -118,7 +108,7 @@ impl Refusal {
     }
 
     /// Not a refusal: a retry of a message whose change stored it before (see
-    /// [`Accepted::stores_message`]), answered as recorded, with nothing applied again.
+    /// [`Handler::stores_itself`]), answered as recorded, with nothing applied again.
     pub fn already_recorded() -> Refusal {
         Refusal { outcome: MessageOutcome::Recorded, security_event: None }
     }
@@ -143,6 +133,14 @@ pub trait Handler: Send + Sync + 'static {
     /// Sees the decoded messages of one delivery from `peer` together, before each is handled
     /// (to check their signatures in one batch, say). Nothing by default.
     fn prepare(&self, _peer: &PeerId, _messages: &mut [&mut WireMessage]) {}
+
+    /// Whether the change of an accepted `message` stores the message itself, where a retry of
+    /// it is recognised (a session turn, in its transcript under its number): the handler then
+    /// answers a retry as recorded ([`Refusal::already_recorded`]), so the inbox neither looks
+    /// for an inbox record of it nor commits one. No by default.
+    fn stores_itself(&self, _message: &WireMessage) -> bool {
+        false
+    }
 }
 
 /// The receiving side of reliable delivery.
@@ -195,7 +193,10 @@ impl<H: Handler> Inbox<H> {
         if !lock(&self.in_progress).insert(id) {
             return MessageOutcome::try_later("this message is being processed");
         }
-        let outcome = match self.home.db().read().and_then(|view| view.has_inbound(&id)) {
+        let stores_itself = message.as_ref().is_ok_and(|message| self.handler.stores_itself(message));
+        let recorded =
+            if stores_itself { Ok(false) } else { self.home.db().read().and_then(|view| view.has_inbound(&id)) };
+        let outcome = match recorded {
             Ok(true) => MessageOutcome::Recorded,
             Ok(false) => self.process(peer, id, message, alone).await,
             Err(err) => {
@@ -231,6 +232,7 @@ impl<H: Handler> Inbox<H> {
                 return self.refuse(refusal).await;
             }
         };
+        let stores_itself = self.handler.stores_itself(&message);
         let accepted = match self.handler.handle(peer, id, message).await {
             Ok(accepted) => accepted,
             Err(refusal) => return self.refuse(refusal).await,
@@ -238,7 +240,7 @@ impl<H: Handler> Inbox<H> {
         let record = InboundRecord { sender, received_at: Timestamp::now() };
         let early = accepted.follow_up_when_committed;
         let mut change = accepted.change;
-        if !accepted.stores_message {
+        if !stores_itself {
             change = change.also(move |txn| txn.record_inbound(&id, &record).map(drop));
         }
         if early {

@@ -238,9 +238,7 @@ impl Governance {
             "session grant",
             Outcome::Success,
         ));
-        Ok(Accepted::new(change, FollowUp::Session(work), Some(Hold::new(session)))
-            .follow_up_when_committed()
-            .stores_message())
+        Ok(Accepted::new(change, FollowUp::Session(work), Some(Hold::new(session))).follow_up_when_committed())
     }
 
     /// The counterpart owner closes a session.
