@@ -16,10 +16,10 @@
 //! Without the factor 8 a batch cannot agree with a one-by-one check: the small-order
 //! components of the `Rᵢ` cancel in the combination for some `zᵢ` (one time in eight, or
 //! always for two crafted signatures), so a batch would accept what one-by-one refuses, and a
-//! transcript accepted in a batch could fail a later check. With it, a batch
-//! passes exactly when every signature in it does (a false pass has probability ~2⁻¹²⁸ with
-//! the `zᵢ` drawn from the OS RNG after the signatures are known), and both agree with
-//! `verify_strict` on every signature but those the key's holder crafted that way.
+//! transcript accepted in a batch could fail a later check. With it, a batch passes exactly
+//! when every signature in it does (a false pass has probability ~2⁻¹²⁸ with the `zᵢ` drawn
+//! from the OS RNG after the signatures are known), and both agree with `verify_strict` on
+//! every signature but those the key's holder crafted that way.
 //!
 //! **One at a time**, the plain check runs first (recompute `R` and compare encodings, after
 //! refusing a small-order `R` by its bytes): it accepts every honest signature for less than

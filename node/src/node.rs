@@ -175,10 +175,9 @@ impl Node {
 /// Commits `change` from async code. A lone change (the writer idle, and committing one change
 /// at a time: `clawnet_storage`'s writer docs) is committed right here on the runtime thread,
 /// which saves the hand-off to the writer thread (most of a lone delivery's latency beyond its
-/// fsyncs) at the price of blocking this worker for one fsync;
-/// only one change can be in that position at a time, and only on a multi-threaded runtime, so
-/// the other workers keep running. Otherwise the change joins the group commit and this task
-/// waits without blocking a thread.
+/// fsyncs) at the price of blocking this worker for one fsync; only one change can be in that
+/// position at a time, and only on a multi-threaded runtime, so the other workers keep running.
+/// Otherwise the change joins the group commit and this task waits without blocking a thread.
 pub async fn commit<T: Send + 'static>(db: &NodeDb, change: Change<T>) -> Result<(T, CommitReceipt), StoreError> {
     let multi_thread = tokio::runtime::Handle::try_current()
         .is_ok_and(|handle| handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);

@@ -160,8 +160,8 @@ impl NodeDb {
 
     /// Commits `change` on the calling thread if nothing else is being written and changes come
     /// one at a time, which saves the hand-off to the writer thread; otherwise returns it
-    /// untouched (submit it instead). For
-    /// async callers that can afford to block briefly (for example inside `block_in_place`).
+    /// untouched (submit it instead). For async callers that can afford to block briefly (for
+    /// example inside `block_in_place`).
     pub fn commit_if_idle<T: Send + 'static>(
         &self,
         change: Change<T>,

@@ -3,9 +3,9 @@
 //! (the sender's Noise session authenticates it: see `clawnet_protocol::wire`). The messages of
 //! a batch are processed concurrently, so their commits share the group commit, after the
 //! handler has seen them together ([`Handler::prepare`]: the session handler checks the
-//! signatures of their session messages in batches). A message its change stores where a retry is
-//! recognised (a session turn, in its transcript) takes no inbox record, nor a look for one:
-//! the handler answers its retries ([`Handler::stores_itself`]).
+//! signatures of their session messages in batches). A message its change stores where a
+//! retry is recognised (a session turn, in its transcript) takes no inbox record, nor a look
+//! for one: the handler answers its retries ([`Handler::stores_itself`]).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
