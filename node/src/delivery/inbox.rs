@@ -193,17 +193,7 @@ impl<H: Handler> Inbox<H> {
         if !lock(&self.in_progress).insert(id) {
             return MessageOutcome::try_later("this message is being processed");
         }
-        let stores_itself = message.as_ref().is_ok_and(|message| self.handler.stores_itself(message));
-        let recorded =
-            if stores_itself { Ok(false) } else { self.home.db().read().and_then(|view| view.has_inbound(&id)) };
-        let outcome = match recorded {
-            Ok(true) => MessageOutcome::Recorded,
-            Ok(false) => self.process(peer, id, message, alone).await,
-            Err(err) => {
-                tracing::error!(%err, "cannot read the inbox");
-                MessageOutcome::try_later("the receiving node cannot read its database")
-            }
-        };
+        let outcome = self.process(peer, id, message, alone).await;
         lock(&self.in_progress).remove(&id);
         outcome
     }
@@ -232,7 +222,18 @@ impl<H: Handler> Inbox<H> {
                 return self.refuse(refusal).await;
             }
         };
+        // A message recorded before is answered from its inbox record, unless it never takes one.
         let stores_itself = self.handler.stores_itself(&message);
+        if !stores_itself {
+            match self.home.db().read().and_then(|view| view.has_inbound(&id)) {
+                Ok(true) => return MessageOutcome::Recorded,
+                Ok(false) => {}
+                Err(err) => {
+                    tracing::error!(%err, "cannot read the inbox");
+                    return MessageOutcome::try_later("the receiving node cannot read its database");
+                }
+            }
+        }
         let accepted = match self.handler.handle(peer, id, message).await {
             Ok(accepted) => accepted,
             Err(refusal) => return self.refuse(refusal).await,
