@@ -190,21 +190,9 @@ impl<H: Handler> Inbox<H> {
     ) -> MessageOutcome {
         // First: a first attempt is in progress until its change is durable, and a retry must
         // not be told "recorded" before that.
-        if !lock(&self.in_progress).insert(id) {
+        let Some(_in_progress) = InProgress::enter(&self.in_progress, id) else {
             return MessageOutcome::try_later("this message is being processed");
-        }
-        let outcome = self.process(peer, id, message, alone).await;
-        lock(&self.in_progress).remove(&id);
-        outcome
-    }
-
-    async fn process(
-        &self,
-        peer: PeerId,
-        id: MessageId,
-        message: Result<WireMessage, DecodeError>,
-        alone: bool,
-    ) -> MessageOutcome {
+        };
         let Some(sender) = device_key_of(&peer) else {
             return self
                 .refuse(Refusal::attack("bad-peer", Actor::Node, format!("node {peer}"), "not an ed25519 peer"))
@@ -300,6 +288,45 @@ impl<H: Handler> Inbox<H> {
     }
 }
 
+/// A message marked in progress until this is dropped (whichever way its processing ends).
+struct InProgress<'a> {
+    marks: &'a Mutex<HashSet<MessageId>>,
+    id: MessageId,
+}
+
+impl<'a> InProgress<'a> {
+    /// Marks `id`, unless it is marked already.
+    fn enter(marks: &'a Mutex<HashSet<MessageId>>, id: MessageId) -> Option<InProgress<'a>> {
+        // The lock is released first, and a guard is made only when marked: dropping one
+        // unmarks, under the lock.
+        let marked = lock(marks).insert(id);
+        marked.then(|| InProgress { marks, id })
+    }
+}
+
+impl Drop for InProgress<'_> {
+    fn drop(&mut self) {
+        lock(self.marks).remove(&self.id);
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_in_progress_stays_marked_until_its_first_attempt_ends() {
+        let marks = Mutex::new(HashSet::new());
+        let id = MessageId(clawnet_crypto::Hash32::of(clawnet_crypto::HashDomain::MessageId, b"message"));
+        let first = InProgress::enter(&marks, id).expect("not marked yet");
+        assert!(InProgress::enter(&marks, id).is_none(), "a retry meets the mark");
+        assert!(lock(&marks).contains(&id), "the refused retry left the first attempt's mark");
+        drop(first);
+        assert!(lock(&marks).is_empty());
+        assert!(InProgress::enter(&marks, id).is_some(), "a later retry goes through");
+    }
 }
