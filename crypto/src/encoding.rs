@@ -68,19 +68,19 @@ pub enum DecodeError {
 
 /// Encodes `value`: its version byte, then its postcard encoding.
 pub fn encode<T: WireFormat>(value: &T) -> Vec<u8> {
-    let mut out = vec![T::VERSION];
+    // Room for most values (a turn, an audit entry) without growing the buffer byte by byte.
+    let mut out = Vec::with_capacity(256);
+    out.push(T::VERSION);
     // Serializing derive-generated structs into a Vec cannot fail: postcard only errors on
     // sequences of unknown length, which serde never produces for our types.
-    let body = postcard::to_allocvec(value).expect("postcard encoding of a ClawNet type failed");
-    out.extend_from_slice(&body);
-    out
+    postcard::to_extend(value, out).expect("postcard encoding of a ClawNet type failed")
 }
 
 /// Decodes bytes produced by [`encode`], refusing oversized, truncated, unknown-version,
 /// malformed, non-canonical and over-long input.
 pub fn decode<T: WireFormat>(bytes: &[u8]) -> Result<T, DecodeError> {
     let value = decode_local(bytes)?;
-    if encode(&value) != bytes {
+    if !encodes_to(&value, bytes) {
         return Err(DecodeError::Malformed { what: T::NAME, detail: "non-canonical encoding".into() });
     }
     Ok(value)
@@ -109,10 +109,36 @@ pub fn decode_prefix<T: WireFormat>(bytes: &[u8]) -> Result<(T, &[u8]), DecodeEr
     if used.len() > T::MAX_LEN {
         return Err(DecodeError::TooLarge { what: T::NAME, len: used.len(), max: T::MAX_LEN });
     }
-    if encode(&value) != used {
+    if !encodes_to(&value, used) {
         return Err(DecodeError::Malformed { what: T::NAME, detail: "non-canonical encoding".into() });
     }
     Ok((value, rest))
+}
+
+/// Whether `value` encodes to exactly `bytes`, compared as the encoding is produced (a decode
+/// checks every message it reads this way: no second buffer).
+fn encodes_to<T: WireFormat>(value: &T, bytes: &[u8]) -> bool {
+    let Some((&version, body)) = bytes.split_first() else { return false };
+    let matched = postcard::to_extend(value, Matcher { rest: body, same: true })
+        .expect("postcard encoding of a ClawNet type failed");
+    version == T::VERSION && matched.same && matched.rest.is_empty()
+}
+
+/// Compares the bytes written to it with the bytes still expected.
+struct Matcher<'a> {
+    rest: &'a [u8],
+    same: bool,
+}
+
+impl Extend<u8> for Matcher<'_> {
+    fn extend<I: IntoIterator<Item = u8>>(&mut self, written: I) {
+        for byte in written {
+            match self.rest.split_first() {
+                Some((&expected, rest)) if self.same && expected == byte => self.rest = rest,
+                _ => self.same = false,
+            }
+        }
+    }
 }
 
 /// The version byte, then one postcard value; returns what follows it.
@@ -128,6 +154,92 @@ fn take<T: WireFormat>(bytes: &[u8]) -> Result<(T, &[u8]), DecodeError> {
         postcard::Error::DeserializeUnexpectedEnd => DecodeError::Truncated { what },
         other => DecodeError::Malformed { what, detail: other.to_string() },
     })
+}
+
+/// A `Vec<u8>` field as one run of bytes: `#[serde(with = "clawnet_crypto::encoding::bytes")]`.
+///
+/// Serde hands a plain `Vec<u8>` to the encoder one number at a time; postcard spells a byte
+/// string the same way as a sequence of bytes (its length, then the bytes), so this changes the
+/// speed only, not one encoded byte (JSON too reads and writes an array of numbers either way).
+pub mod bytes {
+    use std::fmt;
+
+    use serde::de::{SeqAccess, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    /// Writes `bytes` as a byte string.
+    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(bytes)
+    }
+
+    /// Reads a byte string, or a sequence of numbers (how JSON spells one).
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        deserializer.deserialize_bytes(ByteString)
+    }
+
+    struct ByteString;
+
+    impl<'de> Visitor<'de> for ByteString {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a byte string")
+        }
+
+        fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(bytes.to_vec())
+        }
+
+        fn visit_byte_buf<E: serde::de::Error>(self, bytes: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(bytes)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+            // The hint comes from the input: trusted only as far as a small allocation.
+            let mut bytes = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+            while let Some(byte) = seq.next_element()? {
+                bytes.push(byte);
+            }
+            Ok(bytes)
+        }
+    }
+
+    /// One byte string of a list (see [`super::byte_lists`]).
+    pub(super) struct Item<'a>(pub(super) &'a [u8]);
+
+    impl serde::Serialize for Item<'_> {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            serialize(self.0, serializer)
+        }
+    }
+
+    /// One byte string of a list, read.
+    pub(super) struct OwnedItem(pub(super) Vec<u8>);
+
+    impl<'de> serde::Deserialize<'de> for OwnedItem {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<OwnedItem, D::Error> {
+            deserialize(deserializer).map(OwnedItem)
+        }
+    }
+}
+
+/// A `Vec<Vec<u8>>` field as a list of byte strings (see [`bytes`]):
+/// `#[serde(with = "clawnet_crypto::encoding::byte_lists")]`.
+pub mod byte_lists {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::bytes::{Item, OwnedItem};
+
+    /// Writes `lists` as a sequence of byte strings.
+    pub fn serialize<S: Serializer>(lists: &[Vec<u8>], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(lists.iter().map(|bytes| Item(bytes)))
+    }
+
+    /// Reads a sequence of byte strings.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Vec<u8>>, D::Error> {
+        let items = Vec::<OwnedItem>::deserialize(deserializer)?;
+        Ok(items.into_iter().map(|OwnedItem(bytes)| bytes).collect())
+    }
 }
 
 #[cfg(test)]
@@ -226,5 +338,44 @@ mod tests {
             let value = Sample { n, text, flag };
             prop_assert_eq!(decode::<Sample>(&encode(&value)).unwrap(), value);
         }
+
+        /// The byte-string helpers change no encoded byte: postcard and JSON spell a field the
+        /// same with or without them, and each form reads the other's.
+        #[test]
+        fn byte_strings_encode_as_sequences_of_bytes_did(
+            data in proptest::collection::vec(any::<u8>(), 0..300),
+            lists in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 0..5),
+        ) {
+            let plain = PlainBytes { data: data.clone(), lists: lists.clone() };
+            let fast = ByteStrings { data, lists };
+            let encoded = postcard::to_allocvec(&fast).unwrap();
+            prop_assert_eq!(&encoded, &postcard::to_allocvec(&plain).unwrap());
+            prop_assert_eq!(postcard::from_bytes::<PlainBytes>(&encoded).unwrap(), plain.clone());
+            prop_assert_eq!(postcard::from_bytes::<ByteStrings>(&encoded).unwrap(), fast.clone());
+            let json = serde_json::to_string(&fast).unwrap();
+            prop_assert_eq!(&json, &serde_json::to_string(&plain).unwrap());
+            prop_assert_eq!(serde_json::from_str::<ByteStrings>(&json).unwrap(), fast);
+        }
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct PlainBytes {
+        data: Vec<u8>,
+        lists: Vec<Vec<u8>>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct ByteStrings {
+        #[serde(with = "bytes")]
+        data: Vec<u8>,
+        #[serde(with = "byte_lists")]
+        lists: Vec<Vec<u8>>,
+    }
+
+    #[test]
+    fn a_byte_string_longer_than_its_input_is_truncated() {
+        // A length of 200 followed by 3 bytes.
+        let input = [0xc8, 0x01, 1, 2, 3];
+        assert!(postcard::from_bytes::<ByteStrings>(&input).is_err());
     }
 }

@@ -49,6 +49,7 @@ pub enum VerifyError {
 #[derive(Serialize, Deserialize)]
 #[serde(bound = "")]
 pub struct Signed<T> {
+    #[serde(with = "crate::encoding::bytes")]
     body: Vec<u8>,
     signer: SigningPublicKey,
     signature: Signature,

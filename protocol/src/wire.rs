@@ -146,6 +146,7 @@ pub const MAX_BATCH_MESSAGES: usize = 64;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryBatch {
     /// Encoded wire messages; each is identified by the hash of its bytes.
+    #[serde(with = "clawnet_crypto::encoding::byte_lists")]
     pub messages: Vec<Vec<u8>>,
 }
 

@@ -32,6 +32,7 @@ pub struct OutboundRecord {
     /// When and how often it was tried (first, so it can be read alone).
     pub schedule: OutboundSchedule,
     /// The encoded wire message.
+    #[serde(with = "clawnet_crypto::encoding::bytes")]
     pub message: Vec<u8>,
 }
 
@@ -99,6 +100,7 @@ impl WireFormat for InboundRecord {
 struct InboundRecordV1 {
     sender: SigningPublicKey,
     #[allow(dead_code, reason = "read to reach the fields after it")]
+    #[serde(with = "clawnet_crypto::encoding::bytes")]
     message: Vec<u8>,
     received_at: Timestamp,
 }

@@ -96,6 +96,7 @@ pub enum SavedEntry {
     /// A symbolic link (never followed, kept as it was).
     Symlink {
         /// What it points at.
+        #[serde(with = "clawnet_crypto::encoding::bytes")]
         target: Vec<u8>,
     },
     /// A directory and everything in it, sorted by name.
@@ -123,6 +124,7 @@ pub enum Fingerprint {
     /// A symbolic link.
     Symlink {
         /// What it points at.
+        #[serde(with = "clawnet_crypto::encoding::bytes")]
         target: Vec<u8>,
     },
     /// A directory: its permissions and its entries (its own time changes with every entry, so

@@ -58,6 +58,7 @@ pub enum FileRequest {
         /// Which file.
         path: FsPath,
         /// The bytes.
+        #[serde(with = "clawnet_crypto::encoding::bytes")]
         content: Vec<u8>,
         /// Create, overwrite or append.
         mode: WriteMode,
@@ -217,6 +218,7 @@ pub enum FileReply {
     /// Bytes read.
     Content {
         /// The bytes.
+        #[serde(with = "clawnet_crypto::encoding::bytes")]
         bytes: Vec<u8>,
         /// The file's whole length.
         total: u64,

@@ -24,6 +24,7 @@ pub struct Letter {
     /// The receiving node's device key.
     pub to: SigningPublicKey,
     /// The encoded wire message, exactly as a direct delivery would carry it.
+    #[serde(with = "clawnet_crypto::encoding::bytes")]
     pub message: Vec<u8>,
 }
 
