@@ -175,10 +175,11 @@ async fn an_identity_cannot_read_another_identitys_memory_but_the_manager_can() 
     let mut events = Vec::new();
     let before = audit(&home).len();
     let history = [Message::user("Which school does Emma go to?")];
-    let response = tokio::time::timeout(LIMIT, agent.respond(&history, &Audience::Owner, &mut |e| events.push(e)))
-        .await
-        .unwrap()
-        .unwrap();
+    let response =
+        tokio::time::timeout(LIMIT, agent.respond(history.clone(), &Audience::Owner, &mut |e| events.push(e)))
+            .await
+            .unwrap()
+            .unwrap();
     assert_eq!(response.text, "I cannot see that.");
     assert_eq!(server.n_unused(), 0);
 
@@ -262,7 +263,7 @@ async fn the_disclosure_guard_holds_never_share_items_however_spelled_and_passes
     ] {
         let agent = Agent::identity(home.clone(), "work", Arc::new(Says(leak))).unwrap();
         let before = audit(&home).len();
-        let response = agent.respond(&history, &counterpart, &mut |_| {}).await.unwrap();
+        let response = agent.respond(history.clone(), &counterpart, &mut |_| {}).await.unwrap();
         let Delivery::Held { approval, matched } = &response.delivery else { panic!("{leak:?} was not held") };
         assert_eq!(matched.len(), 1, "{matched:?}");
         let record = home.db().read().unwrap().approval(approval).unwrap().unwrap();
@@ -276,12 +277,12 @@ async fn the_disclosure_guard_holds_never_share_items_however_spelled_and_passes
     }
     for innocent in ["We can deliver 500 units by 14 March.", "Our layoff policy is public on our website."] {
         let agent = Agent::identity(home.clone(), "work", Arc::new(Says(innocent))).unwrap();
-        let response = agent.respond(&history, &counterpart, &mut |_| {}).await.unwrap();
+        let response = agent.respond(history.clone(), &counterpart, &mut |_| {}).await.unwrap();
         assert_eq!(response.delivery, Delivery::Send, "{innocent:?}");
     }
     // The owner's own conversation is never held: it does not leave the node.
     let agent = Agent::identity(home.clone(), "work", Arc::new(Says("Initech layoffs in June"))).unwrap();
-    assert_eq!(agent.respond(&history, &Audience::Owner, &mut |_| {}).await.unwrap().delivery, Delivery::Send);
+    assert_eq!(agent.respond(history.clone(), &Audience::Owner, &mut |_| {}).await.unwrap().delivery, Delivery::Send);
 }
 
 #[tokio::test]
@@ -291,16 +292,16 @@ async fn the_rule_brain_negotiates_with_a_counterpart_within_its_bottom_line() {
     let agent = Agent::identity(home.clone(), "work", Arc::new(RuleBrain)).unwrap();
     let counterpart = Audience::Counterpart { name: "Globex".into(), session: None };
     let mut history = vec![Message::user("Globex here. Our price for 500 sensors is 46 EUR per unit.")];
-    let response = agent.respond(&history, &counterpart, &mut |_| {}).await.unwrap();
+    let response = agent.respond(history.clone(), &counterpart, &mut |_| {}).await.unwrap();
     assert_eq!(response.text, "46.00 EUR is too high for us. We can offer 38.00 EUR.");
     assert_eq!((response.delivery.clone(), response.end), (Delivery::Send, None));
     history.push(Message::assistant(response.text));
     history.push(Message::user("We could do 41 EUR."));
-    let response = agent.respond(&history, &counterpart, &mut |_| {}).await.unwrap();
+    let response = agent.respond(history.clone(), &counterpart, &mut |_| {}).await.unwrap();
     assert_eq!(response.text, "We are close. Let us meet in the middle at 40.30 EUR.");
     history.push(Message::assistant(response.text));
     history.push(Message::user("Fine, 40.30 EUR it is."));
-    let response = agent.respond(&history, &counterpart, &mut |_| {}).await.unwrap();
+    let response = agent.respond(history.clone(), &counterpart, &mut |_| {}).await.unwrap();
     assert_eq!(response.text, "Agreed: a unit price of 40.30 EUR.");
     assert_eq!(response.end, Some(EndMarker::Resolved));
 }
@@ -322,20 +323,20 @@ async fn hostile_model_output_ends_in_a_clear_error_never_an_unaudited_action() 
         (Script::status_with(400, "bad request"), "HTTP 400"),
     ] {
         server.push(script);
-        let err = agent.respond(&history, &Audience::Owner, &mut |_| {}).await.unwrap_err();
+        let err = agent.respond(history.clone(), &Audience::Owner, &mut |_| {}).await.unwrap_err();
         assert!(matches!(err, AgentError::Brain(_)), "{err}");
         assert!(err.to_string().contains(expected), "{err}");
     }
     // A model that never stops calling tools is stopped at the step limit.
     server.push_all((0..8).map(|_| Script::tool_call("memory_recall", json!({"query": "Falcon"}))));
-    let err = agent.respond(&history, &Audience::Owner, &mut |_| {}).await.unwrap_err();
+    let err = agent.respond(history.clone(), &Audience::Owner, &mut |_| {}).await.unwrap_err();
     assert!(matches!(err, AgentError::StepLimit(8)), "{err}");
     // Work done before a failure stays done, and audited: one memory write, then garbage.
     server.push_all([
         Script::tool_call("memory_store", json!({"layer": "factual", "text": "Globex ships from Rotterdam"})),
         Script::raw("{\"choices\": 7}"),
     ]);
-    assert!(agent.respond(&history, &Audience::Owner, &mut |_| {}).await.is_err());
+    assert!(agent.respond(history.clone(), &Audience::Owner, &mut |_| {}).await.is_err());
     let added = audit(&home)[entries_before..].to_vec();
     assert_eq!(actions(&added), ["memory.add"], "only the write that happened, audited");
     assert_eq!(home.home().memories(MemoryScope::All, None).unwrap().len(), 7);

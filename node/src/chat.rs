@@ -80,7 +80,7 @@ pub async fn chat_turn(
     let mut history = request.history.clone();
     history.push(Message::user(message));
     let response: Response =
-        agent.respond(&history, &Audience::Owner, on_event).await.map_err(|err| NodeError::Agent(err.to_string()))?;
+        agent.respond(history, &Audience::Owner, on_event).await.map_err(|err| NodeError::Agent(err.to_string()))?;
     debug_assert_eq!(response.delivery, Delivery::Send, "the owner's own conversation is never held");
     let mut transcript = vec![Message::user(message)];
     transcript.extend(response.transcript);

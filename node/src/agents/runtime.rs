@@ -189,24 +189,26 @@ impl<B: Brain + 'static> Agent<B> {
         }
     }
 
-    /// The agent's next message after `history` (which holds no system message: the role
+    /// The agent's next message after `history` (whose system messages are dropped: the role
     /// prompt is the node's, injected fresh at every turn). `on_event` sees the reply as it is
-    /// produced and every tool call.
+    /// produced and every tool call. A history passed by value is not copied.
     pub async fn respond(
         &self,
-        history: &[Message],
+        history: impl Into<Vec<Message>>,
         audience: &Audience,
         on_event: &mut (dyn FnMut(AgentEvent) + Send),
     ) -> Result<Response, AgentError> {
         let toolbox = self.toolbox(audience);
         let specs = toolbox.specs();
-        let prompt = Message::system(self.role_prompt(audience)?);
+        let mut conversation: Vec<Message> = history.into();
+        conversation.retain(|m| m.role != super::conversation::Role::System);
+        conversation.insert(0, Message::system(self.role_prompt(audience)?));
+        let told = conversation.len();
         let mut transcript: Vec<Message> = Vec::new();
         for step in 1..=self.settings.step_limit {
-            let conversation: Vec<Message> = std::iter::once(prompt.clone())
-                .chain(history.iter().filter(|m| m.role != super::conversation::Role::System).cloned())
-                .chain(transcript.iter().cloned())
-                .collect();
+            // What the agent was told, then what it did so far in this response.
+            conversation.truncate(told);
+            conversation.extend(transcript.iter().cloned());
             let reply = self
                 .brain
                 .decide(&conversation, &specs, &mut |text: &str| on_event(AgentEvent::Text { text: text.into() }))

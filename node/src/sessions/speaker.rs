@@ -113,7 +113,7 @@ impl Node {
             }
         };
         let response =
-            agent.respond(&history, &audience, &mut on_event).await.map_err(|err| NodeError::Agent(err.to_string()))?;
+            agent.respond(history, &audience, &mut on_event).await.map_err(|err| NodeError::Agent(err.to_string()))?;
         // The agent asked for another contact: its turn here waits for that session (the tool
         // may have refused, hence the look at what is pending).
         let asked = response.transcript.iter().any(|m| m.tool_calls.iter().any(|c| c.name == REQUEST_COLLABORATION));
@@ -312,7 +312,7 @@ impl Node {
             }
         }
         notes.sort_by_key(|(at, _)| *at);
-        let mut history = Vec::new();
+        let mut history = Vec::with_capacity(transcript.turns.len() + notes.len() + 1);
         if proposal.initiator.owner == me {
             history.push(Message::user(format!(
                 "The session with {counterpart} is open.\nPurpose: {}\nYou speak first.",
