@@ -175,11 +175,10 @@ async fn an_identity_cannot_read_another_identitys_memory_but_the_manager_can() 
     let mut events = Vec::new();
     let before = audit(&home).len();
     let history = [Message::user("Which school does Emma go to?")];
-    let response =
-        tokio::time::timeout(LIMIT, agent.respond(history.clone(), &Audience::Owner, &mut |e| events.push(e)))
-            .await
-            .unwrap()
-            .unwrap();
+    let response = tokio::time::timeout(LIMIT, agent.respond(history, &Audience::Owner, &mut |e| events.push(e)))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(response.text, "I cannot see that.");
     assert_eq!(server.n_unused(), 0);
 
@@ -301,7 +300,7 @@ async fn the_rule_brain_negotiates_with_a_counterpart_within_its_bottom_line() {
     assert_eq!(response.text, "We are close. Let us meet in the middle at 40.30 EUR.");
     history.push(Message::assistant(response.text));
     history.push(Message::user("Fine, 40.30 EUR it is."));
-    let response = agent.respond(history.clone(), &counterpart, &mut |_| {}).await.unwrap();
+    let response = agent.respond(history, &counterpart, &mut |_| {}).await.unwrap();
     assert_eq!(response.text, "Agreed: a unit price of 40.30 EUR.");
     assert_eq!(response.end, Some(EndMarker::Resolved));
 }
@@ -336,7 +335,7 @@ async fn hostile_model_output_ends_in_a_clear_error_never_an_unaudited_action() 
         Script::tool_call("memory_store", json!({"layer": "factual", "text": "Globex ships from Rotterdam"})),
         Script::raw("{\"choices\": 7}"),
     ]);
-    assert!(agent.respond(history.clone(), &Audience::Owner, &mut |_| {}).await.is_err());
+    assert!(agent.respond(history, &Audience::Owner, &mut |_| {}).await.is_err());
     let added = audit(&home)[entries_before..].to_vec();
     assert_eq!(actions(&added), ["memory.add"], "only the write that happened, audited");
     assert_eq!(home.home().memories(MemoryScope::All, None).unwrap().len(), 7);
