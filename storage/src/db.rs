@@ -192,7 +192,9 @@ impl NodeDb {
 
     /// A consistent snapshot for reading.
     pub fn read(&self) -> Result<ReadView, StoreError> {
-        Ok(ReadView { tx: self.db.begin_read().ctx("starting a read")? })
+        // The recent turns first, then the snapshot: never the other way (`sessions/recent.rs`).
+        let turns = self.kept.turns.current();
+        Ok(ReadView { tx: self.db.begin_read().ctx("starting a read")?, turns })
     }
 
     /// The contact record of `owner` as last committed, from memory (see [`NodeDb::identities`]).

@@ -1,16 +1,25 @@
 //! Sessions as signed records: the proposal, the consents or rejection, the close, and the
 //! transcript of signed turns. The protocol's state machine is the authority on what may be
-//! stored here; this module only keeps it.
+//! stored here; this module only keeps it. The turns stored since the last checkpoint are kept
+//! in memory as well as in the commit journal, not in the turns table ([`recent`]): a view reads
+//! both.
+
+use std::collections::BTreeMap;
 
 use clawnet_crypto::{Signed, Timestamp, WireFormat, encoding};
 use clawnet_protocol::SessionId;
 use clawnet_protocol::session::{Close, Consent, Proposal, Rejection, Turn};
-use redb::ReadableTable;
+use redb::{ReadableTable, TableHandle};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DbResultExt, StoreError};
+use crate::journal::{record_put, record_remove};
 use crate::schema::{SESSIONS, TURNS};
 use crate::view::{ReadView, Txn, decode_value};
+
+pub(crate) mod recent;
+
+use recent::TurnChange;
 
 /// Everything signed that created or ended one session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,22 +80,37 @@ impl ReadView {
 
     /// Turn `turn_no` of `id`, as stored.
     pub fn turn(&self, id: &SessionId, turn_no: u32) -> Result<Option<Signed<Turn>>, StoreError> {
+        if let Some(bytes) = self.turns.get(&id.0, turn_no) {
+            return decode_turn(bytes).map(Some);
+        }
         let table = self.tx.open_table(TURNS).ctx("reading turns")?;
         let value = table.get((&id.0, turn_no)).ctx("reading turns")?;
-        Ok(value.map(|value| decode_value::<StoredTurn>(value.value())).transpose()?.map(|StoredTurn(turn)| turn))
+        value.map(|value| decode_turn(value.value())).transpose()
     }
 
-    /// The turns of `id` numbered `first` or later, with their numbers, in turn order.
+    /// The turns of `id` numbered `first` or later, with their numbers, in turn order: those in
+    /// the table, and the recent ones over them.
     pub fn turns_from(&self, id: &SessionId, first: u32) -> Result<Vec<(u32, Signed<Turn>)>, StoreError> {
         let table = self.tx.open_table(TURNS).ctx("reading turns")?;
-        let mut turns = Vec::new();
+        let mut turns = BTreeMap::new();
         for row in table.range((&id.0, first)..=(&id.0, u32::MAX)).ctx("reading turns")? {
             let (key, value) = row.ctx("reading turns")?;
-            let StoredTurn(turn) = decode_value(value.value())?;
-            turns.push((key.value().1, turn));
+            turns.insert(key.value().1, decode_turn(value.value())?);
         }
-        Ok(turns)
+        for (turn_no, bytes) in self.turns.from(&id.0, first) {
+            turns.insert(turn_no, decode_turn(bytes)?);
+        }
+        Ok(turns.into_iter().collect())
     }
+}
+
+fn decode_turn(bytes: &[u8]) -> Result<Signed<Turn>, StoreError> {
+    decode_value::<StoredTurn>(bytes).map(|StoredTurn(turn)| turn)
+}
+
+/// The turns table's key of turn `turn_no` of session `id`, as the journal records it.
+fn turn_key(id: &SessionId, turn_no: u32) -> Vec<u8> {
+    <(&[u8; 16], u32) as redb::Value>::as_bytes(&(&id.0, turn_no))
 }
 
 impl Txn<'_> {
@@ -97,20 +121,29 @@ impl Txn<'_> {
         Ok(())
     }
 
-    /// Stores turn `turn_no` of session `id`.
+    /// Stores turn `turn_no` of session `id`: in the journal and, until the next checkpoint, in
+    /// memory ([`recent`]).
     pub fn put_turn(&mut self, id: &SessionId, turn_no: u32, turn: &Signed<Turn>) -> Result<(), StoreError> {
-        let mut table = self.write_table(TURNS).ctx("writing a turn")?;
         let bytes = encoding::encode(&StoredTurn(turn.clone()));
-        table.insert((&id.0, turn_no), bytes.as_slice()).ctx("writing a turn")?;
+        record_put(&mut self.writes.borrow_mut(), TURNS.name(), &turn_key(id, turn_no), &bytes);
+        self.turn_changes.borrow_mut().push(TurnChange::Put(id.0, turn_no, bytes.into()));
         Ok(())
     }
 
-    /// Drops the turns of `id` after the first `keep` (a close cut the transcript back).
+    /// Drops the turns of `id` after the first `keep` (a close cut the transcript back): from
+    /// the table, and from the recent turns.
     pub fn truncate_turns(&mut self, id: &SessionId, keep: u32) -> Result<(), StoreError> {
         let mut table = self.write_table(TURNS).ctx("cutting a transcript")?;
         table
             .retain_in((&id.0, keep.saturating_add(1))..=(&id.0, u32::MAX), |_, _| false)
             .ctx("cutting a transcript")?;
+        drop(table);
+        let recent = self.recent_turns.with(&self.turn_changes.borrow());
+        let mut writes = self.writes.borrow_mut();
+        for (turn_no, _) in recent.from(&id.0, keep.saturating_add(1)) {
+            record_remove(&mut writes, TURNS.name(), &turn_key(id, turn_no));
+        }
+        self.turn_changes.borrow_mut().push(TurnChange::Cut(id.0, keep));
         Ok(())
     }
 }

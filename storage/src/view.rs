@@ -3,17 +3,22 @@
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
+use std::sync::Arc;
 
 use clawnet_crypto::{WireFormat, encoding};
 
 use crate::deliveries::recent::{Changes, RecentOutbox};
 use crate::error::StoreError;
 use crate::journal::JournaledTable;
+use crate::sessions::recent::{RecentSet, RecentTurns, TurnChange};
 use crate::snapshots::Touched;
 
 /// A consistent read-only snapshot of the database.
 pub struct ReadView {
     pub(crate) tx: redb::ReadTransaction,
+    /// The turns stored since the last checkpoint, as they were just before `tx` began
+    /// (`sessions/recent.rs` says why that order).
+    pub(crate) turns: Arc<RecentSet>,
 }
 
 impl fmt::Debug for ReadView {
@@ -37,10 +42,18 @@ pub struct Txn<'a> {
     pub(crate) recent: &'a RecentOutbox,
     /// What this transaction did to those, applied to them once it commits.
     pub(crate) recent_changes: RefCell<Changes>,
+    /// The turns stored since the last checkpoint, outside the turns table.
+    pub(crate) recent_turns: &'a RecentTurns,
+    /// What this transaction did to those, in order, applied to them once it commits.
+    pub(crate) turn_changes: RefCell<Vec<TurnChange>>,
 }
 
 impl<'a> Txn<'a> {
-    pub(crate) fn new(tx: &'a redb::WriteTransaction, recent: &'a RecentOutbox) -> Txn<'a> {
+    pub(crate) fn new(
+        tx: &'a redb::WriteTransaction,
+        recent: &'a RecentOutbox,
+        recent_turns: &'a RecentTurns,
+    ) -> Txn<'a> {
         Txn {
             tx,
             queued: Vec::new(),
@@ -48,6 +61,8 @@ impl<'a> Txn<'a> {
             touched: Cell::default(),
             recent,
             recent_changes: RefCell::default(),
+            recent_turns,
+            turn_changes: RefCell::default(),
         }
     }
 

@@ -54,6 +54,7 @@ use crate::deliveries::recent::RecentOutbox;
 use crate::error::{DbResultExt, StoreError};
 use crate::journal::Journal;
 use crate::schema::AUDIT;
+use crate::sessions::recent::RecentTurns;
 use crate::snapshots::{Snapshots, Touched};
 use crate::view::Txn;
 
@@ -191,6 +192,9 @@ pub(crate) struct Kept {
     /// The messages queued since the last checkpoint, which a checkpoint copies into the
     /// outbox table.
     pub(crate) recent: Arc<RecentOutbox>,
+    /// The turns stored since the last checkpoint, which a checkpoint copies into the turns
+    /// table.
+    pub(crate) turns: Arc<RecentTurns>,
 }
 
 struct Job {
@@ -474,10 +478,13 @@ impl Shared {
         let context = "checkpointing the commit journal";
         let mut journal = lock(&self.journal);
         let tx = self.db.begin_write().ctx(context)?;
+        // The turns before `write`, so that a test's raw write to a turn stays as it wrote it.
+        self.kept.turns.copy_into(&tx, &[])?;
         write(&tx)?;
         let mut recent = self.kept.recent.copy_into(&tx, &Default::default())?;
         journal.write_checkpoint(&tx)?;
         tx.commit().ctx(context)?;
+        self.kept.turns.clear();
         recent.clear();
         drop(recent);
         journal.checkpointed();
@@ -551,8 +558,8 @@ fn write_batch(shared: &Shared, jobs: Vec<Job>, sealed: &[Vec<SealedEntry>]) -> 
     let sync = !jobs.iter().all(|job| job.durable_later);
     let batch = journal.next_seq();
     let mut done = Vec::with_capacity(jobs.len());
-    let (queued, writes, touched, recent) = {
-        let mut txn = Txn::new(&tx, &shared.kept.recent);
+    let (queued, writes, touched, recent, turns) = {
+        let mut txn = Txn::new(&tx, &shared.kept.recent, &shared.kept.turns);
         for (job, entries) in jobs.into_iter().zip(sealed) {
             let output = match job.step {
                 Some(step) => step(&mut txn)?,
@@ -566,21 +573,32 @@ fn write_batch(shared: &Shared, jobs: Vec<Job>, sealed: &[Vec<SealedEntry>]) -> 
             audit.insert(entry.seq, entry.record.as_slice()).ctx(context)?;
         }
         drop(audit);
-        (txn.queued, txn.writes.into_inner(), txn.touched.get(), txn.recent_changes.into_inner())
+        (
+            txn.queued,
+            txn.writes.into_inner(),
+            txn.touched.get(),
+            txn.recent_changes.into_inner(),
+            txn.turn_changes.into_inner(),
+        )
     };
     // The journal's record is on disk before redb commits, so no reader sees a durable change
     // a crash could take back; redb then skips its fsync. (A durable-later batch's record is
     // only written: it is visible before it is on disk, which is what durable-later means.)
     if journal.append(&writes, sync)? {
+        // Its turns are on disk now: published before redb commits, so that no view can miss
+        // them (`sessions/recent.rs`).
+        shared.kept.turns.apply(&turns);
         // Refused only by a database shared between processes: it then commits durably, which
         // is always allowed.
         let _ = tx.set_durability(redb::Durability::None);
         tx.commit().ctx(context)?;
         shared.kept.recent.apply(recent);
     } else {
+        shared.kept.turns.copy_into(&tx, &turns)?;
         let mut copied = shared.kept.recent.copy_into(&tx, &recent)?;
         journal.write_checkpoint(&tx)?;
         tx.commit().ctx(context)?;
+        shared.kept.turns.clear();
         copied.clear();
         drop(copied);
         journal.checkpointed();

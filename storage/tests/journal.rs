@@ -4,10 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use clawnet_crypto::{SigningSecret, Timestamp};
+use clawnet_crypto::{Hash32, SigningSecret, Timestamp};
 use clawnet_protocol::audit::{Actor, AuditDraft, Outcome};
 use clawnet_protocol::testkit::{T0, TestOwner};
-use clawnet_protocol::{MessageId, Nonce};
+use clawnet_protocol::{MessageId, Nonce, SessionId};
 use clawnet_storage::deliveries::OutboundRecord;
 use clawnet_storage::{Change, Genesis, NodeDb};
 
@@ -93,11 +93,21 @@ fn a_crash_loses_no_committed_change() {
     if let Some(dir) = child_dir(TEST) {
         let db = create(&dir.join("node.redb"));
         let recipient = owner().device.public_key();
+        let owner = owner();
         for n in 0..CHANGES {
+            // A turn every change, in sessions of 20: the turns of the last checkpoint's batches
+            // are in the table, the later ones only in the journal (and in memory until the
+            // crash). Every 20th change cuts its session back to 15 turns.
+            let (session, turn_no) = (SessionId([(n / 20) as u8; 16]), (n % 20) as u32 + 1);
+            let turn = owner.turn("work", session, turn_no, Hash32([0; 32]), &format!("turn {n}"), None);
             let id = MessageId::of(&n.to_le_bytes());
             let record = OutboundRecord::new(recipient, n.to_le_bytes().to_vec(), T0);
             let nonce = (Nonce([n as u8; 16]), Timestamp(T0.0 + n));
             let change = Change::new(move |txn| {
+                txn.put_turn(&session, turn_no, &turn)?;
+                if turn_no == 20 {
+                    txn.truncate_turns(&session, 15)?;
+                }
                 txn.enqueue_outbound(&id, &record)?;
                 txn.record_nonces(&[nonce])?;
                 // Every other message is acknowledged again (a removal), and the replay cache
@@ -129,6 +139,16 @@ fn a_crash_loses_no_committed_change() {
     // The last prune (at T0 + 149) kept the nonces of steps 149 onwards.
     assert!(!view.nonce_seen(&Nonce([148; 16])).unwrap());
     assert!((149..CHANGES).all(|n| view.nonce_seen(&Nonce([n as u8; 16])).unwrap()));
+    for session in 0..CHANGES.div_ceil(20) {
+        let turns = view.turns(&SessionId([session as u8; 16])).unwrap();
+        let kept = (CHANGES - session * 20).min(20);
+        let expected = if kept == 20 { 15 } else { kept };
+        assert_eq!(turns.len() as u64, expected, "session {session}: turns lost, or cut turns back");
+        for (index, turn) in turns.iter().enumerate() {
+            let turn = turn.decode_stored().unwrap();
+            assert_eq!((turn.turn_no, turn.text), (index as u32 + 1, format!("turn {}", session * 20 + index as u64)));
+        }
+    }
     drop(view);
 
     // The chain goes on from where the crash left it, and a clean close leaves nothing to replay.
@@ -138,6 +158,10 @@ fn a_crash_loses_no_committed_change() {
     let db = NodeDb::open(&path).unwrap();
     assert_eq!(db.recovered_batches(), 0);
     assert_eq!(db.verify_audit().unwrap().entries, CHANGES + 2);
+    // The closing checkpoint put the recent turns in the table (the last session's 20th turn
+    // cut it back to 15).
+    let last = SessionId([((CHANGES - 1) / 20) as u8; 16]);
+    assert_eq!(db.read().unwrap().turns(&last).unwrap().len(), 15);
 }
 
 #[test]
