@@ -192,9 +192,29 @@ impl NodeDb {
 
     /// A consistent snapshot for reading.
     pub fn read(&self) -> Result<ReadView, StoreError> {
-        // The recent turns first, then the snapshot: never the other way (`sessions/recent.rs`).
-        let turns = self.kept.turns.current();
-        Ok(ReadView { tx: self.db.begin_read().ctx("starting a read")?, turns })
+        // The recent turns first, then the snapshot, then the turns again: if a batch published
+        // turns meanwhile, the snapshot may hold its other records, so the view starts again
+        // (`sessions/recent.rs`).
+        let mut turns = self.kept.turns.current();
+        #[cfg(test)]
+        std::thread::sleep(std::time::Duration::from_micros(
+            self.kept.read_pause.load(std::sync::atomic::Ordering::Relaxed),
+        ));
+        loop {
+            let tx = self.db.begin_read().ctx("starting a read")?;
+            let again = self.kept.turns.current();
+            if Arc::ptr_eq(&turns, &again) {
+                return Ok(ReadView { tx, turns });
+            }
+            turns = again;
+        }
+    }
+
+    /// Makes [`NodeDb::read`] wait `pause` between taking the recent turns and its snapshot.
+    #[cfg(test)]
+    pub(crate) fn pause_reads(&self, pause: std::time::Duration) {
+        let micros = u64::try_from(pause.as_micros()).unwrap_or(u64::MAX);
+        self.kept.read_pause.store(micros, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The contact record of `owner` as last committed, from memory (see [`NodeDb::identities`]).

@@ -147,3 +147,76 @@ impl Txn<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use clawnet_crypto::{Hash32, SigningSecret};
+    use clawnet_protocol::Nonce;
+    use clawnet_protocol::testkit::{T0, TestOwner};
+
+    use super::*;
+    use crate::{Change, Genesis, NodeDb};
+
+    #[test]
+    fn a_view_finds_every_turn_of_the_batches_its_snapshot_holds() {
+        // One thread commits a turn and a nonce at a time, through three checkpoints, while
+        // others take views whose start is held open 300 µs, so that commits fall inside it.
+        // The turns stay out of the table until a checkpoint, the nonces do not: every nonce a
+        // view sees must come with its turn.
+        const CHANGES: u32 = 400;
+        let dir = tempfile::tempdir().unwrap();
+        let owner = TestOwner::new(1, &["work"]);
+        let genesis = Genesis {
+            owner: owner.id(),
+            device_cert: owner.device_cert(),
+            node_name: "test".into(),
+            keystore: Vec::new(),
+        };
+        let device = SigningSecret::from_bytes(&owner.device.to_bytes());
+        let db = NodeDb::create(&dir.path().join("node.redb"), genesis, device).unwrap();
+        db.pause_reads(Duration::from_micros(300));
+        let session = SessionId([7; 16]);
+        let nonce = |n: u32| Nonce(u128::from(n).to_le_bytes());
+        let done = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let readers: Vec<_> = (0..2)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut views = 0u32;
+                        while !done.load(Ordering::SeqCst) {
+                            let view = db.read().unwrap();
+                            let turns = view.turns(&session).unwrap().len() as u32;
+                            // The changes after those whose turns it found (a view may find the
+                            // turns of a batch before its other records, not the other way).
+                            let mut seen = turns;
+                            while seen < CHANGES && view.nonce_seen(&nonce(seen + 1)).unwrap() {
+                                seen += 1;
+                            }
+                            assert_eq!(seen, turns, "a view holds {seen} changes and only {turns} of their turns");
+                            views += 1;
+                        }
+                        views
+                    })
+                })
+                .collect();
+            for n in 1..=CHANGES {
+                let turn = owner.turn("work", session, n, Hash32([0; 32]), &format!("turn {n}"), None);
+                let seen = (nonce(n), Timestamp(T0.0 + 1_000_000));
+                let change = Change::new(move |txn| {
+                    txn.put_turn(&session, n, &turn)?;
+                    txn.record_nonces(&[seen])
+                });
+                db.commit(change).unwrap();
+            }
+            done.store(true, Ordering::SeqCst);
+            for reader in readers {
+                assert!(reader.join().unwrap() > 10, "the readers took too few views to race the commits");
+            }
+        });
+        assert!(db.writer_stats().unwrap().batches > 3 * 129, "fewer than three checkpoints");
+        assert_eq!(db.read().unwrap().turns(&session).unwrap().len() as u32, CHANGES);
+    }
+}

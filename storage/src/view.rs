@@ -16,8 +16,8 @@ use crate::snapshots::Touched;
 /// A consistent read-only snapshot of the database.
 pub struct ReadView {
     pub(crate) tx: redb::ReadTransaction,
-    /// The turns stored since the last checkpoint, as they were just before `tx` began
-    /// (`sessions/recent.rs` says why that order).
+    /// The turns stored since the last checkpoint, as they were when `tx` began
+    /// (`sessions/recent.rs` says how that is made sure of).
     pub(crate) turns: Arc<RecentSet>,
 }
 

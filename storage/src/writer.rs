@@ -195,6 +195,10 @@ pub(crate) struct Kept {
     /// The turns stored since the last checkpoint, which a checkpoint copies into the turns
     /// table.
     pub(crate) turns: Arc<RecentTurns>,
+    /// How long [`crate::NodeDb::read`] waits between taking the recent turns and its snapshot,
+    /// in microseconds: widens the moment a concurrent commit must not fall into, for a test.
+    #[cfg(test)]
+    pub(crate) read_pause: Arc<std::sync::atomic::AtomicU64>,
 }
 
 struct Job {

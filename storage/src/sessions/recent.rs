@@ -10,16 +10,17 @@
 //! this set. After a crash, recovery replays the journal's turns into the table.
 //!
 //! Readers see the table and this set together ([`crate::ReadView`]), without a lock between
-//! them and the writer, by two orders:
-//! - a view takes the set as it is *before* it starts its redb snapshot;
+//! them and the writer:
 //! - a batch publishes its turns here once its journal record is written (so once durable,
 //!   unless the whole batch is durable-later) and before redb commits it, and a turn leaves the
-//!   set only after the checkpoint that put it in the table committed.
+//!   set only after the checkpoint that put it in the table committed;
+//! - a view takes the set, then its redb snapshot, then looks at the set again: if the set
+//!   changed meanwhile (a batch published, or a checkpoint emptied it), it starts again.
 //!
-//! So a view never misses a turn committed before it started: if its set no longer holds the
-//! turn, the checkpoint that removed it committed before the view began. A view started while
-//! a batch commits may see that batch's turns before its other records; a checkpoint writes the
-//! same bytes the set holds, so a turn found in both is the same turn.
+//! So the batches a view's snapshot holds had published their turns before it took the set: it
+//! finds every one of their turns, in the set or in the table. It may also find the turns of a
+//! batch whose other records its snapshot does not hold yet (published, not yet committed). A
+//! checkpoint writes the bytes the set holds, so a turn found in both is the same turn.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
