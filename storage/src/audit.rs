@@ -2,6 +2,7 @@
 
 use clawnet_crypto::Hash32;
 use std::io::Write;
+use std::ops::ControlFlow;
 use std::sync::mpsc::sync_channel;
 
 use clawnet_protocol::audit::{
@@ -40,7 +41,6 @@ impl NodeDb {
     /// every few thousand entries.
     pub fn verify_audit_with_progress(&self, mut progress: impl FnMut(u64)) -> Result<ChainSummary, AuditVerifyError> {
         let view = self.read()?;
-        let table = view.tx.open_table(AUDIT).ctx("reading the audit chain")?;
         let mut walker = ChainWalker::new(self.info().device_key, self.info().owner);
         // Reading, decoding and linking run on this thread while signature batches are checked
         // on another, in order; an earlier bad signature outranks a later structural error.
@@ -53,24 +53,27 @@ impl NodeDb {
                 Ok(())
             });
             let walked = (|| -> Result<ChainSummary, AuditVerifyError> {
-                for (checked, row) in table.iter().ctx("reading the audit chain")?.enumerate() {
-                    let (seq, record) = row.ctx("reading the audit chain")?;
-                    match walker.push(seq.value(), record.value()) {
+                let mut checked = 0u64;
+                each_entry(&view, |seq, record| {
+                    match walker.push(seq, record) {
                         Ok(Some(batch)) => {
                             if batches.send(batch).is_err() {
-                                break; // The checker stopped at a bad signature: it has the answer.
+                                // The checker stopped at a bad signature: it has the answer.
+                                return Ok(ControlFlow::Break(()));
                             }
                         }
                         Ok(None) => {}
                         Err(err) => {
                             let _ = batches.send(walker.take_pending());
-                            return Err(err.into());
+                            return Err(AuditVerifyError::from(err));
                         }
                     }
-                    if checked % 4096 == 4095 {
-                        progress(checked as u64 + 1);
+                    checked += 1;
+                    if checked.is_multiple_of(4096) {
+                        progress(checked);
                     }
-                }
+                    Ok(ControlFlow::Continue(()))
+                })?;
                 let (pending, summary) = walker.finish();
                 let _ = batches.send(pending);
                 Ok(summary?)
@@ -86,16 +89,15 @@ impl NodeDb {
     /// node's public key can re-verify it. Returns the number of entries written.
     pub fn export_audit(&self, out: &mut impl Write) -> Result<u64, StoreError> {
         let view = self.read()?;
-        let table = view.tx.open_table(AUDIT).ctx("reading the audit chain")?;
         let mut count = 0;
-        for row in table.iter().ctx("reading the audit chain")? {
-            let (seq, record) = row.ctx("reading the audit chain")?;
-            let line = ExportedEntry::new(seq.value(), record.value());
+        each_entry(&view, |seq, record| {
+            let line = ExportedEntry::new(seq, record);
             let mut text = serde_json::to_string(&line).map_err(|err| io_error("encoding the export", err))?;
             text.push('\n');
             out.write_all(text.as_bytes()).map_err(|err| io_error("writing the export", err))?;
             count += 1;
-        }
+            Ok::<_, StoreError>(ControlFlow::Continue(()))
+        })?;
         out.flush().map_err(|err| io_error("writing the export", err))?;
         Ok(count)
     }
@@ -104,13 +106,11 @@ impl NodeDb {
     /// them).
     pub fn audit_entries(&self) -> Result<Vec<AuditEntry>, StoreError> {
         let view = self.read()?;
-        let table = view.tx.open_table(AUDIT).ctx("reading the audit chain")?;
         let mut entries = Vec::new();
-        for row in table.iter().ctx("reading the audit chain")? {
-            let (_, record) = row.ctx("reading the audit chain")?;
-            let parsed = parse_record(record.value()).map_err(StoreError::corrupt("audit entry"))?;
-            entries.push(parsed.entry);
-        }
+        each_entry(&view, |_, record| {
+            entries.push(parse_record(record).map_err(StoreError::corrupt("audit entry"))?.entry);
+            Ok::<_, StoreError>(ControlFlow::Continue(()))
+        })?;
         Ok(entries)
     }
 
@@ -149,21 +149,48 @@ pub fn tamper_with_schema_version(db: &NodeDb, version: u32) -> Result<(), Store
 /// The raw stored record of entry `seq` (tests and forensics).
 pub fn raw_entry(db: &NodeDb, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
     let view = db.read()?;
+    if let Some((_, record)) = view.recent.audit().find(|(at, _)| *at == seq) {
+        return Ok(Some(record.to_vec()));
+    }
     let table = view.tx.open_table(AUDIT).ctx("reading the audit chain")?;
     Ok(table.get(seq).ctx("reading the audit chain")?.map(|value| value.value().to_vec()))
 }
 
+/// Calls `each` with every stored entry, in order: the table's, then those written since the
+/// last checkpoint (`recent.rs`), which all come after them. Stops early at a `Break`.
+fn each_entry<E: From<StoreError>>(
+    view: &ReadView,
+    mut each: impl FnMut(u64, &[u8]) -> Result<ControlFlow<()>, E>,
+) -> Result<(), E> {
+    let table = view.tx.open_table(AUDIT).ctx("reading the audit chain")?;
+    for row in table.iter().ctx("reading the audit chain")? {
+        let (seq, record) = row.ctx("reading the audit chain")?;
+        if each(seq.value(), record.value())?.is_break() {
+            return Ok(());
+        }
+    }
+    for (seq, record) in view.recent.audit() {
+        if each(seq, record)?.is_break() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
 /// The position after the last stored entry.
 pub(crate) fn read_head(view: &ReadView) -> Result<ChainHead, StoreError> {
+    let head = |seq: u64, record: &[u8]| {
+        let parsed = parse_record(record).map_err(StoreError::corrupt("audit entry"))?;
+        Ok(ChainHead { next_seq: seq + 1, prev: link_hash(parsed.body) })
+    };
+    if let Some((seq, record)) = view.recent.last_audit() {
+        return head(seq, record);
+    }
     let table = view.tx.open_table(AUDIT).ctx("reading the audit head")?;
-    let last = table.last().ctx("reading the audit head")?;
-    Ok(match last {
-        None => ChainHead { next_seq: 1, prev: Hash32::ZERO },
-        Some((seq, record)) => {
-            let parsed = parse_record(record.value()).map_err(StoreError::corrupt("audit entry"))?;
-            ChainHead { next_seq: seq.value() + 1, prev: link_hash(parsed.body) }
-        }
-    })
+    match table.last().ctx("reading the audit head")? {
+        None => Ok(ChainHead { next_seq: 1, prev: Hash32::ZERO }),
+        Some((seq, record)) => head(seq.value(), record.value()),
+    }
 }
 
 fn io_error(context: &str, err: impl std::fmt::Display) -> StoreError {

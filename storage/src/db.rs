@@ -192,25 +192,25 @@ impl NodeDb {
 
     /// A consistent snapshot for reading.
     pub fn read(&self) -> Result<ReadView, StoreError> {
-        // The recent turns first, then the snapshot, then the turns again: if a batch published
-        // turns meanwhile, the snapshot may hold its other records, so the view starts again
-        // (`sessions/recent.rs`).
-        let mut turns = self.kept.turns.current();
+        // The recent writes first, then the snapshot, then the recent writes again: if a batch
+        // published meanwhile, the snapshot may hold its other records, so the view starts again
+        // (`recent.rs`).
+        let mut recent = self.kept.recent_writes.current();
         #[cfg(test)]
         std::thread::sleep(std::time::Duration::from_micros(
             self.kept.read_pause.load(std::sync::atomic::Ordering::Relaxed),
         ));
         loop {
             let tx = self.db.begin_read().ctx("starting a read")?;
-            let again = self.kept.turns.current();
-            if Arc::ptr_eq(&turns, &again) {
-                return Ok(ReadView { tx, turns });
+            let again = self.kept.recent_writes.current();
+            if Arc::ptr_eq(&recent, &again) {
+                return Ok(ReadView { tx, recent });
             }
-            turns = again;
+            recent = again;
         }
     }
 
-    /// Makes [`NodeDb::read`] wait `pause` between taking the recent turns and its snapshot.
+    /// Makes [`NodeDb::read`] wait `pause` between taking the recent writes and its snapshot.
     #[cfg(test)]
     pub(crate) fn pause_reads(&self, pause: std::time::Duration) {
         let micros = u64::try_from(pause.as_micros()).unwrap_or(u64::MAX);

@@ -22,6 +22,7 @@ mod journal;
 pub mod keystore;
 pub mod memory;
 pub mod peers;
+mod recent;
 pub mod replay;
 mod schema;
 pub mod sessions;

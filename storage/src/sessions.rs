@@ -1,8 +1,8 @@
 //! Sessions as signed records: the proposal, the consents or rejection, the close, and the
 //! transcript of signed turns. The protocol's state machine is the authority on what may be
 //! stored here; this module only keeps it. The turns stored since the last checkpoint are kept
-//! in memory as well as in the commit journal, not in the turns table ([`recent`]): a view reads
-//! both.
+//! in memory as well as in the commit journal, not in the turns table (`recent.rs`): a view
+//! reads both.
 
 use std::collections::BTreeMap;
 
@@ -14,12 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{DbResultExt, StoreError};
 use crate::journal::{record_put, record_remove};
+use crate::recent::TurnChange;
 use crate::schema::{SESSIONS, TURNS};
 use crate::view::{ReadView, Txn, decode_value};
-
-pub(crate) mod recent;
-
-use recent::TurnChange;
 
 /// Everything signed that created or ended one session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,7 +77,7 @@ impl ReadView {
 
     /// Turn `turn_no` of `id`, as stored.
     pub fn turn(&self, id: &SessionId, turn_no: u32) -> Result<Option<Signed<Turn>>, StoreError> {
-        if let Some(bytes) = self.turns.get(&id.0, turn_no) {
+        if let Some(bytes) = self.recent.turn(&id.0, turn_no) {
             return decode_turn(bytes).map(Some);
         }
         let table = self.tx.open_table(TURNS).ctx("reading turns")?;
@@ -97,7 +94,7 @@ impl ReadView {
             let (key, value) = row.ctx("reading turns")?;
             turns.insert(key.value().1, decode_turn(value.value())?);
         }
-        for (turn_no, bytes) in self.turns.from(&id.0, first) {
+        for (turn_no, bytes) in self.recent.turns_from(&id.0, first) {
             turns.insert(turn_no, decode_turn(bytes)?);
         }
         Ok(turns.into_iter().collect())
@@ -122,7 +119,7 @@ impl Txn<'_> {
     }
 
     /// Stores turn `turn_no` of session `id`: in the journal and, until the next checkpoint, in
-    /// memory ([`recent`]).
+    /// memory (`recent.rs`).
     pub fn put_turn(&mut self, id: &SessionId, turn_no: u32, turn: &Signed<Turn>) -> Result<(), StoreError> {
         let bytes = encoding::encode(&StoredTurn(turn.clone()));
         record_put(&mut self.writes.borrow_mut(), TURNS.name(), &turn_key(id, turn_no), &bytes);
@@ -138,9 +135,9 @@ impl Txn<'_> {
             .retain_in((&id.0, keep.saturating_add(1))..=(&id.0, u32::MAX), |_, _| false)
             .ctx("cutting a transcript")?;
         drop(table);
-        let recent = self.recent_turns.with(&self.turn_changes.borrow());
+        let recent = self.recent_writes.with(&self.turn_changes.borrow());
         let mut writes = self.writes.borrow_mut();
-        for (turn_no, _) in recent.from(&id.0, keep.saturating_add(1)) {
+        for (turn_no, _) in recent.turns_from(&id.0, keep.saturating_add(1)) {
             record_remove(&mut writes, TURNS.name(), &turn_key(id, turn_no));
         }
         self.turn_changes.borrow_mut().push(TurnChange::Cut(id.0, keep));
@@ -155,17 +152,18 @@ mod tests {
 
     use clawnet_crypto::{Hash32, SigningSecret};
     use clawnet_protocol::Nonce;
+    use clawnet_protocol::audit::{Actor, AuditDraft, Outcome};
     use clawnet_protocol::testkit::{T0, TestOwner};
 
     use super::*;
     use crate::{Change, Genesis, NodeDb};
 
     #[test]
-    fn a_view_finds_every_turn_of_the_batches_its_snapshot_holds() {
-        // One thread commits a turn and a nonce at a time, through three checkpoints, while
-        // others take views whose start is held open 300 µs, so that commits fall inside it.
-        // The turns stay out of the table until a checkpoint, the nonces do not: every nonce a
-        // view sees must come with its turn.
+    fn a_view_finds_every_turn_and_audit_entry_of_the_batches_its_snapshot_holds() {
+        // One thread commits a turn, an audit entry and a nonce at a time, through three
+        // checkpoints, while others take views whose start is held open 300 µs, so that commits
+        // fall inside it. The turns and the entries stay out of their tables until a checkpoint,
+        // the nonces do not: every nonce a view sees must come with its turn and its entry.
         const CHANGES: u32 = 400;
         let dir = tempfile::tempdir().unwrap();
         let owner = TestOwner::new(1, &["work"]);
@@ -196,6 +194,8 @@ mod tests {
                                 seen += 1;
                             }
                             assert_eq!(seen, turns, "a view holds {seen} changes and only {turns} of their turns");
+                            let entries = crate::audit::read_head(&view).unwrap().next_seq - 1;
+                            assert!(entries > u64::from(seen), "{seen} changes and {entries} entries (genesis too)");
                             views += 1;
                         }
                         views
@@ -208,7 +208,14 @@ mod tests {
                 let change = Change::new(move |txn| {
                     txn.put_turn(&session, n, &turn)?;
                     txn.record_nonces(&[seen])
-                });
+                })
+                .with_audit(AuditDraft::new(
+                    Actor::Node,
+                    "test.turn",
+                    format!("turn {n}"),
+                    "test",
+                    Outcome::Success,
+                ));
                 db.commit(change).unwrap();
             }
             done.store(true, Ordering::SeqCst);
@@ -218,5 +225,6 @@ mod tests {
         });
         assert!(db.writer_stats().unwrap().batches > 3 * 129, "fewer than three checkpoints");
         assert_eq!(db.read().unwrap().turns(&session).unwrap().len() as u32, CHANGES);
+        assert_eq!(db.verify_audit().unwrap().entries, 1 + u64::from(CHANGES));
     }
 }

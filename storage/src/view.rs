@@ -10,15 +10,15 @@ use clawnet_crypto::{WireFormat, encoding};
 use crate::deliveries::recent::{Changes, RecentOutbox};
 use crate::error::StoreError;
 use crate::journal::JournaledTable;
-use crate::sessions::recent::{RecentSet, RecentTurns, TurnChange};
+use crate::recent::{RecentSet, RecentWrites, TurnChange};
 use crate::snapshots::Touched;
 
 /// A consistent read-only snapshot of the database.
 pub struct ReadView {
     pub(crate) tx: redb::ReadTransaction,
-    /// The turns stored since the last checkpoint, as they were when `tx` began
-    /// (`sessions/recent.rs` says how that is made sure of).
-    pub(crate) turns: Arc<RecentSet>,
+    /// The turns and audit entries written since the last checkpoint, as they were when `tx`
+    /// began (`recent.rs` says how that is made sure of).
+    pub(crate) recent: Arc<RecentSet>,
 }
 
 impl fmt::Debug for ReadView {
@@ -42,8 +42,8 @@ pub struct Txn<'a> {
     pub(crate) recent: &'a RecentOutbox,
     /// What this transaction did to those, applied to them once it commits.
     pub(crate) recent_changes: RefCell<Changes>,
-    /// The turns stored since the last checkpoint, outside the turns table.
-    pub(crate) recent_turns: &'a RecentTurns,
+    /// The turns and audit entries written since the last checkpoint, outside their tables.
+    pub(crate) recent_writes: &'a RecentWrites,
     /// What this transaction did to those, in order, applied to them once it commits.
     pub(crate) turn_changes: RefCell<Vec<TurnChange>>,
 }
@@ -52,7 +52,7 @@ impl<'a> Txn<'a> {
     pub(crate) fn new(
         tx: &'a redb::WriteTransaction,
         recent: &'a RecentOutbox,
-        recent_turns: &'a RecentTurns,
+        recent_writes: &'a RecentWrites,
     ) -> Txn<'a> {
         Txn {
             tx,
@@ -61,7 +61,7 @@ impl<'a> Txn<'a> {
             touched: Cell::default(),
             recent,
             recent_changes: RefCell::default(),
-            recent_turns,
+            recent_writes,
             turn_changes: RefCell::default(),
         }
     }

@@ -47,14 +47,14 @@ use std::time::{Duration, Instant};
 
 use clawnet_crypto::{Hash32, OwnerId, SigningSecret, Timestamp};
 use clawnet_protocol::audit::{AuditDraft, LinkedEntry, SealedEntry, seal_batch};
-use redb::Database;
+use redb::{Database, TableHandle};
 
 use crate::deliveries::QueuedFeed;
 use crate::deliveries::recent::RecentOutbox;
 use crate::error::{DbResultExt, StoreError};
-use crate::journal::Journal;
+use crate::journal::{Journal, record_put};
+use crate::recent::{AuditRows, RecentWrites};
 use crate::schema::AUDIT;
-use crate::sessions::recent::RecentTurns;
 use crate::snapshots::{Snapshots, Touched};
 use crate::view::Txn;
 
@@ -192,10 +192,10 @@ pub(crate) struct Kept {
     /// The messages queued since the last checkpoint, which a checkpoint copies into the
     /// outbox table.
     pub(crate) recent: Arc<RecentOutbox>,
-    /// The turns stored since the last checkpoint, which a checkpoint copies into the turns
-    /// table.
-    pub(crate) turns: Arc<RecentTurns>,
-    /// How long [`crate::NodeDb::read`] waits between taking the recent turns and its snapshot,
+    /// The turns and audit entries written since the last checkpoint, which a checkpoint
+    /// copies into their tables.
+    pub(crate) recent_writes: Arc<RecentWrites>,
+    /// How long [`crate::NodeDb::read`] waits between taking the recent writes and its snapshot,
     /// in microseconds: widens the moment a concurrent commit must not fall into, for a test.
     #[cfg(test)]
     pub(crate) read_pause: Arc<std::sync::atomic::AtomicU64>,
@@ -482,13 +482,14 @@ impl Shared {
         let context = "checkpointing the commit journal";
         let mut journal = lock(&self.journal);
         let tx = self.db.begin_write().ctx(context)?;
-        // The turns before `write`, so that a test's raw write to a turn stays as it wrote it.
-        self.kept.turns.copy_into(&tx, &[])?;
+        // The recent writes before `write`, so that a test's raw write to a turn or an audit
+        // entry stays as it wrote it.
+        self.kept.recent_writes.copy_into(&tx, &[], &AuditRows::new())?;
         write(&tx)?;
         let mut recent = self.kept.recent.copy_into(&tx, &Default::default())?;
         journal.write_checkpoint(&tx)?;
         tx.commit().ctx(context)?;
-        self.kept.turns.clear();
+        self.kept.recent_writes.clear();
         recent.clear();
         drop(recent);
         journal.checkpointed();
@@ -562,8 +563,8 @@ fn write_batch(shared: &Shared, jobs: Vec<Job>, sealed: &[Vec<SealedEntry>]) -> 
     let sync = !jobs.iter().all(|job| job.durable_later);
     let batch = journal.next_seq();
     let mut done = Vec::with_capacity(jobs.len());
-    let (queued, writes, touched, recent, turns) = {
-        let mut txn = Txn::new(&tx, &shared.kept.recent, &shared.kept.turns);
+    let (queued, writes, touched, recent, turns, audit) = {
+        let mut txn = Txn::new(&tx, &shared.kept.recent, &shared.kept.recent_writes);
         for (job, entries) in jobs.into_iter().zip(sealed) {
             let output = match job.step {
                 Some(step) => step(&mut txn)?,
@@ -572,37 +573,40 @@ fn write_batch(shared: &Shared, jobs: Vec<Job>, sealed: &[Vec<SealedEntry>]) -> 
             let receipt = CommitReceipt { entries: entries.iter().map(|e| (e.seq, e.link)).collect(), batch };
             done.push((output, receipt));
         }
-        let mut audit = txn.write_table(AUDIT).ctx(context)?;
+        // Into the journal and the recent writes, not the table (`recent.rs`).
+        let mut audit = AuditRows::with_capacity(sealed.iter().map(Vec::len).sum());
         for entry in sealed.iter().flatten() {
-            audit.insert(entry.seq, entry.record.as_slice()).ctx(context)?;
+            let key = <u64 as redb::Value>::as_bytes(&entry.seq);
+            record_put(&mut txn.writes.borrow_mut(), AUDIT.name(), &key, &entry.record);
+            audit.push((entry.seq, entry.record.clone()));
         }
-        drop(audit);
         (
             txn.queued,
             txn.writes.into_inner(),
             txn.touched.get(),
             txn.recent_changes.into_inner(),
             txn.turn_changes.into_inner(),
+            audit,
         )
     };
     // The journal's record is on disk before redb commits, so no reader sees a durable change
     // a crash could take back; redb then skips its fsync. (A durable-later batch's record is
     // only written: it is visible before it is on disk, which is what durable-later means.)
     if journal.append(&writes, sync)? {
-        // Its turns are on disk now: published before redb commits, so that no view can miss
-        // them (`sessions/recent.rs`).
-        shared.kept.turns.apply(&turns);
+        // Its turns and audit entries are on disk now: published before redb commits, so that
+        // no view can miss them (`recent.rs`).
+        shared.kept.recent_writes.publish(&turns, audit);
         // Refused only by a database shared between processes: it then commits durably, which
         // is always allowed.
         let _ = tx.set_durability(redb::Durability::None);
         tx.commit().ctx(context)?;
         shared.kept.recent.apply(recent);
     } else {
-        shared.kept.turns.copy_into(&tx, &turns)?;
+        shared.kept.recent_writes.copy_into(&tx, &turns, &audit)?;
         let mut copied = shared.kept.recent.copy_into(&tx, &recent)?;
         journal.write_checkpoint(&tx)?;
         tx.commit().ctx(context)?;
-        shared.kept.turns.clear();
+        shared.kept.recent_writes.clear();
         copied.clear();
         drop(copied);
         journal.checkpointed();
