@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::db::NodeDb;
 use crate::error::{DbResultExt, StoreError};
+use crate::recent::RecentSet;
 use crate::schema::AUDIT;
 use crate::view::ReadView;
 use crate::writer::ChainHead;
@@ -149,7 +150,7 @@ pub fn tamper_with_schema_version(db: &NodeDb, version: u32) -> Result<(), Store
 /// The raw stored record of entry `seq` (tests and forensics).
 pub fn raw_entry(db: &NodeDb, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
     let view = db.read()?;
-    if let Some((_, record)) = view.recent.audit().find(|(at, _)| *at == seq) {
+    if let Some((_, record)) = view.recent()?.and_then(|recent| recent.audit().find(|(at, _)| *at == seq)) {
         return Ok(Some(record.to_vec()));
     }
     let table = view.tx.open_table(AUDIT).ctx("reading the audit chain")?;
@@ -158,7 +159,7 @@ pub fn raw_entry(db: &NodeDb, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
 
 /// Calls `each` with every stored entry, in order: the table's, then those written since the
 /// last checkpoint (`recent.rs`), which all come after them. Stops early at a `Break`.
-fn each_entry<E: From<StoreError>>(
+pub(crate) fn each_entry<E: From<StoreError>>(
     view: &ReadView,
     mut each: impl FnMut(u64, &[u8]) -> Result<ControlFlow<()>, E>,
 ) -> Result<(), E> {
@@ -169,7 +170,7 @@ fn each_entry<E: From<StoreError>>(
             return Ok(());
         }
     }
-    for (seq, record) in view.recent.audit() {
+    for (seq, record) in view.recent()?.into_iter().flat_map(RecentSet::audit) {
         if each(seq, record)?.is_break() {
             return Ok(());
         }
@@ -183,7 +184,7 @@ pub(crate) fn read_head(view: &ReadView) -> Result<ChainHead, StoreError> {
         let parsed = parse_record(record).map_err(StoreError::corrupt("audit entry"))?;
         Ok(ChainHead { next_seq: seq + 1, prev: link_hash(parsed.body) })
     };
-    if let Some((seq, record)) = view.recent.last_audit() {
+    if let Some((seq, record)) = view.recent()?.and_then(RecentSet::last_audit) {
         return head(seq, record);
     }
     let table = view.tx.open_table(AUDIT).ctx("reading the audit head")?;

@@ -197,24 +197,24 @@ impl NodeDb {
         // (`recent.rs`).
         let mut recent = self.kept.recent_writes.current();
         #[cfg(test)]
-        std::thread::sleep(std::time::Duration::from_micros(
-            self.kept.read_pause.load(std::sync::atomic::Ordering::Relaxed),
-        ));
+        crate::writer::pause(&self.kept.read_pause);
         loop {
             let tx = self.db.begin_read().ctx("starting a read")?;
             let again = self.kept.recent_writes.current();
             if Arc::ptr_eq(&recent, &again) {
-                return Ok(ReadView { tx, recent });
+                return Ok(ReadView::new(tx, recent));
             }
             recent = again;
         }
     }
 
-    /// Makes [`NodeDb::read`] wait `pause` between taking the recent writes and its snapshot.
+    /// Makes [`NodeDb::read`] wait `reads` between taking the recent writes and its snapshot,
+    /// and a checkpoint wait `checkpoints` between its commit and emptying them.
     #[cfg(test)]
-    pub(crate) fn pause_reads(&self, pause: std::time::Duration) {
-        let micros = u64::try_from(pause.as_micros()).unwrap_or(u64::MAX);
-        self.kept.read_pause.store(micros, std::sync::atomic::Ordering::Relaxed);
+    pub(crate) fn pause(&self, reads: std::time::Duration, checkpoints: std::time::Duration) {
+        let micros = |pause: std::time::Duration| u64::try_from(pause.as_micros()).unwrap_or(u64::MAX);
+        self.kept.read_pause.store(micros(reads), std::sync::atomic::Ordering::Relaxed);
+        self.kept.checkpoint_pause.store(micros(checkpoints), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The contact record of `owner` as last committed, from memory (see [`NodeDb::identities`]).

@@ -361,25 +361,9 @@ enum Stored {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Change, Genesis};
-    use clawnet_crypto::SigningSecret;
+    use crate::Change;
+    use crate::testing::open_db;
     use clawnet_protocol::testkit::TestOwner;
-
-    fn open(path: &std::path::Path, owner: &TestOwner) -> NodeDb {
-        let device = SigningSecret::from_bytes(&owner.device.to_bytes());
-        if !path.exists() {
-            let genesis = Genesis {
-                owner: owner.id(),
-                device_cert: owner.device_cert(),
-                node_name: "test".into(),
-                keystore: Vec::new(),
-            };
-            return NodeDb::create(path, genesis, device).unwrap();
-        }
-        let mut db = NodeDb::open(path).unwrap();
-        db.unlock_writes(device).unwrap();
-        db
-    }
 
     fn rows_in_table(db: &NodeDb) -> u64 {
         use redb::ReadableTableMetadata;
@@ -391,7 +375,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("node.redb");
         let owner = TestOwner::new(1, &[]);
-        let db = open(&path, &owner);
+        let db = open_db(&path, &owner);
         let record = |text: &[u8]| OutboundRecord::new(owner.device.public_key(), text.to_vec(), Timestamp(5));
         let (first, second) = (MessageId::of(b"first"), MessageId::of(b"second"));
         let queue = |id: MessageId, record: OutboundRecord| Change::new(move |txn| txn.enqueue_outbound(&id, &record));
@@ -408,7 +392,7 @@ mod tests {
         assert!(db.commit(queue(second, record(b"second"))).unwrap().0);
         assert_eq!(rows_in_table(&db), 0);
         drop(db);
-        let db = open(&path, &owner);
+        let db = open_db(&path, &owner);
         assert_eq!(rows_in_table(&db), 1);
         assert_eq!(db.outbound().unwrap().len(), 1);
         assert!(!db.commit(queue(second, record(b"second"))).unwrap().0, "queued once, in the table too");
@@ -418,7 +402,7 @@ mod tests {
         assert!(!db.commit(acknowledge(second)).unwrap().0, "acknowledged once");
         assert_eq!((rows_in_table(&db), db.outbound().unwrap().len()), (0, 0));
         drop(db);
-        assert_eq!(open(&path, &owner).outbound().unwrap().len(), 0, "the removal is durable");
+        assert_eq!(open_db(&path, &owner).outbound().unwrap().len(), 0, "the removal is durable");
     }
 
     #[test]

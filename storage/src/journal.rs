@@ -31,7 +31,7 @@ use std::ops::{Deref, RangeBounds};
 use std::path::{Path, PathBuf};
 
 use clawnet_crypto::{Hash32, HashDomain};
-use redb::{Database, Key, ReadableDatabase, TableDefinition, TableHandle, Value, WriteTransaction};
+use redb::{Database, Key, ReadTransaction, ReadableDatabase, TableDefinition, TableHandle, Value, WriteTransaction};
 
 use crate::error::{DbResultExt, StoreError};
 use crate::schema::{self, META, META_JOURNAL};
@@ -111,8 +111,12 @@ impl Checkpoint {
     /// The last checkpoint in `db`; `None` if no journal was ever started (or this is not a
     /// ClawNet database, which opening reports next).
     fn read(db: &Database) -> Result<Option<Checkpoint>, StoreError> {
+        Checkpoint::read_in(&db.begin_read().ctx("reading the journal checkpoint")?)
+    }
+
+    /// The last checkpoint the snapshot `tx` holds.
+    fn read_in(tx: &ReadTransaction) -> Result<Option<Checkpoint>, StoreError> {
         let context = "reading the journal checkpoint";
-        let tx = db.begin_read().ctx(context)?;
         let meta = match tx.open_table(META) {
             Ok(meta) => meta,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
@@ -149,6 +153,8 @@ pub(crate) struct Journal {
     synced_through: u64,
     /// Syncs so far, for statistics.
     syncs: u64,
+    /// The batch the last checkpoint took (its sequence number in `META`).
+    checkpoint: u64,
 }
 
 impl Journal {
@@ -178,6 +184,7 @@ impl Journal {
             since_checkpoint: 0,
             synced_through: last,
             syncs: 0,
+            checkpoint: last,
         })
     }
 
@@ -272,6 +279,7 @@ impl Journal {
     pub(crate) fn checkpointed(&mut self) {
         // The durable redb commit carries every batch before it.
         self.synced_through = self.next_seq;
+        self.checkpoint = self.next_seq;
         self.end = HEADER;
         if let Some(tail) = &mut self.direct {
             tail.restart(MAGIC);
@@ -280,10 +288,21 @@ impl Journal {
         self.since_checkpoint = 0;
     }
 
+    /// The sequence number of the last checkpoint (the one [`checkpoint_in`] reads in a
+    /// snapshot that holds it).
+    pub(crate) fn last_checkpoint(&self) -> u64 {
+        self.checkpoint
+    }
+
     /// Whether batches were journaled since the last checkpoint.
     pub(crate) fn has_records(&self) -> bool {
         self.since_checkpoint > 0
     }
+}
+
+/// The sequence number of the last checkpoint the snapshot `tx` holds (0 before any journal).
+pub(crate) fn checkpoint_in(tx: &ReadTransaction) -> Result<u64, StoreError> {
+    Ok(Checkpoint::read_in(tx)?.map_or(0, |checkpoint| checkpoint.seq))
 }
 
 /// The error of a failed journal write or sync, in `context`.

@@ -27,6 +27,8 @@ pub mod replay;
 mod schema;
 pub mod sessions;
 mod snapshots;
+#[cfg(test)]
+mod testing;
 mod view;
 pub mod writer;
 

@@ -22,8 +22,14 @@
 //! So the batches a view's snapshot holds had published their writes before it took the set:
 //! it finds every one of their turns and entries, in the set or in the tables. It may also find
 //! those of a batch whose other records its snapshot does not hold yet (published, not yet
-//! committed). A checkpoint writes the bytes the set holds, so a turn found in both is the same
-//! turn; audit entries are in one place only (the set holds those after the table's last one).
+//! committed).
+//!
+//! Between a checkpoint's commit and its emptying of the set, a view can take the old set with a
+//! snapshot that holds the checkpoint: the tables then hold everything the set does, and more
+//! (the checkpoint's own batch, a cut that batch made). So the set names the checkpoint its
+//! writes follow, and a view whose snapshot holds a later one (`META` says which) reads the
+//! tables alone ([`crate::ReadView`]). Otherwise each write is in one place: the set holds the
+//! audit entries after the table's last one, and the turns the table does not have yet.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -55,12 +61,23 @@ pub(crate) enum TurnChange {
 /// The recent writes at one moment: what a view reads besides the tables.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct RecentSet {
+    /// The checkpoint these writes follow (its sequence number, as `META` records it).
+    after: u64,
     sessions: HashMap<SessionKey, Arc<Turns>>,
     /// The audit entries after the table's last one, a batch at a time.
     audit: Vec<Arc<AuditRows>>,
 }
 
 impl RecentSet {
+    /// The checkpoint these writes follow: a snapshot holding a later one holds them all.
+    pub(crate) fn after(&self) -> u64 {
+        self.after
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.sessions.is_empty() && self.audit.is_empty()
+    }
+
     /// Turn `turn_no` of `session`, if it is recent.
     pub(crate) fn turn(&self, session: &SessionKey, turn_no: u32) -> Option<&[u8]> {
         self.sessions.get(session)?.get(&turn_no).map(|bytes| &bytes[..])
@@ -161,9 +178,10 @@ impl RecentWrites {
         Ok(())
     }
 
-    /// Empties the set, once a checkpoint put it in the tables.
-    pub(crate) fn clear(&self) {
-        *lock(&self.current) = Arc::default();
+    /// Empties the set, once the checkpoint numbered `checkpoint` put it in the tables (or, at
+    /// the writer's start, names the checkpoint the journal starts after).
+    pub(crate) fn clear(&self, checkpoint: u64) {
+        *lock(&self.current) = Arc::new(RecentSet { after: checkpoint, ..RecentSet::default() });
     }
 }
 
@@ -202,7 +220,9 @@ mod tests {
         assert_eq!(before.turn(&a, 2), Some(&b"a2"[..]));
         assert_eq!(before.turn(&b, 1), None);
         assert_eq!(before.last_audit(), Some((1, &[1u8][..])));
-        recent.clear();
+        recent.clear(9);
+        assert_eq!(recent.current().after(), 9);
+        assert!(recent.current().is_empty());
         assert_eq!(recent.current().turns_from(&a, 0).count(), 0);
         assert_eq!(recent.current().last_audit(), None);
         assert_eq!(before.turns_from(&a, 0).count(), 2);

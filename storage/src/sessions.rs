@@ -77,7 +77,7 @@ impl ReadView {
 
     /// Turn `turn_no` of `id`, as stored.
     pub fn turn(&self, id: &SessionId, turn_no: u32) -> Result<Option<Signed<Turn>>, StoreError> {
-        if let Some(bytes) = self.recent.turn(&id.0, turn_no) {
+        if let Some(bytes) = self.recent()?.and_then(|recent| recent.turn(&id.0, turn_no)) {
             return decode_turn(bytes).map(Some);
         }
         let table = self.tx.open_table(TURNS).ctx("reading turns")?;
@@ -94,7 +94,7 @@ impl ReadView {
             let (key, value) = row.ctx("reading turns")?;
             turns.insert(key.value().1, decode_turn(value.value())?);
         }
-        for (turn_no, bytes) in self.recent.turns_from(&id.0, first) {
+        for (turn_no, bytes) in self.recent()?.into_iter().flat_map(|recent| recent.turns_from(&id.0, first)) {
             turns.insert(turn_no, decode_turn(bytes)?);
         }
         Ok(turns.into_iter().collect())
@@ -150,32 +150,28 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Duration;
 
-    use clawnet_crypto::{Hash32, SigningSecret};
+    use clawnet_crypto::Hash32;
     use clawnet_protocol::Nonce;
     use clawnet_protocol::audit::{Actor, AuditDraft, Outcome};
     use clawnet_protocol::testkit::{T0, TestOwner};
 
     use super::*;
-    use crate::{Change, Genesis, NodeDb};
+    use crate::Change;
+    use crate::testing::open_db;
 
     #[test]
     fn a_view_finds_every_turn_and_audit_entry_of_the_batches_its_snapshot_holds() {
         // One thread commits a turn, an audit entry and a nonce at a time, through three
         // checkpoints, while others take views whose start is held open 300 µs, so that commits
-        // fall inside it. The turns and the entries stay out of their tables until a checkpoint,
-        // the nonces do not: every nonce a view sees must come with its turn and its entry.
+        // fall inside it, and each checkpoint waits 3 ms between its commit and emptying the
+        // recent writes, so that views start inside that too. The turns and the entries stay
+        // out of their tables until a checkpoint, the nonces do not: every nonce a view sees
+        // must come with its turn and its entry, and the view lists each entry once.
         const CHANGES: u32 = 400;
         let dir = tempfile::tempdir().unwrap();
         let owner = TestOwner::new(1, &["work"]);
-        let genesis = Genesis {
-            owner: owner.id(),
-            device_cert: owner.device_cert(),
-            node_name: "test".into(),
-            keystore: Vec::new(),
-        };
-        let device = SigningSecret::from_bytes(&owner.device.to_bytes());
-        let db = NodeDb::create(&dir.path().join("node.redb"), genesis, device).unwrap();
-        db.pause_reads(Duration::from_micros(300));
+        let db = open_db(&dir.path().join("node.redb"), &owner);
+        db.pause(Duration::from_micros(300), Duration::from_millis(3));
         let session = SessionId([7; 16]);
         let nonce = |n: u32| Nonce(u128::from(n).to_le_bytes());
         let done = AtomicBool::new(false);
@@ -196,6 +192,13 @@ mod tests {
                             assert_eq!(seen, turns, "a view holds {seen} changes and only {turns} of their turns");
                             let entries = crate::audit::read_head(&view).unwrap().next_seq - 1;
                             assert!(entries > u64::from(seen), "{seen} changes and {entries} entries (genesis too)");
+                            let mut listed = Vec::new();
+                            crate::audit::each_entry(&view, |seq, _| {
+                                listed.push(seq);
+                                Ok::<_, StoreError>(std::ops::ControlFlow::Continue(()))
+                            })
+                            .unwrap();
+                            assert_eq!(listed, (1..=entries).collect::<Vec<_>>(), "the entries a view lists");
                             views += 1;
                         }
                         views

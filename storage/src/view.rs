@@ -3,7 +3,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use clawnet_crypto::{WireFormat, encoding};
 
@@ -18,7 +18,32 @@ pub struct ReadView {
     pub(crate) tx: redb::ReadTransaction,
     /// The turns and audit entries written since the last checkpoint, as they were when `tx`
     /// began (`recent.rs` says how that is made sure of).
-    pub(crate) recent: Arc<RecentSet>,
+    recent: Arc<RecentSet>,
+    /// Whether `tx` holds a later checkpoint than the one `recent` follows, which copied
+    /// `recent` into the tables: looked up the first time `recent` is read.
+    recent_stale: OnceLock<bool>,
+}
+
+impl ReadView {
+    pub(crate) fn new(tx: redb::ReadTransaction, recent: Arc<RecentSet>) -> ReadView {
+        ReadView { tx, recent, recent_stale: OnceLock::new() }
+    }
+
+    /// The recent writes this view reads besides the tables, if any (`recent.rs`): none when
+    /// its snapshot holds the checkpoint that put them in the tables.
+    pub(crate) fn recent(&self) -> Result<Option<&RecentSet>, StoreError> {
+        if self.recent.is_empty() {
+            return Ok(None);
+        }
+        let stale = match self.recent_stale.get() {
+            Some(stale) => *stale,
+            None => {
+                let stale = crate::journal::checkpoint_in(&self.tx)? != self.recent.after();
+                *self.recent_stale.get_or_init(|| stale)
+            }
+        };
+        Ok((!stale).then_some(&*self.recent))
+    }
 }
 
 impl fmt::Debug for ReadView {

@@ -199,6 +199,27 @@ pub(crate) struct Kept {
     /// in microseconds: widens the moment a concurrent commit must not fall into, for a test.
     #[cfg(test)]
     pub(crate) read_pause: Arc<std::sync::atomic::AtomicU64>,
+    /// How long a checkpoint waits between its commit and emptying the recent writes, in
+    /// microseconds: widens the moment a view can take them stale (`recent.rs`), for a test.
+    #[cfg(test)]
+    pub(crate) checkpoint_pause: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Kept {
+    /// Waits the test's `checkpoint_pause`, if any; nothing outside tests.
+    fn pause_after_checkpoint(&self) {
+        #[cfg(test)]
+        pause(&self.checkpoint_pause);
+    }
+}
+
+/// Sleeps the microseconds `pause` holds (see the pauses of [`Kept`]).
+#[cfg(test)]
+pub(crate) fn pause(pause: &std::sync::atomic::AtomicU64) {
+    let micros = pause.load(std::sync::atomic::Ordering::Relaxed);
+    if micros > 0 {
+        std::thread::sleep(Duration::from_micros(micros));
+    }
 }
 
 struct Job {
@@ -267,6 +288,10 @@ impl Writer {
             kept,
             journal: Mutex::new(journal),
         });
+        // Every earlier write is in the tables (the last writer closed with a checkpoint, or
+        // opening recovered the journal): the recent writes start empty, after the journal's
+        // checkpoint.
+        shared.kept.recent_writes.clear(lock(&shared.journal).last_checkpoint());
         let (inbox, jobs) = sync_channel::<Job>(QUEUE_CAPACITY);
         let committer = Committer { shared: shared.clone() };
         let thread = std::thread::Builder::new()
@@ -489,10 +514,11 @@ impl Shared {
         let mut recent = self.kept.recent.copy_into(&tx, &Default::default())?;
         journal.write_checkpoint(&tx)?;
         tx.commit().ctx(context)?;
-        self.kept.recent_writes.clear();
+        journal.checkpointed();
+        self.kept.pause_after_checkpoint();
+        self.kept.recent_writes.clear(journal.last_checkpoint());
         recent.clear();
         drop(recent);
-        journal.checkpointed();
         self.durable.reached(journal.synced_through());
         // Only tests write raw (and the final checkpoint writes nothing): any copy may be stale.
         self.kept.snapshots.written(Touched::ALL);
@@ -606,10 +632,11 @@ fn write_batch(shared: &Shared, jobs: Vec<Job>, sealed: &[Vec<SealedEntry>]) -> 
         let mut copied = shared.kept.recent.copy_into(&tx, &recent)?;
         journal.write_checkpoint(&tx)?;
         tx.commit().ctx(context)?;
-        shared.kept.recent_writes.clear();
+        journal.checkpointed();
+        shared.kept.pause_after_checkpoint();
+        shared.kept.recent_writes.clear(journal.last_checkpoint());
         copied.clear();
         drop(copied);
-        journal.checkpointed();
     }
     let through = journal.synced_through();
     drop(journal);
