@@ -441,10 +441,10 @@ struct Sequential {
 }
 
 /// A close this long after the last turn waited for an outbox retry: normally it arrives with
-/// the last turn, in the same delivery batch. (The last speaker queues its turn and its close in
-/// one commit with the same millisecond timestamp, and the outbox orders a batch by that
-/// timestamp only, so about half the time the close comes first; the receiver refuses it for
-/// later because the turn it follows is not there yet, and the first retry comes after 500 ms.)
+/// the last turn, in the same delivery batch, after it (the last speaker queues both in one
+/// commit, and the sending worker keeps queue order). Were the close to come first, the
+/// receiver would refuse it for later, the turn it follows not being there yet, and the first
+/// retry comes after 500 ms.
 const LATE_CLOSE: Duration = Duration::from_millis(100);
 
 /// One warm-up session, then [`LATENCY_SESSIONS`] sessions one at a time, each run until it is
