@@ -6,9 +6,10 @@
 //!
 //! One *writer* thread takes everything queued as one batch, numbers and links its audit
 //! entries and signs the last one, whose signature covers the others through the hash chain
-//! (`clawnet_protocol::audit`); then it runs each change's step, inserts the entries and
+//! (`clawnet_protocol::audit`); then it runs each change's step, writes the entries and
 //! commits them in one durable write transaction (durable through the commit journal,
-//! `journal.rs`; a checkpoint now and then). What queues during a commit is the next batch, so
+//! `journal.rs`; a checkpoint now and then, which is when the entries reach the audit table:
+//! until then they are among the recent writes, `recent.rs`). What queues during a commit is the next batch, so
 //! batches grow with the load. One signature per batch is why sealing needs no stage of its
 //! own: until 2026-12-06 every entry was signed, by a sealer thread (with a signing helper)
 //! that handed batches to a committer thread; the hand-off cost more than the overlap saved
@@ -571,7 +572,7 @@ fn seal_jobs(shared: &Shared, jobs: &mut [Job], mut head: ChainHead) -> (Vec<Vec
     (counts.into_iter().map(|count| sealed.by_ref().take(count).collect()).collect(), head)
 }
 
-/// Runs every job's step and inserts the sealed entries in one durable transaction. After a
+/// Runs every job's step and writes the sealed entries in one durable transaction. After a
 /// failure everything fails: later batches link to entries that never reached the disk.
 fn commit_batch(shared: &Shared, jobs: Vec<Job>, sealed: &[Vec<SealedEntry>]) -> Result<Vec<Committed>, StoreError> {
     if let Some(reason) = shared.poisoned.get() {
